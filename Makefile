@@ -1,0 +1,47 @@
+# Every target builds the virtualenv first when it is missing or stale.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STORYBOARDS := $(wildcard storyboards/*.yaml)
+
+.PHONY: all check fmt test render compile validate golden bench clean
+
+all: check test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+check: $(STAMP)
+	$(BIN)/ruff format --check compiler tests bench
+	$(BIN)/ruff check compiler tests bench
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format compiler tests bench
+	$(BIN)/ruff check --fix compiler tests bench
+
+test: check
+	$(BIN)/pytest
+
+validate: $(STAMP)
+	$(BIN)/storyboard validate $(STORYBOARDS)
+
+compile: $(STAMP)
+	$(BIN)/storyboard compile $(STORYBOARDS)
+
+render: $(STAMP)
+	@echo "render: submitting is not built yet; compiling every storyboard instead"
+	$(BIN)/storyboard compile $(STORYBOARDS)
+
+golden: $(STAMP)
+	$(BIN)/python -m tests.golden
+
+bench: $(STAMP)
+	$(BIN)/python bench/compile.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,207 @@
+"""The intermediate representation every stage after `resolve` speaks, and the model data.
+
+A `Storyboard` holds resolved settings and references; a `Scene` keeps its JSON path into
+the source so any later stage can point a diagnostic at the exact YAML value.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .diagnostics import Location
+from .load import JsonPath, SourceDoc
+
+RefKind = Literal["image", "element", "video"]
+REF_KINDS: tuple[RefKind, ...] = ("image", "element", "video")
+
+
+@functools.cache
+def model_data() -> dict[str, Any]:
+    """Model capabilities, limits and prices from `models.yaml` (read once)."""
+    text = (Path(__file__).parent / "models.yaml").read_text(encoding="utf-8")
+    data: dict[str, Any] = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return data
+
+
+def capabilities(model: str) -> dict[str, Any]:
+    caps: dict[str, Any] = model_data()["models"][model]
+    return caps
+
+
+def limits() -> dict[str, Any]:
+    lim: dict[str, Any] = model_data()["limits"]
+    return lim
+
+
+def strict_reading(name: str) -> str:
+    text: str = model_data()["strict_readings"][name]
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Task settings after scene overrides are applied."""
+
+    model: str
+    mode: str
+    aspect_ratio: str
+    sound: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    name: str
+    path: JsonPath
+    url: str | None = None
+    file: str | None = None  # posix path relative to the storyboard's directory
+    sha256: str | None = None
+    size: tuple[int, int] | None = None
+
+    @property
+    def payload_value(self) -> str:
+        if self.url is not None:
+            return self.url
+        return f"local:{self.file}@sha256:{self.sha256}"
+
+
+@dataclass(frozen=True, slots=True)
+class ElementRef:
+    name: str
+    path: JsonPath
+    element_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRef:
+    name: str
+    path: JsonPath
+    url: str
+    duration: float | None = None
+
+
+Ref = ImageRef | ElementRef | VideoRef
+
+
+@dataclass(frozen=True, slots=True)
+class Refs:
+    images: dict[str, ImageRef] = field(default_factory=dict)
+    elements: dict[str, ElementRef] = field(default_factory=dict)
+    videos: dict[str, VideoRef] = field(default_factory=dict)
+    # Names whose definitions were invalid: uses of them are not reported a second time.
+    broken: frozenset[tuple[RefKind, str]] = frozenset()
+
+    def table(self, kind: RefKind) -> dict[str, ImageRef] | dict[str, ElementRef] | dict[
+        str, VideoRef
+    ]:
+        if kind == "image":
+            return self.images
+        if kind == "element":
+            return self.elements
+        return self.videos
+
+
+@dataclass(frozen=True, slots=True)
+class Shot:
+    template: str
+    duration: int
+    path: JsonPath
+
+
+@dataclass(frozen=True, slots=True)
+class VideoUse:
+    ref: str
+    refer_type: str
+    keep_original_sound: bool | None
+    path: JsonPath
+
+
+@dataclass(frozen=True, slots=True)
+class Scene:
+    id: str
+    path: JsonPath
+    settings: Settings
+    prompt: str | None
+    duration: int | None
+    shots: tuple[Shot, ...]
+    first_frame: str | None
+    end_frame: str | None
+    video: VideoUse | None
+    vars: dict[str, Any]
+
+    @property
+    def multi_shot(self) -> bool:
+        return bool(self.shots)
+
+
+@dataclass(frozen=True, slots=True)
+class Storyboard:
+    doc: SourceDoc
+    base_dir: Path
+    project_root: Path
+    title: str | None
+    settings: Settings
+    usd_per_unit: float
+    budget_usd: float | None
+    refs: Refs
+    scenes: tuple[Scene, ...]
+
+    def loc(self, path: JsonPath, *, key: bool = False) -> Location:
+        return self.doc.loc(path, key=key)
+
+    def setting_loc(self, scene: Scene, name: str) -> Location:
+        """Where a scene's effective setting was written: on the scene, at the top, or nowhere."""
+        data = self.doc.data
+        scene_data = data["scenes"][scene.path[-1]]
+        if name in scene_data:
+            return self.loc((*scene.path, name))
+        if name in data:
+            return self.loc((name,))
+        return self.loc((*scene.path, "id"))
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedScene:
+    """A scene with its final prompt strings and the media lists in payload order."""
+
+    scene: Scene
+    prompt: str | None
+    shot_prompts: tuple[str, ...]
+    images: tuple[ImageRef, ...]
+    elements: tuple[ElementRef, ...]
+    videos: tuple[VideoRef, ...]
+    first_frame: ImageRef | None
+    end_frame: ImageRef | None
+
+    @property
+    def reference_images(self) -> tuple[ImageRef, ...]:
+        frames = {r.name for r in (self.first_frame, self.end_frame) if r is not None}
+        return tuple(image for image in self.images if image.name not in frames)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One compiled scene: the Kling payload and its estimated price."""
+
+    scene: str
+    payload: dict[str, Any]
+    seconds: float
+    units: float
+    usd: float
+    estimate_note: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "scene": self.scene,
+            "payload": self.payload,
+            "seconds": self.seconds,
+            "units": self.units,
+            "usd": self.usd,
+        }
+        if self.estimate_note:
+            doc["estimate_note"] = self.estimate_note
+        return doc

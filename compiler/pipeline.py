@@ -1,0 +1,121 @@
+"""The compile pipeline: the few lines that name every stage.
+
+load → check_schema → resolve → render_scene → check_scene → lower → estimate
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .diagnostics import Diagnostic, Severity, sort_diagnostics
+from .load import load
+from .lower import lower
+from .model import REF_KINDS, RenderedScene, Storyboard, Task
+from .price import estimate
+from .prompts import render_scene
+from .resolve import resolve
+from .rules import check_scene
+from .validate import check_schema
+
+
+@dataclass(slots=True)
+class CompileResult:
+    """The outcome for one storyboard file: its tasks, or the reasons there are none."""
+
+    path: str
+    board: Storyboard | None = None
+    tasks: list[Task] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.is_error for d in self.diagnostics)
+
+    def as_json(self) -> dict[str, object]:
+        return {"storyboard": self.path, "tasks": [task.as_json() for task in self.tasks]}
+
+
+def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
+    """Compile one storyboard file to Kling payloads. No network."""
+    doc, problems = load(file, display_path)
+    result = CompileResult(doc.path, diagnostics=problems)
+    if doc.data is None:
+        return result
+    schema_problems, broken = check_schema(doc)
+    problems += schema_problems
+    board, resolve_problems = resolve(doc, file, broken)
+    problems += resolve_problems
+    if board is None:
+        result.diagnostics = sort_diagnostics(problems)
+        return result
+    result.board = board
+    rendered: list[RenderedScene] = []
+    for scene in board.scenes:
+        rs, render_problems = render_scene(board, scene)
+        problems += render_problems
+        if rs is not None:
+            problems += check_scene(board, rs)
+            rendered.append(rs)
+    problems += _unused_refs(board, rendered, complete=len(rendered) == len(board.scenes))
+    if not any(d.is_error for d in problems):
+        result.tasks = [_task(board, rs) for rs in rendered]
+        problems += _duplicate_payloads(board, result.tasks)
+        if any(d.is_error for d in problems):
+            result.tasks = []
+    result.diagnostics = sort_diagnostics(problems)
+    return result
+
+
+def _task(board: Storyboard, rs: RenderedScene) -> Task:
+    video = board.refs.videos.get(rs.scene.video.ref) if rs.scene.video else None
+    cost = estimate(rs.scene, video, board.usd_per_unit)
+    return Task(rs.scene.id, lower(rs), cost.seconds, cost.units, cost.usd, cost.note)
+
+
+def _unused_refs(
+    board: Storyboard, rendered: list[RenderedScene], *, complete: bool
+) -> list[Diagnostic]:
+    if not complete:
+        return []  # a scene that failed to render may be the one that uses the ref
+    used = {
+        *((("image", r.name) for rs in rendered for r in rs.images)),
+        *((("element", r.name) for rs in rendered for r in rs.elements)),
+        *((("video", r.name) for rs in rendered for r in rs.videos)),
+    }
+    problems = []
+    for kind in REF_KINDS:
+        for name, ref in board.refs.table(kind).items():
+            if (kind, name) not in used:
+                problems.append(
+                    Diagnostic(
+                        board.loc(ref.path, key=True),
+                        "unused-ref",
+                        f"{kind} '{name}' is never used",
+                        f"reference it as {{{{ {kind}.{name} }}}}, or remove it",
+                        Severity.WARNING,
+                    )
+                )
+    return problems
+
+
+def _duplicate_payloads(board: Storyboard, tasks: list[Task]) -> list[Diagnostic]:
+    """R16: identical payloads would share one external_task_id, so one would be lost."""
+    seen: dict[str, str] = {}
+    problems = []
+    scenes = {scene.id: scene for scene in board.scenes}
+    for task in tasks:
+        key = json.dumps(task.payload, sort_keys=True, separators=(",", ":"))
+        if key in seen:
+            problems.append(
+                Diagnostic(
+                    board.loc((*scenes[task.scene].path, "id")),
+                    "duplicate-payload",
+                    f"scene '{task.scene}' compiles to the same task as scene '{seen[key]}' (R16)",
+                    "change its prompt or settings; to reuse a clip, cut it in your editor",
+                )
+            )
+        else:
+            seen[key] = task.scene
+    return problems

@@ -1,0 +1,401 @@
+"""Turn schema-valid data into the IR: settings, checked media references, scenes.
+
+SourceDoc → Storyboard. Local images are opened here (Pillow reads only the header) and
+hashed, paths are kept inside the project, and URLs must be public https.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from PIL import Image, UnidentifiedImageError
+
+from .diagnostics import Diagnostic, did_you_mean
+from .load import JsonPath, SourceDoc
+from .model import (
+    ElementRef,
+    ImageRef,
+    Refs,
+    RefKind,
+    Scene,
+    Settings,
+    Shot,
+    Storyboard,
+    VideoRef,
+    VideoUse,
+    limits,
+    model_data,
+)
+
+DEFAULTS = {"model": "kling-v3-omni", "mode": "pro", "aspect_ratio": "16:9", "sound": "off"}
+_REF_KIND = {"images": "image", "elements": "element", "videos": "video"}
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest enclosing git work tree, else the storyboard's own directory."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists():
+            return folder
+    return start
+
+
+def _settings(data: dict[str, Any], base: Settings | None = None) -> Settings:
+    def pick(name: str) -> Any:
+        if name in data:
+            return data[name]
+        return getattr(base, name) if base else DEFAULTS[name]
+
+    sound = pick("sound")
+    return Settings(
+        model=pick("model"),
+        mode=pick("mode"),
+        aspect_ratio=pick("aspect_ratio"),
+        sound=sound is True or sound == "on",
+    )
+
+
+class _Resolver:
+    def __init__(self, doc: SourceDoc, file: Path, broken_paths: set[JsonPath]) -> None:
+        self.doc = doc
+        self.base_dir = file.resolve().parent
+        self.project_root = find_project_root(self.base_dir)
+        self.broken_paths = broken_paths
+        self.problems: list[Diagnostic] = []
+
+    def problem(self, path: JsonPath, code: str, message: str, hint: str | None = None) -> None:
+        self.problems.append(Diagnostic(self.doc.loc(path), code, message, hint))
+
+    # -- references ---------------------------------------------------------------------
+
+    def refs(self, data: dict[str, Any]) -> Refs:
+        broken: set[tuple[RefKind, str]] = set()
+        for path in self.broken_paths:
+            if len(path) >= 3 and path[0] == "refs":
+                broken.add((_REF_KIND[str(path[1])], str(path[2])))  # type: ignore[arg-type]
+        images: dict[str, ImageRef] = {}
+        elements: dict[str, ElementRef] = {}
+        videos: dict[str, VideoRef] = {}
+        for name, value in data.get("images", {}).items():
+            path: JsonPath = ("refs", "images", name)
+            if ("image", name) in broken:
+                continue
+            image = self.image(name, path, value)
+            if image is None:
+                broken.add(("image", name))
+            else:
+                images[name] = image
+        for name, value in data.get("elements", {}).items():
+            if ("element", name) not in broken:
+                element_id = value if isinstance(value, int) else value["id"]
+                elements[name] = ElementRef(name, ("refs", "elements", name), element_id)
+        for name, value in data.get("videos", {}).items():
+            path = ("refs", "videos", name)
+            if ("video", name) in broken:
+                continue
+            if self.url_ok((*path, "url"), value["url"], "video"):
+                videos[name] = VideoRef(name, path, value["url"], value.get("duration"))
+            else:
+                broken.add(("video", name))
+        return Refs(images, elements, videos, frozenset(broken))
+
+    def image(self, name: str, path: JsonPath, value: Any) -> ImageRef | None:
+        if isinstance(value, dict) and "url" in value:
+            url = value["url"]
+            return ImageRef(name, path, url=url) if self.url_ok((*path, "url"), url, "image") else None
+        if isinstance(value, dict):
+            path = (*path, "path")
+            value = value["path"]
+        return self.local_image(name, path, value)
+
+    def url_ok(self, path: JsonPath, url: str, kind: str) -> bool:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if not host or any(c.isspace() for c in url):
+            self.problem(path, "url-invalid", f"'{url}' is not a valid URL")
+            return False
+        if _is_private_host(host):
+            self.problem(
+                path,
+                "url-public",
+                f"{kind} URL points at a private host '{host}'",
+                "Kling downloads media from the public internet; use a public https URL "
+                "or a local file path",
+            )
+            return False
+        suffix = PurePosixPath(parts.path).suffix.lower()
+        allowed = (
+            limits()["video_suffixes"] if kind == "video" else [".jpg", ".jpeg", ".png"]
+        )
+        if suffix and suffix not in allowed:
+            self.problem(
+                path,
+                f"{kind}-format",
+                f"{kind} URL ends in '{suffix}'; Kling takes {', '.join(allowed)}",
+            )
+            return False
+        return True
+
+    def local_image(self, name: str, path: JsonPath, rel: str) -> ImageRef | None:
+        if "\\" in rel:
+            self.problem(path, "path-invalid", f"'{rel}' uses backslashes", "write paths with '/'")
+            return None
+        if PurePosixPath(rel).is_absolute() or (len(rel) > 1 and rel[1] == ":"):
+            self.problem(
+                path,
+                "path-absolute",
+                f"image path '{rel}' is absolute",
+                "write it relative to the storyboard file, so the project works on any machine",
+            )
+            return None
+        lexical = Path(os.path.normpath(self.base_dir / rel))
+        if not lexical.is_relative_to(self.project_root):
+            self.problem(
+                path,
+                "path-escape",
+                f"image path '{rel}' leads outside the project ({self.project_root.name}/)",
+                "keep media inside the project so a clone has everything it needs",
+            )
+            return None
+        if not lexical.exists():
+            siblings = _names_in(lexical.parent)
+            hint = did_you_mean(lexical.name, siblings) if siblings else None
+            self.problem(
+                path,
+                "image-missing",
+                f"image file '{rel}' does not exist",
+                hint if hint and hint.startswith("did") else None,
+            )
+            return None
+        real = Path(os.path.realpath(lexical))
+        if not real.is_relative_to(Path(os.path.realpath(self.project_root))):
+            self.problem(
+                path,
+                "path-symlink-escape",
+                f"image path '{rel}' is a symlink to a file outside the project",
+                "copy the file into the project instead of linking to it",
+            )
+            return None
+        if not real.is_file():
+            self.problem(path, "image-missing", f"image path '{rel}' is not a file")
+            return None
+        stat = real.stat()
+        checked = _inspect_image(str(real), stat.st_size, stat.st_mtime_ns)
+        if checked.problem is not None:
+            code, message, hint = checked.problem
+            self.problem(path, code, message.format(rel=rel), hint)
+            return None
+        file = PurePosixPath(os.path.normpath(rel)).as_posix()
+        return ImageRef(name, path, file=file, sha256=checked.sha256, size=checked.size)
+
+    # -- scenes -------------------------------------------------------------------------
+
+    def scenes(self, data: dict[str, Any], top: Settings) -> tuple[Scene, ...]:
+        broken_scenes = {p[1] for p in self.broken_paths if len(p) >= 2 and p[0] == "scenes"}
+        top_vars = data.get("vars", {})
+        seen: dict[str, JsonPath] = {}
+        scenes: list[Scene] = []
+        for index, raw in enumerate(data["scenes"]):
+            path: JsonPath = ("scenes", index)
+            if index in broken_scenes:
+                continue
+            scene_id = raw["id"]
+            if scene_id in seen:
+                first_line = self.doc.loc((*seen[scene_id], "id")).line
+                self.problem(
+                    (*path, "id"),
+                    "duplicate-scene-id",
+                    f"scene id '{scene_id}' is already used at line {first_line}",
+                    "each scene names its own clip file; give this one another id",
+                )
+                continue
+            seen[scene_id] = path
+            scene = self.scene(raw, path, top, top_vars)
+            if scene is not None:
+                scenes.append(scene)
+        return tuple(scenes)
+
+    def scene(
+        self, raw: dict[str, Any], path: JsonPath, top: Settings, top_vars: dict[str, Any]
+    ) -> Scene | None:
+        ok = True
+        has_prompt, has_shots = "prompt" in raw, "shots" in raw
+        video = raw.get("video")
+        base_edit = bool(video) and video["refer_type"] == "base"
+        if has_prompt and has_shots:
+            self.problem(
+                (*path, "shots"),
+                "prompt-and-shots",
+                "a scene has either 'prompt' (one shot) or 'shots' (multi-shot), not both",
+                "move the prompt text into a shot, or remove 'shots'",
+            )
+            ok = False
+        elif not has_prompt and not has_shots:
+            self.problem(
+                (*path, "id"),
+                "missing-prompt",
+                f"scene '{raw['id']}' has neither 'prompt' nor 'shots'",
+                "add `prompt:` with `duration:`, or a list of `shots:`",
+            )
+            ok = False
+        if has_shots and "duration" in raw:
+            self.problem(
+                (*path, "duration"),
+                "duration-with-shots",
+                "a multi-shot scene lasts the sum of its shots; 'duration' is not allowed here",
+                "remove 'duration', or change the shots' durations",
+            )
+            ok = False
+        elif base_edit and "duration" in raw:
+            self.problem(
+                (*path, "duration"),
+                "duration-base-edit",
+                "a base edit takes its length from the video; 'duration' would be ignored (R13)",
+                "remove 'duration'; set the video ref's 'duration' for the cost estimate",
+            )
+            ok = False
+        elif has_prompt and not base_edit and "duration" not in raw:
+            self.problem(
+                (*path, "prompt"),
+                "missing-duration",
+                f"scene '{raw['id']}' needs a 'duration' in seconds",
+                "add e.g. `duration: 5`",
+            )
+            ok = False
+        if not ok:
+            return None
+        shots = tuple(
+            Shot(shot["prompt"], shot["duration"], (*path, "shots", i))
+            for i, shot in enumerate(raw.get("shots", ()))
+        )
+        video_use = None
+        if video:
+            video_use = VideoUse(
+                video["ref"], video["refer_type"], video.get("keep_original_sound"), (*path, "video")
+            )
+        scene_vars = {**top_vars, **raw.get("vars", {})}
+        return Scene(
+            id=raw["id"],
+            path=path,
+            settings=_settings(raw, top),
+            prompt=raw.get("prompt"),
+            duration=raw.get("duration"),
+            shots=shots,
+            first_frame=raw.get("first_frame"),
+            end_frame=raw.get("end_frame"),
+            video=video_use,
+            vars=scene_vars,
+        )
+
+
+def _names_in(folder: Path) -> list[str]:
+    try:
+        return [p.name for p in folder.iterdir()]
+    except OSError:
+        return []
+
+
+def _is_private_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return not address.is_global
+
+
+@dataclass(frozen=True, slots=True)
+class _ImageCheck:
+    sha256: str | None = None
+    size: tuple[int, int] | None = None
+    # (code, message with a {rel} placeholder for the path as written, hint)
+    problem: tuple[str, str, str | None] | None = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _inspect_image(real: str, byte_size: int, mtime_ns: int) -> _ImageCheck:
+    """Check one image file against Kling's limits; cached on (path, size, mtime)."""
+    lim = limits()
+    if byte_size > lim["image_bytes"]:
+        return _problem(
+            "image-size",
+            f"image '{{rel}}' is {byte_size / 1048576:.1f} MB; Kling takes at most 10 MB",
+            "export it as a smaller JPEG",
+        )
+    data = Path(real).read_bytes()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(real) as img:
+                fmt, (width, height) = img.format, img.size
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
+        return _problem("image-format", "'{rel}' is not a readable JPEG or PNG image")
+    suffix = Path(real).suffix.lower()
+    if fmt not in lim["image_formats"]:
+        return _problem("image-format", f"'{{rel}}' is a {fmt} image; Kling takes JPEG or PNG")
+    if suffix not in (".jpg", ".jpeg", ".png"):
+        return _problem(
+            "image-format",
+            f"'{{rel}}' has the extension '{suffix}'; Kling takes .jpg, .jpeg or .png",
+            "rename the file to match its content",
+        )
+    side = lim["image_min_side"]
+    if min(width, height) < side:
+        return _problem(
+            "image-pixels",
+            f"image '{{rel}}' is {width}x{height} px; each side must be at least {side} px",
+            "use a larger image",
+        )
+    aspect = width / height
+    if not lim["image_min_aspect"] <= aspect <= lim["image_max_aspect"]:
+        return _problem(
+            "image-aspect",
+            f"image '{{rel}}' is {width}x{height} px (aspect {aspect:.2f}); "
+            "Kling takes aspects from 1:2.5 to 2.5:1",
+            "crop the image",
+        )
+    return _ImageCheck(hashlib.sha256(data).hexdigest(), (width, height))
+
+
+def _problem(code: str, message: str, hint: str | None = None) -> _ImageCheck:
+    return _ImageCheck(problem=(code, message, hint))
+
+
+def resolve(
+    doc: SourceDoc, file: Path, broken_paths: set[JsonPath]
+) -> tuple[Storyboard | None, list[Diagnostic]]:
+    """Build the IR from a loaded document whose schema problems are at `broken_paths`.
+
+    Parts that broke the schema are skipped so one mistake is reported once; when the
+    top-level settings themselves are broken, nothing further can be checked.
+    """
+    for path in broken_paths:
+        if not path or path[0] not in ("scenes", "refs") or len(path) < (2 if path[0] == "scenes" else 3):
+            return None, []
+    data: dict[str, Any] = doc.data
+    resolver = _Resolver(doc, file, broken_paths)
+    top = _settings(data)
+    refs = resolver.refs(data.get("refs", {}))
+    scenes = resolver.scenes(data, top)
+    board = Storyboard(
+        doc=doc,
+        base_dir=resolver.base_dir,
+        project_root=resolver.project_root,
+        title=data.get("title"),
+        settings=top,
+        usd_per_unit=float(data.get("usd_per_unit", model_data()["usd_per_unit"])),
+        budget_usd=data.get("budget_usd"),
+        refs=refs,
+        scenes=scenes,
+    )
+    return board, resolver.problems
+

@@ -1,0 +1,444 @@
+"""Kling's rules that JSON Schema cannot express, checked per model. RenderedScene → diagnostics.
+
+Each rule is a small function registered under the id that diagnostics print; the R
+numbers are those of ../shared/kling-api.md §3. Limits come from `models.yaml`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .diagnostics import Diagnostic, Location, Severity
+from .model import RenderedScene, Storyboard, capabilities, limits, strict_reading
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """What a rule sees: the board (for positions), the rendered scene and its model."""
+
+    board: Storyboard
+    rs: RenderedScene
+    caps: dict[str, Any]
+
+    @property
+    def scene(self) -> Any:
+        return self.rs.scene
+
+    def at(self, *keys: str | int) -> Location:
+        return self.board.loc((*self.rs.scene.path, *keys))
+
+    def setting(self, name: str) -> Location:
+        return self.board.setting_loc(self.rs.scene, name)
+
+    @property
+    def model(self) -> str:
+        return str(self.rs.scene.settings.model)
+
+    @property
+    def has_video(self) -> bool:
+        return self.rs.scene.video is not None
+
+    @property
+    def base_edit(self) -> bool:
+        video = self.rs.scene.video
+        return video is not None and video.refer_type == "base"
+
+
+Rule = Callable[[Check], Iterator[Diagnostic]]
+RULES: dict[str, Rule] = {}
+
+
+def rule(code: str) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        RULES[code] = fn
+        return fn
+
+    return register
+
+
+def _error(loc: Location, code: str, message: str, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(loc, code, message, hint)
+
+
+def duration_case(rs: RenderedScene) -> str:
+    """Which row of kling-api.md §3.3 sets this scene's allowed durations."""
+    scene = rs.scene
+    if scene.video is not None:
+        return "base_edit" if scene.video.refer_type == "base" else "feature_video"
+    if scene.shots:
+        return "multi_shot"
+    if not rs.images and not rs.elements:
+        return "text"
+    if rs.first_frame is not None and len(rs.images) == 1 and not rs.elements:
+        return "first_frame"
+    return "reference"
+
+
+_CASE_NAMES = {
+    "text": "text-to-video",
+    "first_frame": "a first-frame-only scene",
+    "reference": "a scene with frames, reference images or elements",
+    "feature_video": "a scene with a reference video",
+    "multi_shot": "a multi-shot scene",
+}
+
+
+def allowed_durations(caps: dict[str, Any], case: str) -> tuple[set[int], str]:
+    spec = caps["durations"][case]
+    if "seconds" in spec:
+        values = set(spec["seconds"])
+        return values, " or ".join(str(v) for v in sorted(values)) + " s"
+    return set(range(spec["min"], spec["max"] + 1)), f"{spec['min']}-{spec['max']} s"
+
+
+# -- R15: what the model can do -------------------------------------------------------
+
+
+@rule("model-mode")
+def _model_mode(c: Check) -> Iterator[Diagnostic]:
+    mode = c.scene.settings.mode
+    if mode not in c.caps["modes"]:
+        yield _error(
+            c.setting("mode"),
+            "model-mode",
+            f"{c.model} has no '{mode}' mode (R15)",
+            f"use one of {', '.join(c.caps['modes'])}, or model kling-v3-omni for 4K",
+        )
+
+
+@rule("model-sound")
+def _model_sound(c: Check) -> Iterator[Diagnostic]:
+    if c.scene.settings.sound and not c.caps["sound"]:
+        yield _error(
+            c.setting("sound"),
+            "model-sound",
+            f"{c.model} makes no native audio (R15)",
+            "set `sound: off`, or use model kling-v3-omni",
+        )
+
+
+@rule("model-multi-shot")
+def _model_multi_shot(c: Check) -> Iterator[Diagnostic]:
+    if c.scene.shots and not c.caps["multi_shot"]:
+        yield _error(
+            c.at("shots"),
+            "model-multi-shot",
+            f"{c.model} has no multi-shot (R15)",
+            "split the shots into scenes, or use model kling-v3-omni",
+        )
+
+
+# -- R1, R4: prompt lengths -----------------------------------------------------------
+
+
+@rule("prompt-length")
+def _prompt_length(c: Check) -> Iterator[Diagnostic]:
+    prompt = c.rs.prompt
+    if prompt is None:
+        return
+    limit = limits()["prompt_chars"]
+    if len(prompt) > limit:
+        yield _error(
+            c.at("prompt"),
+            "prompt-length",
+            f"the rendered prompt is {len(prompt):,} characters; Kling takes at most {limit:,} (R1)",
+            "shorten it, or split the scene into shots",
+        )
+    elif not prompt:
+        yield _error(
+            c.at("prompt"),
+            "prompt-empty",
+            "the rendered prompt is empty (R1)",
+            "describe what happens in the scene",
+        )
+
+
+@rule("shot-prompt-length")
+def _shot_prompt_length(c: Check) -> Iterator[Diagnostic]:
+    limit = limits()["shot_prompt_chars"]
+    for i, text in enumerate(c.rs.shot_prompts):
+        if len(text) > limit:
+            yield _error(
+                c.at("shots", i, "prompt"),
+                "shot-prompt-length",
+                f"shot {i + 1}'s rendered prompt is {len(text):,} characters; "
+                f"a shot takes at most {limit} (R4)",
+                "shorten it, or split the shot in two",
+            )
+        elif not text:
+            yield _error(
+                c.at("shots", i, "prompt"),
+                "prompt-empty",
+                f"shot {i + 1}'s rendered prompt is empty (R4)",
+                "describe what happens in the shot",
+            )
+
+
+# -- R2, R4, R5: shots and durations --------------------------------------------------
+
+
+@rule("shot-count")
+def _shot_count(c: Check) -> Iterator[Diagnostic]:
+    shots = c.scene.shots
+    if c.caps["multi_shot"] and len(shots) > c.caps["max_shots"]:
+        yield _error(
+            c.at("shots", c.caps["max_shots"]),
+            "shot-count",
+            f"{len(shots)} shots; a task takes at most {c.caps['max_shots']} (R4)",
+            "split the scene in two",
+        )
+
+
+@rule("shot-duration")
+def _shot_duration(c: Check) -> Iterator[Diagnostic]:
+    if not c.caps["multi_shot"]:
+        return
+    cap = c.caps["max_shot_seconds"]
+    for i, shot in enumerate(c.scene.shots):
+        if shot.duration > cap:
+            yield _error(
+                c.at("shots", i, "duration"),
+                "shot-duration",
+                f"shot {i + 1} lasts {shot.duration} s; a shot is at most {cap} s (R4)",
+                strict_reading("shot_seconds"),
+            )
+
+
+@rule("shot-duration-sum")
+def _shot_duration_sum(c: Check) -> Iterator[Diagnostic]:
+    shots = c.scene.shots
+    if not shots or not c.caps["multi_shot"]:
+        return
+    total = sum(shot.duration for shot in shots)
+    allowed, text = allowed_durations(c.caps, "multi_shot")
+    if total in allowed:
+        return
+    if total > max(allowed):
+        running, culprit = 0, len(shots)
+        for i, shot in enumerate(shots):
+            running += shot.duration
+            if running > max(allowed):
+                culprit = i + 1
+                break
+        hint = f"split the scene in two, or shorten shot {culprit}"
+    else:
+        hint = "lengthen a shot, or merge this scene with its neighbour"
+    yield _error(
+        c.at("shots"),
+        "shot-duration-sum",
+        f"shots add up to {total} s; a task is {text} (R4, R5)",
+        hint,
+    )
+
+
+@rule("duration-range")
+def _duration_range(c: Check) -> Iterator[Diagnostic]:
+    case = duration_case(c.rs)
+    if case in ("base_edit", "multi_shot"):
+        return
+    duration = c.scene.duration
+    allowed, text = allowed_durations(c.caps, case)
+    if duration in allowed:
+        return
+    hint = f"allowed for {_CASE_NAMES[case]} on {c.model}: {text}"
+    if case == "feature_video" and c.model == "kling-v3-omni":
+        hint += "; " + strict_reading("feature_video_duration")
+    yield _error(
+        c.at("duration"),
+        "duration-range",
+        f"duration {duration} s is not allowed here (R5)",
+        hint,
+    )
+
+
+@rule("multi-shot-frames")
+def _multi_shot_frames(c: Check) -> Iterator[Diagnostic]:
+    if not c.scene.shots:
+        return
+    if c.scene.end_frame is not None:
+        yield _error(
+            c.at("end_frame"),
+            "multi-shot-frames",
+            "a multi-shot scene cannot have an end frame (R2)",
+            "use the image as a reference in a shot prompt: {{ image.NAME }}",
+        )
+    elif c.scene.first_frame is not None and not c.caps["multi_shot_first_frame"]:
+        yield _error(
+            c.at("first_frame"),
+            "multi-shot-frames",
+            "a multi-shot scene cannot have a first frame (R2)",
+            strict_reading("multi_shot_first_frame")
+            + "; reference the image in a shot prompt instead",
+        )
+
+
+@rule("shots-with-base-edit")
+def _shots_with_base_edit(c: Check) -> Iterator[Diagnostic]:
+    if c.scene.shots and c.base_edit:
+        yield _error(
+            c.at("video", "refer_type"),
+            "shots-with-base-edit",
+            "a base edit keeps the input video's length, so it cannot be split into shots (R13)",
+            "use a single `prompt`, or `refer_type: feature`",
+        )
+
+
+# -- R6-R10: frames, images and elements ----------------------------------------------
+
+
+@rule("ref-count")
+def _ref_count(c: Check) -> Iterator[Diagnostic]:
+    count = len(c.rs.images) + len(c.rs.elements)
+    key = "max_images_and_elements_with_video" if c.has_video else "max_images_and_elements"
+    limit = c.caps[key]
+    if count > limit:
+        where = " with a video" if c.has_video else ""
+        yield _error(
+            c.at("shots" if c.scene.shots else "prompt"),
+            "ref-count",
+            f"{len(c.rs.images)} images + {len(c.rs.elements)} elements = {count}; "
+            f"a task{where} takes at most {limit} (R6)",
+            "drop a reference, or split the scene",
+        )
+
+
+@rule("end-frame-alone")
+def _end_frame_alone(c: Check) -> Iterator[Diagnostic]:
+    if c.scene.end_frame is not None and c.scene.first_frame is None:
+        yield _error(
+            c.at("end_frame"),
+            "end-frame-alone",
+            "an end frame needs a first frame (R7)",
+            "add `first_frame:`, or use the image as a reference: {{ image.NAME }}",
+        )
+
+
+@rule("frame-with-base-edit")
+def _frame_with_base_edit(c: Check) -> Iterator[Diagnostic]:
+    if not c.base_edit:
+        return
+    for frame in ("first_frame", "end_frame"):
+        if getattr(c.scene, frame) is not None:
+            yield _error(
+                c.at(frame),
+                "frame-with-base-edit",
+                f"a base video edit cannot have a {frame.replace('_', ' ')} (R8)",
+                "remove the frame, or use `refer_type: feature`",
+            )
+
+
+@rule("o1-frames-images")
+def _o1_frames_images(c: Check) -> Iterator[Diagnostic]:
+    cap = c.caps["max_images_with_frames"]
+    has_frames = c.scene.first_frame is not None or c.scene.end_frame is not None
+    if cap is not None and has_frames and len(c.rs.images) > cap:
+        frame = "end_frame" if c.scene.end_frame is not None else "first_frame"
+        yield _error(
+            c.at(frame),
+            "o1-frames-images",
+            f"{c.model} cannot set frames with more than {cap} images; "
+            f"this scene has {len(c.rs.images)} (R9)",
+            "drop reference images, or use model kling-v3-omni",
+        )
+    elif (
+        c.scene.end_frame is not None
+        and c.scene.first_frame is not None
+        and not c.caps["end_frame_allows_reference_images"]
+        and c.rs.reference_images
+    ):
+        yield _error(
+            c.at("end_frame"),
+            "o1-frames-images",
+            f"{c.model} takes no reference images with first + end frames (R9)",
+            strict_reading("o1_end_frame_references"),
+        )
+
+
+@rule("element-limit")
+def _element_limit(c: Check) -> Iterator[Diagnostic]:
+    count = len(c.rs.elements)
+    if c.scene.end_frame is not None and c.scene.first_frame is not None:
+        limit, frames = c.caps["max_elements_with_end_frame"], "first + end frames"
+    elif c.scene.first_frame is not None:
+        limit, frames = c.caps["max_elements_with_first_frame"], "a first frame"
+    else:
+        return
+    if count > limit:
+        allowed = f"at most {limit}" if limit else "none"
+        yield _error(
+            c.at("shots" if c.scene.shots else "prompt"),
+            "element-limit",
+            f"{count} elements; with {frames} {c.model} allows {allowed} (R10)",
+            "drop elements, or drop the frames",
+        )
+
+
+# -- R11-R13: video input -------------------------------------------------------------
+
+
+@rule("sound-with-video")
+def _sound_with_video(c: Check) -> Iterator[Diagnostic]:
+    if c.has_video and c.scene.settings.sound and c.caps["sound"]:
+        yield _error(
+            c.setting("sound"),
+            "sound-with-video",
+            "sound must be off when the scene uses a video (R12)",
+            "set `sound: off` on this scene; `keep_original_sound: true` keeps the video's audio",
+        )
+
+
+@rule("video-duration")
+def _video_duration(c: Check) -> Iterator[Diagnostic]:
+    for video in c.rs.videos:
+        if video.duration is None:
+            continue
+        spec = c.caps["video_input_seconds"]
+        if not spec["min"] <= video.duration <= spec["max"]:
+            yield Diagnostic(
+                c.board.loc((*video.path, "duration")),
+                "video-duration",
+                f"video '{video.name}' lasts {video.duration:g} s; {c.model} takes "
+                f"{spec['min']}-{spec['max']} s videos (§2.1) in scene '{c.scene.id}'",
+                "trim the video",
+            )
+
+
+@rule("video-unmentioned")
+def _video_unmentioned(c: Check) -> Iterator[Diagnostic]:
+    if not c.has_video:
+        return
+    texts = [c.rs.prompt or "", *c.rs.shot_prompts]
+    if not any("<<<video_1>>>" in text for text in texts):
+        yield Diagnostic(
+            c.at("video", "ref"),
+            "video-unmentioned",
+            f"the prompt never names video '{c.scene.video.ref}'",
+            f"say what to do with it: {{{{ video.{c.scene.video.ref} }}}}",
+            Severity.WARNING,
+        )
+
+
+@rule("frame-aspect")
+def _frame_aspect(c: Check) -> Iterator[Diagnostic]:
+    frame = c.rs.first_frame
+    if frame is None or frame.size is None or c.scene.shots:
+        return
+    width, height = frame.size
+    w, h = (int(x) for x in c.scene.settings.aspect_ratio.split(":"))
+    if abs((width / height) / (w / h) - 1) > 0.05:
+        yield Diagnostic(
+            c.at("first_frame"),
+            "frame-aspect",
+            f"first frame '{frame.name}' is {width}x{height} px, not "
+            f"{c.scene.settings.aspect_ratio}; the clip takes the frame's shape (R14)",
+            "crop the image to the film's aspect ratio so the clips cut together",
+            Severity.WARNING,
+        )
+
+
+def check_scene(board: Storyboard, rs: RenderedScene) -> list[Diagnostic]:
+    c = Check(board, rs, capabilities(rs.scene.settings.model))
+    return [diag for fn in RULES.values() for diag in fn(c)]
+

@@ -1,0 +1,48 @@
+"""The commented starter storyboard that `storyboard new NAME` writes."""
+
+from __future__ import annotations
+
+_TEMPLATE = """\
+# yaml-language-server: $schema={schema}
+# A storyboard: one scene = one Kling task = one clip; scenes play in file order.
+# Check it with `storyboard validate`, see payloads and prices with `storyboard compile`.
+storyboard: 1
+title: {title}
+model: kling-v3-omni        # or kling-video-o1 (no multi-shot, no audio, no 4k)
+mode: std                   # std (720p) | pro (1080p) | 4k
+aspect_ratio: "16:9"        # 16:9 | 9:16 | 1:1 (quote it)
+sound: off                  # on | off
+budget_usd: 2.00            # render refuses a plan that costs more
+
+vars:                       # plain values for prompts: {{{{ hero }}}}
+  hero: a young cartographer with ink-stained hands
+
+# refs:                     # media the prompts can name
+#   images:
+#     map: assets/map.png   # local jpg/png next to this file (>= 300 px a side)
+#     sky: {{url: "https://example.com/sky.jpg"}}
+#   elements:
+#     cartographer: 829301938475      # an id from your Kling element library
+#   videos:
+#     harbour: {{url: "https://example.com/harbour.mp4", duration: 6}}
+
+scenes:
+  - id: arrival             # names the clip: renders/{name}/arrival.mp4
+    prompt: >-
+      Wide shot at dawn: {{{{ hero }}}} steps off a ferry onto a foggy pier,
+      slow dolly in, soft morning light.
+    duration: 5
+    # first_frame: map      # start from an image (a ref under refs.images)
+
+  - id: workshop
+    shots:                  # multi-shot: one task, 1-6 shots, durations add up
+      - prompt: "Close-up: {{{{ hero }}}} unrolls an old map on a wooden table."
+        duration: 3
+      - prompt: "Over the shoulder: a finger traces a coastline on the map."
+        duration: 3
+"""
+
+
+def starter_text(name: str, schema_ref: str) -> str:
+    title = name.replace("-", " ").replace("_", " ").title()
+    return _TEMPLATE.format(name=name, title=title, schema=schema_ref)

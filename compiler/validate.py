@@ -1,0 +1,206 @@
+"""Check loaded data against the JSON Schema. SourceDoc → list[Diagnostic].
+
+Every schema error is reported (jsonschema's `iter_errors`), each at the position of the
+offending value, or of the offending key for unknown keys.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from .diagnostics import Diagnostic, did_you_mean
+from .load import JsonPath, SourceDoc
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def schema_path() -> Path:
+    """The schema in the source tree (a checkout), else the copy packed into the wheel."""
+    for candidate in (
+        _PACKAGE_DIR.parent / "schemas" / "storyboard.schema.json",
+        _PACKAGE_DIR / "schemas" / "storyboard.schema.json",
+    ):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("storyboard.schema.json is missing from this installation")
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(schema_path().read_text(encoding="utf-8"))
+    return loaded
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+_JSON_TYPES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "a mapping",
+    type(None): "nothing (null)",
+}
+_SCHEMA_TYPES = {
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+}
+
+
+def _describe(value: Any) -> str:
+    kind = _JSON_TYPES.get(type(value), type(value).__name__)
+    if isinstance(value, dict | list):
+        return kind
+    if value is None:
+        return kind
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return f"{kind} {shown}"
+
+
+def _field(path: JsonPath) -> str:
+    named = [p for p in path if isinstance(p, str)]
+    return named[-1] if named else "storyboard"
+
+
+def check_schema(doc: SourceDoc) -> tuple[list[Diagnostic], set[JsonPath]]:
+    """Return the schema problems, and the paths of the values that broke the schema."""
+    problems: list[Diagnostic] = []
+    broken: set[JsonPath] = set()
+    for error in _validator().iter_errors(doc.data):
+        problems.extend(_diagnose(doc, error))
+        broken.add(tuple(error.absolute_path))
+    return problems, broken
+
+
+def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
+    path: JsonPath = tuple(error.absolute_path)
+    keyword = error.validator
+    subschema = error.schema if isinstance(error.schema, dict) else {}
+    hint = subschema.get("description")
+    value = error.instance
+    name = _field(path)
+
+    if keyword in ("oneOf", "anyOf") and error.context:
+        deepest = best_match(error.context)
+        if deepest.validator not in ("type", "oneOf", "anyOf"):
+            yield from _diagnose(doc, deepest)
+            return
+        yield Diagnostic(
+            doc.loc(path), "type", f"'{name}' cannot be {_describe(value)}", hint
+        )
+    elif keyword == "additionalProperties":
+        known = list(subschema.get("properties", {}))
+        for key in value:
+            if key in known:
+                continue
+            suggestion = did_you_mean(key, known)
+            yield Diagnostic(
+                doc.loc((*path, key), key=True),
+                "unknown-key",
+                f"unknown key '{key}' in {_where(path)}",
+                suggestion or hint,
+            )
+    elif keyword == "required":
+        match = re.match(r"'(.+)' is a required property", error.message)
+        missing = match.group(1) if match else str(error.validator_value)
+        sub_hint = subschema.get("properties", {}).get(missing, {}).get("description")
+        yield Diagnostic(
+            doc.loc(path), "missing-key", f"{_where(path)} needs '{missing}'", sub_hint
+        )
+    elif keyword == "type":
+        wanted = error.validator_value
+        wanted_list = wanted if isinstance(wanted, list) else [wanted]
+        expected = " or ".join(_SCHEMA_TYPES.get(w, w) for w in wanted_list)
+        yield Diagnostic(
+            doc.loc(path),
+            "type",
+            f"'{name}' must be {expected}, not {_describe(value)}",
+            hint,
+        )
+    elif keyword == "enum":
+        choices = [c for c in error.validator_value if isinstance(c, str)]
+        suggestion = did_you_mean(str(value), choices) if isinstance(value, str) else None
+        listed = ", ".join(choices)
+        yield Diagnostic(
+            doc.loc(path),
+            "enum",
+            f"'{name}' must be one of {listed}; got {_describe(value)}",
+            suggestion if suggestion and suggestion.startswith("did") else hint,
+        )
+    elif keyword == "const" and path == ("storyboard",):
+        yield Diagnostic(
+            doc.loc(path),
+            "format-version",
+            f"unsupported storyboard format {_describe(value)}; this compiler reads version 1",
+            "set `storyboard: 1`",
+        )
+    elif keyword == "pattern" and error.validator_value == "^https://":
+        yield Diagnostic(
+            doc.loc(path),
+            "url-https",
+            f"URL must start with https://, got {_describe(value)}",
+            "Kling fetches media from public https URLs only",
+        )
+    elif keyword == "pattern" and name == "id":
+        yield Diagnostic(
+            doc.loc(path),
+            "scene-id",
+            f"scene id {value!r} is not a valid name",
+            "use lower-case letters, digits, '-' and '_', starting with a letter or digit; "
+            "the id names the clip file",
+        )
+    elif keyword == "propertyNames":
+        key = str(value)
+        yield Diagnostic(
+            doc.loc((*path, key), key=True),
+            "ref-name",
+            f"'{key}' cannot be used as a name in prompts",
+            "names are letters, digits and '_', not starting with a digit, "
+            "so that `{{ image.NAME }}` works",
+        )
+    elif keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        relation = {
+            "minimum": "at least",
+            "exclusiveMinimum": "more than",
+            "maximum": "at most",
+            "exclusiveMaximum": "less than",
+        }[keyword]
+        yield Diagnostic(
+            doc.loc(path),
+            "range",
+            f"'{name}' must be {relation} {error.validator_value}, got {_describe(value)}",
+            hint,
+        )
+    elif keyword in ("minItems", "maxItems", "minLength", "minProperties", "maxProperties"):
+        yield Diagnostic(doc.loc(path), "size", f"'{name}': {error.message}", hint)
+    else:
+        yield Diagnostic(doc.loc(path), f"schema-{keyword}", error.message, hint)
+
+
+def _where(path: JsonPath) -> str:
+    if not path:
+        return "the storyboard"
+    if path[0] == "scenes" and len(path) >= 2:
+        where = f"scene {int(path[1]) + 1}"
+        if len(path) >= 4 and path[2] == "shots":
+            where += f", shot {int(path[3]) + 1}"
+        elif len(path) >= 3:
+            where += f" '{path[2]}'"
+        return where
+    return "'" + ".".join(str(p) for p in path) + "'"

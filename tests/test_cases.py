@@ -1,0 +1,57 @@
+"""The golden cases on disk: every valid board compiles to its JSON, every invalid one fails
+with exactly the expected diagnostics, exit code 1, no traceback and no file written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compiler.cli import main
+from tests.golden import CASES, ROOT, display
+
+VALID = sorted((CASES / "valid").glob("*.yaml"))
+INVALID = sorted((CASES / "invalid").glob("*.yaml"))
+
+
+def test_enough_cases() -> None:
+    assert len(VALID) >= 12
+    assert len(INVALID) >= 60
+
+
+@pytest.mark.parametrize("case", VALID, ids=lambda p: p.stem)
+def test_valid_case(
+    case: Path, chdir_root: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = main(["compile", "--json", "--out", str(tmp_path), display(case)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "error[" not in err
+    golden = json.loads(case.with_suffix(".json").read_text(encoding="utf-8"))
+    assert json.loads(out) == golden
+    written = json.loads((tmp_path / f"{case.stem}.json").read_text(encoding="utf-8"))
+    assert written == golden
+
+
+@pytest.mark.parametrize("case", INVALID, ids=lambda p: p.stem)
+def test_invalid_case(
+    case: Path, chdir_root: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "out"
+    code = main(["compile", "--out", str(out_dir), display(case)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert out == ""
+    assert not out_dir.exists(), "nothing may be written for a storyboard with errors"
+    prefix = display(case) + ":"
+    got = [line.removeprefix(prefix) for line in err.splitlines() if line.startswith(prefix)]
+    expected = case.with_suffix(".expected").read_text(encoding="utf-8").splitlines()
+    assert got == expected
+    assert any("error[" in line for line in got)
+
+
+def test_cases_root_is_a_project() -> None:
+    # Paths in cases are checked against the project root: the repository itself.
+    assert (ROOT / ".git").exists() or (ROOT / "pyproject.toml").exists()
