@@ -58,7 +58,9 @@ def _compile_all(args: argparse.Namespace) -> tuple[list[CompileResult], list[Di
     return results, sort_diagnostics(d for r in results for d in r.diagnostics)
 
 
-def _report(args: argparse.Namespace, diagnostics: list[Diagnostic], files: int, out: object) -> None:
+def _report(
+    args: argparse.Namespace, diagnostics: list[Diagnostic], files: int, out: object
+) -> None:
     REPORTERS[args.format](diagnostics, files, out)  # type: ignore[arg-type]
 
 
@@ -154,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "files", nargs="*", metavar="FILE", help="storyboard files or folders (default: storyboards/)"
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="storyboard files or folders (default: storyboards/)",
     )
     common.add_argument(
         "--format",
@@ -181,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     new = commands.add_parser("new", help="write a commented starter storyboard")
     new.add_argument("name", metavar="NAME")
-    new.add_argument("--dir", default="storyboards", help="folder to write into (default: storyboards)")
+    new.add_argument(
+        "--dir", default="storyboards", help="folder to write into (default: storyboards)"
+    )
     new.set_defaults(run=cmd_new)
     return parser
 

@@ -95,9 +95,9 @@ class Refs:
     # Names whose definitions were invalid: uses of them are not reported a second time.
     broken: frozenset[tuple[RefKind, str]] = frozenset()
 
-    def table(self, kind: RefKind) -> dict[str, ImageRef] | dict[str, ElementRef] | dict[
-        str, VideoRef
-    ]:
+    def table(
+        self, kind: RefKind
+    ) -> dict[str, ImageRef] | dict[str, ElementRef] | dict[str, VideoRef]:
         if kind == "image":
             return self.images
         if kind == "element":

@@ -80,9 +80,9 @@ def _unused_refs(
     if not complete:
         return []  # a scene that failed to render may be the one that uses the ref
     used = {
-        *((("image", r.name) for rs in rendered for r in rs.images)),
-        *((("element", r.name) for rs in rendered for r in rs.elements)),
-        *((("video", r.name) for rs in rendered for r in rs.videos)),
+        *(("image", r.name) for rs in rendered for r in rs.images),
+        *(("element", r.name) for rs in rendered for r in rs.elements),
+        *(("video", r.name) for rs in rendered for r in rs.videos),
     }
     problems = []
     for kind in REF_KINDS:

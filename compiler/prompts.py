@@ -66,7 +66,9 @@ class _Mentions:
         self.videos: dict[str, VideoRef] = {}
         self.problems: list[Diagnostic] = []
         self.at: JsonPath = scene.path
-        self.namespaces = {kind: _Namespace(kind, self) for kind in REF_KINDS}
+        self.namespaces: dict[str, _Namespace] = {
+            kind: _Namespace(kind, self) for kind in REF_KINDS
+        }
 
     def problem(self, code: str, message: str, hint: str | None = None) -> None:
         self.problems.append(Diagnostic(self.board.loc(self.at), code, message, hint))
@@ -130,7 +132,7 @@ def _render_simple(source: str, variables: dict[str, Any], mentions: _Mentions) 
         if attr is None:
             if name in REF_KINDS or not isinstance(variables.get(name), _PLAIN_VALUE):
                 return None
-        elif name not in REF_KINDS or name in variables or not mentions.known(name, attr):  # type: ignore[arg-type]
+        elif name not in REF_KINDS or name in variables or not mentions.known(name, attr):  # type: ignore[arg-type,unused-ignore]
             return None
 
     def substitute(match: re.Match[str]) -> str:
@@ -142,7 +144,9 @@ def _render_simple(source: str, variables: dict[str, Any], mentions: _Mentions) 
     return _SIMPLE_EXPR.sub(substitute, source)
 
 
-def _render(source: str, path: JsonPath, variables: dict[str, Any], mentions: _Mentions) -> str | None:
+def _render(
+    source: str, path: JsonPath, variables: dict[str, Any], mentions: _Mentions
+) -> str | None:
     mentions.at = path
     if _LITERAL_TOKEN.search(source):
         token = _LITERAL_TOKEN.search(source)
@@ -161,7 +165,9 @@ def _render(source: str, path: JsonPath, variables: dict[str, Any], mentions: _M
     parsed = _parse(source)
     if isinstance(parsed, TemplateSyntaxError):
         where = f" (template line {parsed.lineno})" if parsed.lineno and parsed.lineno > 1 else ""
-        mentions.problem("template-syntax", f"{parsed.message}{where}", "check the {{ }} and {% %} pairs")
+        mentions.problem(
+            "template-syntax", f"{parsed.message}{where}", "check the {{ }} and {% %} pairs"
+        )
         return None
     ast, undeclared = parsed
     missing = sorted(undeclared - set(variables) - set(REF_KINDS))
@@ -173,7 +179,7 @@ def _render(source: str, path: JsonPath, variables: dict[str, Any], mentions: _M
         )
     if missing:
         return None
-    context = {**variables, **mentions.namespaces}
+    context: dict[str, Any] = {**variables, **mentions.namespaces}
     try:
         return _ENV.from_string(ast).render(context).strip()
     except TemplateError as exc:
@@ -189,8 +195,10 @@ def render_scene(board: Storyboard, scene: Scene) -> tuple[RenderedScene | None,
     variables = scene.vars
     for name in REF_KINDS:
         if name in variables:
-            mentions.at = ("vars", name) if name in board.doc.data.get("vars", {}) else (
-                *scene.path, "vars", name
+            mentions.at = (
+                ("vars", name)
+                if name in board.doc.data.get("vars", {})
+                else (*scene.path, "vars", name)
             )
             mentions.problem(
                 "reserved-var",

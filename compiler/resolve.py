@@ -23,8 +23,8 @@ from .load import JsonPath, SourceDoc
 from .model import (
     ElementRef,
     ImageRef,
-    Refs,
     RefKind,
+    Refs,
     Scene,
     Settings,
     Shot,
@@ -36,7 +36,7 @@ from .model import (
 )
 
 DEFAULTS = {"model": "kling-v3-omni", "mode": "pro", "aspect_ratio": "16:9", "sound": "off"}
-_REF_KIND = {"images": "image", "elements": "element", "videos": "video"}
+_REF_KIND: dict[str, RefKind] = {"images": "image", "elements": "element", "videos": "video"}
 
 
 def find_project_root(start: Path) -> Path:
@@ -78,9 +78,9 @@ class _Resolver:
 
     def refs(self, data: dict[str, Any]) -> Refs:
         broken: set[tuple[RefKind, str]] = set()
-        for path in self.broken_paths:
-            if len(path) >= 3 and path[0] == "refs":
-                broken.add((_REF_KIND[str(path[1])], str(path[2])))  # type: ignore[arg-type]
+        for bad in self.broken_paths:
+            if len(bad) >= 3 and bad[0] == "refs":
+                broken.add((_REF_KIND[str(bad[1])], str(bad[2])))
         images: dict[str, ImageRef] = {}
         elements: dict[str, ElementRef] = {}
         videos: dict[str, VideoRef] = {}
@@ -110,7 +110,9 @@ class _Resolver:
     def image(self, name: str, path: JsonPath, value: Any) -> ImageRef | None:
         if isinstance(value, dict) and "url" in value:
             url = value["url"]
-            return ImageRef(name, path, url=url) if self.url_ok((*path, "url"), url, "image") else None
+            return (
+                ImageRef(name, path, url=url) if self.url_ok((*path, "url"), url, "image") else None
+            )
         if isinstance(value, dict):
             path = (*path, "path")
             value = value["path"]
@@ -132,9 +134,7 @@ class _Resolver:
             )
             return False
         suffix = PurePosixPath(parts.path).suffix.lower()
-        allowed = (
-            limits()["video_suffixes"] if kind == "video" else [".jpg", ".jpeg", ".png"]
-        )
+        allowed = limits()["video_suffixes"] if kind == "video" else [".jpg", ".jpeg", ".png"]
         if suffix and suffix not in allowed:
             self.problem(
                 path,
@@ -228,8 +228,8 @@ class _Resolver:
     ) -> Scene | None:
         ok = True
         has_prompt, has_shots = "prompt" in raw, "shots" in raw
-        video = raw.get("video")
-        base_edit = bool(video) and video["refer_type"] == "base"
+        video: dict[str, Any] | None = raw.get("video")
+        base_edit = video is not None and video["refer_type"] == "base"
         if has_prompt and has_shots:
             self.problem(
                 (*path, "shots"),
@@ -279,7 +279,10 @@ class _Resolver:
         video_use = None
         if video:
             video_use = VideoUse(
-                video["ref"], video["refer_type"], video.get("keep_original_sound"), (*path, "video")
+                video["ref"],
+                video["refer_type"],
+                video.get("keep_original_sound"),
+                (*path, "video"),
             )
         scene_vars = {**top_vars, **raw.get("vars", {})}
         return Scene(
@@ -379,7 +382,11 @@ def resolve(
     top-level settings themselves are broken, nothing further can be checked.
     """
     for path in broken_paths:
-        if not path or path[0] not in ("scenes", "refs") or len(path) < (2 if path[0] == "scenes" else 3):
+        if (
+            not path
+            or path[0] not in ("scenes", "refs")
+            or len(path) < (2 if path[0] == "scenes" else 3)
+        ):
             return None, []
     data: dict[str, Any] = doc.data
     resolver = _Resolver(doc, file, broken_paths)
@@ -398,4 +405,3 @@ def resolve(
         scenes=scenes,
     )
     return board, resolver.problems
-

@@ -143,7 +143,8 @@ def _prompt_length(c: Check) -> Iterator[Diagnostic]:
         yield _error(
             c.at("prompt"),
             "prompt-length",
-            f"the rendered prompt is {len(prompt):,} characters; Kling takes at most {limit:,} (R1)",
+            f"the rendered prompt is {len(prompt):,} characters; "
+            f"Kling takes at most {limit:,} (R1)",
             "shorten it, or split the scene into shots",
         )
     elif not prompt:
@@ -441,4 +442,3 @@ def _frame_aspect(c: Check) -> Iterator[Diagnostic]:
 def check_scene(board: Storyboard, rs: RenderedScene) -> list[Diagnostic]:
     c = Check(board, rs, capabilities(rs.scene.settings.model))
     return [diag for fn in RULES.values() for diag in fn(c)]
-

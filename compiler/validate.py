@@ -93,7 +93,7 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
     keyword = error.validator
     subschema = error.schema if isinstance(error.schema, dict) else {}
     hint = subschema.get("description")
-    value = error.instance
+    value: Any = error.instance
     name = _field(path)
 
     if keyword in ("oneOf", "anyOf") and error.context:
@@ -101,9 +101,7 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
         if deepest.validator not in ("type", "oneOf", "anyOf"):
             yield from _diagnose(doc, deepest)
             return
-        yield Diagnostic(
-            doc.loc(path), "type", f"'{name}' cannot be {_describe(value)}", hint
-        )
+        yield Diagnostic(doc.loc(path), "type", f"'{name}' cannot be {_describe(value)}", hint)
     elif keyword == "additionalProperties":
         known = list(subschema.get("properties", {}))
         for key in value:
@@ -119,14 +117,15 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
     elif keyword == "required":
         match = re.match(r"'(.+)' is a required property", error.message)
         missing = match.group(1) if match else str(error.validator_value)
-        sub_hint = subschema.get("properties", {}).get(missing, {}).get("description")
+        properties: dict[str, Any] = subschema.get("properties", {})
+        sub_hint = properties.get(missing, {}).get("description")
         yield Diagnostic(
             doc.loc(path), "missing-key", f"{_where(path)} needs '{missing}'", sub_hint
         )
     elif keyword == "type":
-        wanted = error.validator_value
+        wanted: Any = error.validator_value
         wanted_list = wanted if isinstance(wanted, list) else [wanted]
-        expected = " or ".join(_SCHEMA_TYPES.get(w, w) for w in wanted_list)
+        expected = " or ".join(_SCHEMA_TYPES.get(str(w), str(w)) for w in wanted_list)
         yield Diagnostic(
             doc.loc(path),
             "type",
@@ -134,7 +133,8 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
             hint,
         )
     elif keyword == "enum":
-        choices = [c for c in error.validator_value if isinstance(c, str)]
+        allowed: Any = error.validator_value
+        choices = [c for c in allowed if isinstance(c, str)]
         suggestion = did_you_mean(str(value), choices) if isinstance(value, str) else None
         listed = ", ".join(choices)
         yield Diagnostic(
