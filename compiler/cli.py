@@ -102,14 +102,15 @@ def _print_summary(result: CompileResult, out: str | None) -> None:
         payload = task.payload
         shots = len(payload.get("multi_prompt", [])) or 1
         note = "  (estimate: upper bound)" if task.estimate_note else ""
+        shot_label = f"{shots} shot{'s' * (shots != 1)}"
         print(
-            f"  {task.scene:<24} {shots} shot{'s' * (shots != 1)}  {task.seconds:>4g} s  "
+            f"  {task.scene:<24} {shot_label:<8} {task.seconds:>4g} s  "
             f"{payload['mode']:<3}  sound {payload['sound']:<3}  "
             f"{task.units:>6.2f} units  ${task.usd:.2f}{note}"
         )
     units = sum(t.units for t in result.tasks)
     usd = sum(t.usd for t in result.tasks)
-    print(f"  {'total':<24} {units:.2f} units  ${usd:.2f}")
+    print(f"  {'total':<24} {'':<8} {'':>6}  {'':<3}  {'':<9} {units:>6.2f} units  ${usd:.2f}")
     if out:
         print(f"  wrote {Path(out) / (Path(result.path).stem + '.json')}")
 

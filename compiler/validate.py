@@ -97,9 +97,10 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
     name = _field(path)
 
     if keyword in ("oneOf", "anyOf") and error.context:
-        deepest = best_match(error.context)
-        if deepest.validator not in ("type", "oneOf", "anyOf"):
-            yield from _diagnose(doc, deepest)
+        # Explain the alternative of the right type: a mapping is judged as a mapping.
+        same_type = [e for e in error.context if e.validator != "type" or e.relative_path]
+        if same_type:
+            yield from _diagnose(doc, best_match(same_type))
             return
         yield Diagnostic(doc.loc(path), "type", f"'{name}' cannot be {_describe(value)}", hint)
     elif keyword == "additionalProperties":
