@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import ImageRef, RenderedScene
+from .model import RenderedScene
 
 
 def lower(rs: RenderedScene) -> dict[str, Any]:
@@ -38,7 +38,13 @@ def lower(rs: RenderedScene) -> dict[str, Any]:
             payload["duration"] = str(scene.duration)
         payload["prompt"] = rs.prompt
     if rs.images:
-        payload["image_list"] = [_image_item(rs, image) for image in rs.images]
+        types = rs.frame_types
+        payload["image_list"] = [
+            {"image_url": image.payload_value, "type": types[i]}
+            if i < len(types)
+            else {"image_url": image.payload_value}
+            for i, image in enumerate(rs.images)
+        ]
     if rs.elements:
         payload["element_list"] = [{"element_id": element.element_id} for element in rs.elements]
     if rs.videos:
@@ -51,13 +57,3 @@ def lower(rs: RenderedScene) -> dict[str, Any]:
             item["keep_original_sound"] = "yes" if scene.video.keep_original_sound else "no"
         payload["video_list"] = [item]
     return payload
-
-
-def _image_item(rs: RenderedScene, image: ImageRef) -> dict[str, Any]:
-    name = image.name
-    item: dict[str, Any] = {"image_url": image.payload_value}
-    if rs.first_frame is not None and rs.first_frame.name == name:
-        item["type"] = "first_frame"
-    elif rs.end_frame is not None and rs.end_frame.name == name:
-        item["type"] = "end_frame"
-    return item

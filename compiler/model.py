@@ -171,16 +171,17 @@ class RenderedScene:
     scene: Scene
     prompt: str | None
     shot_prompts: tuple[str, ...]
-    images: tuple[ImageRef, ...]
+    images: tuple[ImageRef, ...]  # payload order: typed frames first
     elements: tuple[ElementRef, ...]
     videos: tuple[VideoRef, ...]
     first_frame: ImageRef | None
     end_frame: ImageRef | None
 
     @property
-    def reference_images(self) -> tuple[ImageRef, ...]:
-        frames = {r.name for r in (self.first_frame, self.end_frame) if r is not None}
-        return tuple(image for image in self.images if image.name not in frames)
+    def frame_types(self) -> tuple[str, ...]:
+        """The `type` of the leading entries of `images`: the typed frames come first."""
+        types = ("first_frame",) if self.first_frame is not None else ()
+        return types + (("end_frame",) if self.end_frame is not None else ())
 
 
 @dataclass(frozen=True, slots=True)

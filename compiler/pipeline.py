@@ -58,7 +58,8 @@ def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
         if rs is not None:
             problems += check_scene(board, rs)
             rendered.append(rs)
-    problems += _unused_refs(board, rendered, complete=len(rendered) == len(board.scenes))
+    every_scene = len(rendered) == len(doc.data["scenes"])
+    problems += _unused_refs(board, rendered, complete=every_scene)
     if not any(d.is_error for d in problems):
         result.tasks = [_task(board, rs) for rs in rendered]
         problems += _duplicate_payloads(board, result.tasks)

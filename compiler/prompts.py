@@ -18,13 +18,11 @@ from .diagnostics import Diagnostic, did_you_mean
 from .load import JsonPath
 from .model import (
     REF_KINDS,
-    ElementRef,
     ImageRef,
     RefKind,
     RenderedScene,
     Scene,
     Storyboard,
-    VideoRef,
 )
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
@@ -32,6 +30,8 @@ _LITERAL_TOKEN = re.compile(r"<<<\s*(image|element|video)_?\s*\d*\s*>>>")
 # `{{ name }}` and `{{ name.attr }}`: the whole template language most prompts use.
 _SIMPLE_EXPR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}")
 _PLAIN_VALUE = (str, int, float, bool)
+_ANY_TOKEN = re.compile(r"<<<[^<>]*>>>")
+_TOKEN = re.compile(r"<<<(image|element|video)_[1-9][0-9]*>>>")
 
 
 class _Namespace:
@@ -61,11 +61,13 @@ class _Mentions:
     def __init__(self, board: Storyboard, scene: Scene) -> None:
         self.board = board
         self.scene = scene
-        self.images: dict[str, ImageRef] = {}
-        self.elements: dict[str, ElementRef] = {}
-        self.videos: dict[str, VideoRef] = {}
+        # Each kind's list in payload order, and each name's 1-based token number. An image
+        # used as both first and end frame takes two slots but keeps its first number.
+        self.slots: dict[str, list[Any]] = {kind: [] for kind in REF_KINDS}
+        self.numbers: dict[str, dict[str, int]] = {kind: {} for kind in REF_KINDS}
         self.problems: list[Diagnostic] = []
         self.at: JsonPath = scene.path
+        self.in_prompt: dict[tuple[str, str], JsonPath] = {}
         self.namespaces: dict[str, _Namespace] = {
             kind: _Namespace(kind, self) for kind in REF_KINDS
         }
@@ -87,8 +89,9 @@ class _Mentions:
                     did_you_mean(name, table) or f"declare it under refs.{kind}s",
                 )
             return f"<<<{kind}_?>>>"
-        chosen: dict[str, Any] = getattr(self, kind + "s")
-        if name not in chosen:
+        self.in_prompt.setdefault((kind, name), self.at)
+        numbers = self.numbers[kind]
+        if name not in numbers:
             if kind == "video" and (self.scene.video is None or self.scene.video.ref != name):
                 self.problem(
                     "video-undeclared",
@@ -96,8 +99,13 @@ class _Mentions:
                     f"add `video: {{ref: {name}, refer_type: base|feature}}` to the scene; "
                     "refer_type is never defaulted",
                 )
-            chosen[name] = ref
-        return f"<<<{kind}_{list(chosen).index(name) + 1}>>>"
+            self.slots[kind].append(ref)
+            numbers[name] = len(self.slots[kind])
+        return f"<<<{kind}_{numbers[name]}>>>"
+
+    def add_frame(self, image: ImageRef) -> None:
+        self.slots["image"].append(image)
+        self.numbers["image"].setdefault(image.name, len(self.slots["image"]))
 
     def bare(self, kind: RefKind) -> str:
         self.problem(
@@ -181,12 +189,21 @@ def _render(
         return None
     context: dict[str, Any] = {**variables, **mentions.namespaces}
     try:
-        return _ENV.from_string(ast).render(context).strip()
+        text = _ENV.from_string(ast).render(context).strip()
     except TemplateError as exc:
         mentions.problem("template-error", str(exc.message or exc), None)
     except (ArithmeticError, TypeError, ValueError) as exc:
         mentions.problem("template-error", f"{type(exc).__name__}: {exc}", None)
-    return None
+        return None
+    for token in _ANY_TOKEN.findall(text):
+        if not _TOKEN.fullmatch(token):
+            mentions.problem(
+                "ref-token-mangled",
+                f"an expression turned a reference into '{token}', which Kling would not read",
+                "apply filters to text, not to {{ image.NAME }} and its kin",
+            )
+            return None
+    return text
 
 
 def render_scene(board: Storyboard, scene: Scene) -> tuple[RenderedScene | None, list[Diagnostic]]:
@@ -216,8 +233,8 @@ def render_scene(board: Storyboard, scene: Scene) -> tuple[RenderedScene | None,
             continue
         mentions.at = (*scene.path, frame)
         if mentions.known("image", name):
-            mentions.mention("image", name)
             frames[frame] = board.refs.images[name]
+            mentions.add_frame(board.refs.images[name])
         elif ("image", name) not in board.refs.broken:
             mentions.problem(
                 "unknown-ref",
@@ -245,8 +262,19 @@ def render_scene(board: Storyboard, scene: Scene) -> tuple[RenderedScene | None,
         text = _render(shot.template, (*shot.path, "prompt"), variables, mentions)
         failed = failed or text is None
         shot_prompts.append(text or "")
+    if not failed:
+        texts = [prompt or "", *shot_prompts]
+        for (ref_kind, ref_name), at in mentions.in_prompt.items():
+            token = f"<<<{ref_kind}_{mentions.numbers[ref_kind][ref_name]}>>>"
+            if not any(token in text for text in texts):
+                mentions.at = at
+                mentions.problem(
+                    "ref-token-lost",
+                    f"{ref_kind} '{ref_name}' is used in the prompt "
+                    "but its token never reaches the output",
+                    f"write {{{{ {ref_kind}.{ref_name} }}}} on its own, outside filters and tests",
+                )
     if scene.video is not None and mentions.known("video", scene.video.ref):
-        mentions.at = (*scene.video.path, "ref")
         mentions.mention("video", scene.video.ref)
     if failed or mentions.problems:
         return None, mentions.problems
@@ -255,9 +283,9 @@ def render_scene(board: Storyboard, scene: Scene) -> tuple[RenderedScene | None,
             scene=scene,
             prompt=prompt,
             shot_prompts=tuple(shot_prompts),
-            images=tuple(mentions.images.values()),
-            elements=tuple(mentions.elements.values()),
-            videos=tuple(mentions.videos.values()),
+            images=tuple(mentions.slots["image"]),
+            elements=tuple(mentions.slots["element"]),
+            videos=tuple(mentions.slots["video"]),
             first_frame=frames["first_frame"],
             end_frame=frames["end_frame"],
         ),

@@ -65,10 +65,10 @@ def _error(loc: Location, code: str, message: str, hint: str | None = None) -> D
 def duration_case(rs: RenderedScene) -> str:
     """Which row of kling-api.md §3.3 sets this scene's allowed durations."""
     scene = rs.scene
-    if scene.video is not None:
-        return "base_edit" if scene.video.refer_type == "base" else "feature_video"
     if scene.shots:
         return "multi_shot"
+    if scene.video is not None:
+        return "base_edit" if scene.video.refer_type == "base" else "feature_video"
     if not rs.images and not rs.elements:
         return "text"
     if rs.first_frame is not None and len(rs.images) == 1 and not rs.elements:
@@ -103,7 +103,7 @@ def _model_mode(c: Check) -> Iterator[Diagnostic]:
         yield _error(
             c.setting("mode"),
             "model-mode",
-            f"{c.model} has no '{mode}' mode (R15)",
+            f"{c.model} has no '{mode}' mode (R15), in scene '{c.scene.id}'",
             f"use one of {', '.join(c.caps['modes'])}, or model kling-v3-omni for 4K",
         )
 
@@ -114,7 +114,7 @@ def _model_sound(c: Check) -> Iterator[Diagnostic]:
         yield _error(
             c.setting("sound"),
             "model-sound",
-            f"{c.model} makes no native audio (R15)",
+            f"{c.model} makes no native audio (R15), in scene '{c.scene.id}'",
             "set `sound: off`, or use model kling-v3-omni",
         )
 
@@ -214,6 +214,9 @@ def _shot_duration_sum(c: Check) -> Iterator[Diagnostic]:
         return
     total = sum(shot.duration for shot in shots)
     allowed, text = allowed_durations(c.caps, "multi_shot")
+    if c.has_video and not c.base_edit:
+        allowed &= allowed_durations(c.caps, "feature_video")[0]
+        text = f"{min(allowed)}-{max(allowed)} s with a reference video"
     if total in allowed:
         return
     if total > max(allowed):
@@ -343,18 +346,6 @@ def _o1_frames_images(c: Check) -> Iterator[Diagnostic]:
             f"this scene has {len(c.rs.images)} (R9)",
             "drop reference images, or use model kling-v3-omni",
         )
-    elif (
-        c.scene.end_frame is not None
-        and c.scene.first_frame is not None
-        and not c.caps["end_frame_allows_reference_images"]
-        and c.rs.reference_images
-    ):
-        yield _error(
-            c.at("end_frame"),
-            "o1-frames-images",
-            f"{c.model} takes no reference images with first + end frames (R9)",
-            strict_reading("o1_end_frame_references"),
-        )
 
 
 @rule("element-limit")
@@ -371,7 +362,7 @@ def _element_limit(c: Check) -> Iterator[Diagnostic]:
         yield _error(
             c.at("shots" if c.scene.shots else "prompt"),
             "element-limit",
-            f"{count} elements; with {frames} {c.model} allows {allowed} (R10)",
+            f"{count} element{'s' * (count != 1)}; with {frames} {c.model} allows {allowed} (R10)",
             "drop elements, or drop the frames",
         )
 
@@ -385,7 +376,7 @@ def _sound_with_video(c: Check) -> Iterator[Diagnostic]:
         yield _error(
             c.setting("sound"),
             "sound-with-video",
-            "sound must be off when the scene uses a video (R12)",
+            f"sound must be off when a scene uses a video (R12), in scene '{c.scene.id}'",
             "set `sound: off` on this scene; `keep_original_sound: true` keeps the video's audio",
         )
 

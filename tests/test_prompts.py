@@ -82,7 +82,7 @@ def test_fast_path_renders_exactly_like_jinja(parts: list[tuple[str, str, str]])
         else:
             context = {**variables, **mentions.namespaces}
             rendered = prompts._ENV.from_string(template).render(context)
-        outputs.append((rendered.strip(), list(mentions.images), list(mentions.elements)))
+        outputs.append((rendered.strip(), mentions.slots["image"], mentions.slots["element"]))
     assert outputs[0] == outputs[1]
 
 
