@@ -44,7 +44,9 @@ def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
     if doc.data is None:
         return result
     schema_problems, broken = check_schema(doc)
-    problems += schema_problems
+    # A value the loader already explained (a rejected tag, say) is not reported twice.
+    explained = {d.loc for d in problems}
+    problems += [d for d in schema_problems if d.loc not in explained]
     board, resolve_problems = resolve(doc, file, broken)
     problems += resolve_problems
     if board is None:

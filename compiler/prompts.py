@@ -32,6 +32,8 @@ _SIMPLE_EXPR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-
 _PLAIN_VALUE = (str, int, float, bool)
 _ANY_TOKEN = re.compile(r"<<<[^<>]*>>>")
 _TOKEN = re.compile(r"<<<(image|element|video)_[1-9][0-9]*>>>")
+# What an unknown or broken reference renders to; its problem is reported where it is named.
+_UNRESOLVED = re.compile(r"<<<(image|element|video)_\?>>>")
 
 
 class _Namespace:
@@ -196,7 +198,7 @@ def _render(
         mentions.problem("template-error", f"{type(exc).__name__}: {exc}", None)
         return None
     for token in _ANY_TOKEN.findall(text):
-        if not _TOKEN.fullmatch(token):
+        if not _TOKEN.fullmatch(token) and not _UNRESOLVED.fullmatch(token):
             mentions.problem(
                 "ref-token-mangled",
                 f"an expression turned a reference into '{token}', which Kling would not read",

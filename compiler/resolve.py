@@ -262,7 +262,7 @@ class _Resolver:
                 "remove 'duration'; set the video ref's 'duration' for the cost estimate",
             )
             ok = False
-        elif has_prompt and not base_edit and "duration" not in raw:
+        elif has_prompt and not has_shots and not base_edit and "duration" not in raw:
             self.problem(
                 (*path, "prompt"),
                 "missing-duration",

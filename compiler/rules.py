@@ -399,8 +399,8 @@ def _video_duration(c: Check) -> Iterator[Diagnostic]:
 
 @rule("video-unmentioned")
 def _video_unmentioned(c: Check) -> Iterator[Diagnostic]:
-    if not c.has_video:
-        return
+    if not c.has_video or ("video", c.scene.video.ref) in c.board.refs.broken:
+        return  # a broken video ref was reported where it is defined
     texts = [c.rs.prompt or "", *c.rs.shot_prompts]
     if not any("<<<video_1>>>" in text for text in texts):
         yield Diagnostic(

@@ -148,7 +148,7 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
         yield Diagnostic(
             doc.loc(path),
             "format-version",
-            f"unsupported storyboard format {_describe(value)}; this compiler reads version 1",
+            f"unsupported storyboard format version {value!r}; this compiler reads version 1",
             "set `storyboard: 1`",
         )
     elif keyword == "pattern" and error.validator_value == "^https://":
@@ -166,7 +166,8 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
             "use lower-case letters, digits, '-' and '_', starting with a letter or digit; "
             "the id names the clip file",
         )
-    elif keyword == "propertyNames":
+    elif "propertyNames" in error.absolute_schema_path:
+        # jsonschema reports a bad key at its mapping's path, with the key as the instance.
         key = str(value)
         yield Diagnostic(
             doc.loc((*path, key), key=True),
@@ -188,10 +189,23 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
             f"'{name}' must be {relation} {error.validator_value}, got {_describe(value)}",
             hint,
         )
-    elif keyword in ("minItems", "maxItems", "minLength", "minProperties", "maxProperties"):
-        yield Diagnostic(doc.loc(path), "size", f"'{name}': {error.message}", hint)
+    elif keyword in _SIZE_MESSAGES:
+        limit = error.validator_value
+        message = _SIZE_MESSAGES[keyword].format(name=name, limit=limit, got=len(value))
+        if keyword == "maxProperties":
+            message += f" ({', '.join(map(str, value))})"
+        yield Diagnostic(doc.loc(path), "size", message, hint)
     else:
         yield Diagnostic(doc.loc(path), f"schema-{keyword}", error.message, hint)
+
+
+_SIZE_MESSAGES = {
+    "minItems": "'{name}' needs at least {limit} item(s), got {got}",
+    "maxItems": "'{name}' takes at most {limit} item(s), got {got}",
+    "minLength": "'{name}' needs at least {limit} character(s), got {got}",
+    "minProperties": "'{name}' needs at least {limit} key(s), got {got}",
+    "maxProperties": "'{name}' takes at most {limit} key(s), got {got}",
+}
 
 
 def _where(path: JsonPath) -> str:
