@@ -33,15 +33,17 @@ validate: $(STAMP)
 compile: $(STAMP)
 	$(BIN)/storyboard compile $(STORYBOARDS)
 
+# Renders through the built-in emulator unless KLING_* credentials are set; paid work
+# then still needs --yes or a budget (pass ARGS="--yes").
 render: $(STAMP)
-	@echo "render: submitting is not built yet; compiling every storyboard instead"
-	$(BIN)/storyboard compile $(STORYBOARDS)
+	$(BIN)/storyboard render $(STORYBOARDS) $(ARGS)
 
 golden: $(STAMP)
 	$(BIN)/python -m tests.golden
 
 bench: $(STAMP)
 	$(BIN)/python bench/compile.py
+	$(BIN)/python bench/render.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -11,11 +12,14 @@ import traceback
 from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .diagnostics import REPORTERS, Diagnostic, sort_diagnostics
+from .errors import CredentialsError
 from .fsutil import atomic_write_text
 from .pipeline import CompileResult, compile_file
+from .plan import Plan
 from .starter import starter_text
 from .validate import schema_path
 
@@ -32,6 +36,13 @@ class ExitCode(IntEnum):
 
 class UsageError(Exception):
     pass
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _inputs(names: Sequence[str]) -> list[tuple[Path, str]]:
@@ -115,6 +126,164 @@ def _print_summary(result: CompileResult, out: str | None) -> None:
         print(f"  wrote {Path(out) / (Path(result.path).stem + '.json')}")
 
 
+def cmd_render(args: argparse.Namespace) -> ExitCode:
+    from .render import BackendError, choose_backend, plan_board, render_board
+
+    results, diagnostics = _compile_all(args)
+    if diagnostics:
+        _report(args, diagnostics, len(results), sys.stderr)
+    if any(d.is_error for d in diagnostics):
+        return ExitCode.STORYBOARD_ERRORS
+    only = set(args.only or [])
+    unknown = only - {task.scene for r in results for task in r.tasks}
+    if unknown:
+        raise UsageError(f"--only names no scene: {', '.join(sorted(unknown))}")
+    try:
+        backend = choose_backend(args.backend)
+    except (BackendError, CredentialsError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.poll_interval is not None:
+        backend.poll_interval = args.poll_interval
+    plans = {r.path: plan_board(r, r.file, backend, only) for r in results}
+    paid = [s for p in plans.values() for s in p.paid]
+    usd = sum(p.usd for p in plans.values())
+    if backend.free:
+        print(
+            "render: using the built-in Kling EMULATOR (no credentials set): "
+            "placeholder clips, nothing is paid",
+            file=sys.stderr,
+        )
+    print(
+        f"plan: {len(paid)} task(s) to submit, {sum(p.units for p in plans.values()):.2f} units"
+        f" ≈ ${usd:.2f}" + (" (free on the emulator)" if backend.free else ""),
+        file=sys.stderr,
+    )
+    if paid and not backend.free and not _approved(args, results, plans):
+        return ExitCode.REFUSED_COST
+
+    failed = False
+    for result in results:
+        file = result.file
+        scenes = [t.scene for t in result.tasks if not only or t.scene in only]
+        with _progress(result.path, scenes) as progress:
+            outcome = asyncio.run(
+                render_board(
+                    result,
+                    file,
+                    backend,
+                    Path(args.renders),
+                    progress,
+                    only=only,
+                    concurrency=args.concurrency,
+                    poll_timeout=args.timeout,
+                )
+            )
+        for scene in outcome.failed:
+            failed = True
+            print(
+                f"{result.path}: scene '{scene.scene}' {scene.outcome}: {scene.error}",
+                file=sys.stderr,
+            )
+        print(
+            f"{result.path}: {outcome.film_note}" + (f" -> {outcome.film}" if outcome.film else "")
+        )
+    return ExitCode.FAILED if failed else ExitCode.OK
+
+
+def _approved(
+    args: argparse.Namespace, results: list[CompileResult], plans: dict[str, Plan]
+) -> bool:
+    """The money gate (design.md §5): --yes, or within budget, or a yes typed at a terminal.
+
+    `--budget` caps the total of this run; without it each storyboard's `budget_usd` caps
+    its own plan, and a storyboard with paid work and no budget needs approval.
+    """
+    if args.yes:
+        return True
+    usd = sum(p.usd for p in plans.values())
+    if args.budget is not None:
+        within, limit = usd <= args.budget, f"--budget ${args.budget:.2f}"
+    else:
+        over = []
+        for result in results:
+            budget = result.board.budget_usd if result.board else None
+            cost = plans[result.path].usd
+            if cost > 0 and (budget is None or cost > budget):
+                shown = "no budget_usd" if budget is None else f"budget_usd ${budget:.2f}"
+                over.append(f"{result.path}: ${cost:.2f}, {shown}")
+        within, limit = not over, "; ".join(over)
+    if within:
+        return True
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        answer = input(f"render: this costs about ${usd:.2f} ({limit}). Submit? [y/N] ")
+        if answer.strip().lower() in ("y", "yes"):
+            return True
+    print(
+        f"render: refused: about ${usd:.2f} of paid work ({limit}); nothing was submitted. "
+        "Pass --yes, or raise --budget or budget_usd",
+        file=sys.stderr,
+    )
+    return False
+
+
+def _progress(board: str, scenes: list[str]) -> Any:
+    from .progress import PlainProgress, RichProgress
+
+    if sys.stdout.isatty():
+        return RichProgress(board, scenes)
+    return PlainProgress(board)
+
+
+def cmd_status(args: argparse.Namespace) -> ExitCode:
+    from .lockfile import Lockfile
+    from .render import BackendError, choose_backend, refresh_status
+
+    try:
+        backend = choose_backend(args.backend)
+    except (BackendError, CredentialsError) as exc:
+        raise UsageError(str(exc)) from None
+    failed = False
+    for file, shown in _inputs(args.files):
+        if not file.with_suffix(".lock").exists():
+            print(f"{shown}: never rendered (no {file.with_suffix('.lock').name})")
+            continue
+        lock: Lockfile = asyncio.run(refresh_status(file, backend))
+        print(f"{shown}:")
+        for scene, entry in sorted(lock.scenes.items()):
+            charged = f"{entry.units_charged} units" if entry.units_charged else ""
+            clip = "clip ok" if entry.clip else ""
+            reason = (
+                f"  {entry.status_msg}" if entry.status == "failed" and entry.status_msg else ""
+            )
+            print(
+                f"  {scene:<24} {entry.status:<11} {entry.task_id or '-':<22} "
+                f"{charged:<12} {clip}{reason}".rstrip()
+            )
+            failed = failed or entry.status == "failed"
+    return ExitCode.FAILED if failed else ExitCode.OK
+
+
+def cmd_emulator(args: argparse.Namespace) -> ExitCode:
+    from .emulator import Emulator, serve
+
+    emulator = Emulator(
+        latency=args.latency,
+        concurrency=args.concurrency,
+        access_key=args.access_key or os.environ.get("KLING_ACCESS_KEY"),
+        secret_key=args.secret_key or os.environ.get("KLING_SECRET_KEY"),
+        api_key=os.environ.get("KLING_API_KEY"),
+        clip_max_side=args.clip_max_side,
+    )
+    print(
+        f"storyboard emulator: a Kling-compatible API on http://{args.host}:{args.port} "
+        f"(latency {args.latency:g} s, {args.concurrency} concurrent tasks)",
+        file=sys.stderr,
+        flush=True,
+    )
+    serve(args.host, args.port, emulator)
+    return ExitCode.OK
+
+
 def cmd_schema(args: argparse.Namespace) -> ExitCode:
     text = schema_path().read_text(encoding="utf-8")
     if args.out:
@@ -184,6 +353,72 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the storyboard JSON Schema")
     schema.add_argument("--out", metavar="FILE", help="write it to FILE instead")
     schema.set_defaults(run=cmd_schema)
+
+    render = commands.add_parser(
+        "render", parents=[common], help="submit what changed, poll, download, assemble the film"
+    )
+    render.add_argument(
+        "--only", action="append", metavar="SCENE", help="render only this scene (repeatable)"
+    )
+    render.add_argument("--yes", action="store_true", help="approve paid work without asking")
+    render.add_argument(
+        "--budget", type=float, metavar="USD", help="approve paid work up to this total"
+    )
+    render.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="tasks in flight at once (default 4; 1303 answers lower it to the account's)",
+    )
+    render.add_argument(
+        "--backend",
+        choices=["kling", "emulator"],
+        help="default: kling when KLING_* credentials are set, else the emulator",
+    )
+    render.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="stop waiting for a task after this long; it keeps running and the next "
+        "render re-attaches (default 3600)",
+    )
+    render.add_argument(
+        "--poll-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between status queries (default 5 on Kling, 0.25 on the emulator)",
+    )
+    render.add_argument(
+        "--renders", default="renders", metavar="DIR", help="where clips and films go"
+    )
+    render.set_defaults(run=cmd_render)
+
+    status = commands.add_parser(
+        "status", parents=[common], help="ask Kling about unfinished tasks; never submits"
+    )
+    status.add_argument("--backend", choices=["kling", "emulator"])
+    status.set_defaults(run=cmd_status)
+
+    emulator = commands.add_parser("emulator", help="run the offline Kling-compatible server")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8765)
+    emulator.add_argument(
+        "--latency", type=float, default=10.0, help="seconds from submitted to succeed"
+    )
+    emulator.add_argument(
+        "--concurrency", type=_positive_int, default=4, help="the account's tasks in flight"
+    )
+    emulator.add_argument(
+        "--clip-max-side",
+        type=_positive_int,
+        metavar="PX",
+        help="encode placeholder clips at most this wide or tall (faster); default: true size",
+    )
+    emulator.add_argument("--access-key", help="default: $KLING_ACCESS_KEY")
+    emulator.add_argument("--secret-key", help="default: $KLING_SECRET_KEY")
+    emulator.set_defaults(run=cmd_emulator)
 
     new = commands.add_parser("new", help="write a commented starter storyboard")
     new.add_argument("name", metavar="NAME")

@@ -24,7 +24,8 @@ from .validate import check_schema
 class CompileResult:
     """The outcome for one storyboard file: its tasks, or the reasons there are none."""
 
-    path: str
+    path: str  # as shown in diagnostics
+    file: Path  # where it was read from
     board: Storyboard | None = None
     tasks: list[Task] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -40,7 +41,7 @@ class CompileResult:
 def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
     """Compile one storyboard file to Kling payloads. No network."""
     doc, problems = load(file, display_path)
-    result = CompileResult(doc.path, diagnostics=problems)
+    result = CompileResult(doc.path, file, diagnostics=problems)
     if doc.data is None:
         return result
     schema_problems, broken = check_schema(doc)

@@ -1,4 +1,5 @@
-"""Shared fixtures. No test may reach the network: any socket connection fails loudly."""
+"""Shared fixtures. No test may reach the network: any connection beyond this machine's
+loopback (where the emulator server of the crash tests listens) fails loudly."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = Path(__file__).resolve().parent / "cases"
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 class NetworkBlocked(RuntimeError):
     pass
 
@@ -18,19 +22,31 @@ class NetworkBlocked(RuntimeError):
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def loopback(address: object) -> bool:
+        host = address[0] if isinstance(address, tuple) else address
+        return host in LOOPBACK
 
     def guarded_connect(self: socket.socket, address: object) -> None:
-        if self.family == socket.AF_UNIX:
+        if self.family == socket.AF_UNIX or loopback(address):
             return real_connect(self, address)  # type: ignore[arg-type]
         raise NetworkBlocked(f"test tried to reach the network: {address!r}")
 
-    def guarded_create_connection(address: object, *args: object, **kwargs: object) -> None:
+    def guarded_connect_ex(self: socket.socket, address: object) -> int:
+        if self.family == socket.AF_UNIX or loopback(address):
+            return real_connect_ex(self, address)  # type: ignore[arg-type]
         raise NetworkBlocked(f"test tried to reach the network: {address!r}")
 
+    def guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if host in LOOPBACK:
+            return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+        raise NetworkBlocked(f"test tried to resolve a network name: {host!r}")
+
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect)
-    monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_create_connection)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
 
 
 @pytest.fixture

@@ -1,0 +1,352 @@
+"""Talk to the Kling Omni-Video API: create and query tasks, download clips. Async.
+
+Knows HTTP and JSON, nothing about storyboards. Every answer is read by its body `code`
+(kling-api.md §4-§5), never by HTTP status alone: HTTP 429 carries five different codes.
+No retries here: the executor decides what is safe to send again.
+
+    async with KlingClient(base_url, credentials_from_env(os.environ)) as kling:
+        task = await kling.create_task(payload)
+        task = await kling.get_task(task.task_id)
+        clip = await kling.download(task.video_url, Path("renders/opening.mp4"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from . import __version__
+from .auth import redact
+from .errors import ApiStatusError, DownloadError, TransportFailure
+
+DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
+TASKS_PATH = "/v1/videos/omni-video"
+CHUNK_SIZE = 1 << 20  # download in 1 MiB pieces: memory stays flat whatever the clip size
+NOT_FOUND_CODE = 1203
+_USER_AGENT = f"storyboard/{__version__} httpx/{httpx.__version__}"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """One task as Kling reports it (kling-api.md §4.1-§4.2)."""
+
+    task_id: str
+    status: str  # submitted | processing | succeed | failed
+    status_msg: str | None
+    external_task_id: str | None
+    video_url: str | None  # task_result.videos[0].url
+    video_duration: float | None
+    units_charged: str | None  # final_unit_deduction, as Kling sends it (a string)
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A clip written whole to `path`."""
+
+    path: Path
+    sha256: str
+    bytes: int
+
+
+class KlingClient:
+    """The Kling Omni-Video endpoints over one pooled `httpx.AsyncClient`.
+
+    `transport` replaces the network (httpx.MockTransport, or the emulator's ASGI
+    transport) for the API and the clip downloads alike.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: httpx.Auth | None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self._auth = auth
+        self._api = httpx.AsyncClient(
+            base_url=base_url,
+            auth=auth,
+            transport=transport,
+            timeout=timeout,
+            headers={"Content-Type": "application/json", "User-Agent": _USER_AGENT},
+        )
+        # Result URLs are CDN URLs, maybe on another host: they get no credentials at all.
+        self._cdn = httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout,
+            follow_redirects=True,
+            headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
+        )
+
+    def __repr__(self) -> str:
+        return f"KlingClient(base_url={str(self._api.base_url)!r}, auth={self._auth!r})"
+
+    async def __aenter__(self) -> KlingClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
+        await self._cdn.aclose()
+
+    async def create_task(self, payload: dict[str, Any]) -> TaskInfo:
+        """POST the payload; the new task (status `submitted`)."""
+        return await self._task("POST", TASKS_PATH, payload)
+
+    async def get_task(self, task_id: str) -> TaskInfo:
+        """The task with this id, as it stands now."""
+        return await self._task("GET", _task_path(task_id))
+
+    async def find_task(self, external_task_id: str) -> TaskInfo | None:
+        """The task created with this `external_task_id`, or None when Kling has none.
+
+        Only a clear "not found" (code 1203, or HTTP 404 without a Kling body) gives None:
+        the executor reads None as "safe to create", so anything else raises.
+        """
+        path = _task_path(external_task_id)
+        try:
+            info = await self._task("GET", path)
+        except ApiStatusError as exc:
+            if exc.code == NOT_FOUND_CODE or (exc.code is None and exc.http_status == 404):
+                return None
+            raise
+        if info.external_task_id not in (None, external_task_id):
+            # The id was read as a task id (kling-api.md §4.2: the lookup form is unsure).
+            raise ApiStatusError(
+                redact(
+                    self._auth,
+                    f"GET {path}: asked for external_task_id {external_task_id!r}, "
+                    f"got task {info.task_id} with external_task_id {info.external_task_id!r}",
+                ),
+                http_status=200,
+            )
+        return info
+
+    async def download(self, url: str, dest: Path) -> Download:
+        """Stream `url` into `dest` atomically, hashing as it goes; no Authorization header.
+
+        The body goes to `.<name>.<random>.part` beside `dest`, is checked against the
+        Content-Length, fsynced and renamed over `dest`. On any failure the temp file is
+        removed, `dest` is untouched, and DownloadError or TransportFailure is raised.
+        """
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.part"
+        try:
+            digest, size = await self._fetch(url, part)
+            os.replace(part, dest)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return Download(dest, digest, size)
+
+    async def _fetch(self, url: str, part: Path) -> tuple[str, int]:
+        shown = _without_query(url)  # CDN query strings carry signatures: keep them out
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async with self._cdn.stream("GET", url) as response:
+                if not response.is_success:
+                    raise DownloadError(
+                        f"download of {shown} answered HTTP {response.status_code}",
+                        http_status=response.status_code,
+                    )
+                expected = _content_length(response)
+                with part.open("xb") as out:
+                    async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                    # Content-Length counts the bytes on the wire, before any decoding.
+                    got = response.num_bytes_downloaded if _encoded(response) else size
+                    if expected is not None and got != expected:
+                        raise DownloadError(
+                            f"download of {shown} was cut short: "
+                            f"{got} of {expected} bytes (Content-Length)",
+                            http_status=response.status_code,
+                        )
+                    out.flush()
+                    await asyncio.to_thread(os.fsync, out.fileno())
+        except (httpx.TooManyRedirects, httpx.InvalidURL) as exc:
+            raise DownloadError(f"download of {shown} failed: {exc}") from exc
+        except httpx.RequestError as exc:
+            raise TransportFailure(f"download of {shown}: {_describe(exc)}") from exc
+        log.debug("downloaded %s: %d bytes, sha256 %s", shown, size, digest.hexdigest())
+        return digest.hexdigest(), size
+
+    async def _task(
+        self, method: str, path: str, payload: dict[str, Any] | None = None
+    ) -> TaskInfo:
+        response = await self._send(method, path, payload)
+        data, request_id = self._unwrap(method, path, response)
+        try:
+            return _task_info(data)
+        except _Malformed as exc:
+            raise ApiStatusError(
+                self._scrub(f"{method} {path}: unexpected answer: {exc}", _request_of(response)),
+                http_status=response.status_code,
+                request_id=request_id,
+            ) from None
+
+    async def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> httpx.Response:
+        try:
+            return await self._api.request(method, path, json=payload)
+        except httpx.RequestError as exc:
+            # Timeouts, refused or dropped connections, corrupt bodies: no answer to read.
+            raise TransportFailure(
+                self._scrub(f"{method} {path}: {_describe(exc)}", _request_of(exc))
+            ) from exc
+
+    def _unwrap(
+        self, method: str, path: str, response: httpx.Response
+    ) -> tuple[object, str | None]:
+        """The envelope's `data` and request id when `code` is 0; else ApiStatusError."""
+        body = _json_or_none(response)
+        code = body.get("code") if isinstance(body, dict) else None
+        status = response.status_code
+        if not isinstance(body, dict) or not isinstance(code, int) or isinstance(code, bool):
+            kind = response.headers.get("Content-Type", "no Content-Type")
+            log.debug("%s %s -> HTTP %d, not a Kling envelope (%s)", method, path, status, kind)
+            raise ApiStatusError(
+                self._scrub(
+                    f"{method} {path}: HTTP {status} {response.reason_phrase} "
+                    f"without a Kling JSON body ({kind})",
+                    _request_of(response),
+                ),
+                http_status=status,
+            )
+        request_id = body.get("request_id")
+        request_id = request_id if isinstance(request_id, str) and request_id else None
+        log.debug("%s %s -> HTTP %d code %d request_id %s", method, path, status, code, request_id)
+        if code != 0:
+            message = body.get("message")
+            reason = message if isinstance(message, str) and message else "no message"
+            raise ApiStatusError(
+                self._scrub(f"{method} {path}: Kling refused: {reason}", _request_of(response)),
+                code=code,
+                http_status=status,
+                request_id=request_id,
+            )
+        return body.get("data"), request_id
+
+    def _scrub(self, text: str, request: httpx.Request | None) -> str:
+        """`text` with the credentials that went out with `request` masked."""
+        text = redact(self._auth, text)
+        sent = request.headers.get("Authorization", "") if request is not None else ""
+        credential = sent.partition(" ")[2] or sent
+        return text.replace(credential, "***") if credential else text
+
+
+def _request_of(source: httpx.Response | httpx.RequestError) -> httpx.Request | None:
+    try:
+        return source.request
+    except RuntimeError:  # built by hand, never sent
+        return None
+
+
+class _Malformed(Exception):
+    """A success envelope whose `data` is not a task."""
+
+
+def _task_info(data: object) -> TaskInfo:
+    if not isinstance(data, dict):
+        raise _Malformed("`data` is not an object")
+    task_id = data.get("task_id")
+    status = data.get("task_status")
+    if not isinstance(task_id, str | int) or isinstance(task_id, bool) or task_id == "":
+        raise _Malformed("no `data.task_id`")
+    if not isinstance(status, str) or not status:
+        raise _Malformed("no `data.task_status`")
+    task_info = _obj(data.get("task_info"))
+    videos = _obj(data.get("task_result")).get("videos")
+    video = _obj(videos[0]) if isinstance(videos, list) and videos else {}
+    return TaskInfo(
+        task_id=str(task_id),
+        status=status,
+        status_msg=_text(data.get("task_status_msg")),
+        external_task_id=_text(task_info.get("external_task_id")),
+        video_url=_text(video.get("url")),
+        video_duration=_seconds(video.get("duration")),
+        units_charged=_text(data.get("final_unit_deduction")),
+    )
+
+
+def _obj(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    """A string field; empty means absent (kling-api.md §9.13). Numbers become strings."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
+def _seconds(value: object) -> float | None:
+    """Kling sends durations as strings of seconds, e.g. "5.04"."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _task_path(task_id: str) -> str:
+    if not task_id:
+        raise ValueError("a task id must not be empty")
+    return f"{TASKS_PATH}/{quote(task_id, safe='')}"
+
+
+def _json_or_none(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return None
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _encoded(response: httpx.Response) -> bool:
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    return encoding not in ("", "identity")
+
+
+def _describe(exc: Exception) -> str:
+    detail = str(exc)
+    name = type(exc).__name__
+    return f"no answer ({name}: {detail})" if detail else f"no answer ({name})"
+
+
+def _without_query(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # never show user:password@
+    return f"{parts.scheme}://{host}{parts.path}" if host else parts.path

@@ -1,0 +1,164 @@
+"""The lockfile beside each storyboard: what was paid for, and where it is. Disk ↔ Lockfile.
+
+`storyboards/NAME.lock` is committed. It is JSON with sorted keys, one scene per entry, so
+a diff reads as "this scene was re-rendered". It holds digests, task ids, statuses,
+units charged and clip hashes: never a secret, never media. Every save is atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    from .client import TaskInfo
+
+LOCK_VERSION = 1
+# Part of every payload digest: bump it when lowering changes what the same YAML asks of
+# Kling, so that old clips are re-rendered rather than silently reused.
+COMPILER_SALT = "storyboard-lowering-1"
+_LOCAL_IMAGE = re.compile(r"^local:.*@sha256:([0-9a-f]{64})$")
+
+
+class LockfileError(Exception):
+    """The lockfile exists but cannot be read; it is never overwritten in that state."""
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    """sha256 of the canonical payload, local media by content (not path), salted."""
+
+    def by_content(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: by_content(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [by_content(item) for item in value]
+        if isinstance(value, str):
+            match = _LOCAL_IMAGE.match(value)
+            if match:
+                return f"sha256:{match.group(1)}"
+        return value
+
+    canonical = json.dumps(
+        {"salt": COMPILER_SALT, "payload": by_content(payload)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def external_task_id(digest: str, take: int = 1, attempt: int = 1) -> str:
+    """The id Kling keeps unique per account (R16): the same work always gets the same id.
+
+    A failed task is never resubmitted under its own id; the next attempt gets a new one.
+    """
+    suffix = f"-a{attempt}" if attempt > 1 else ""
+    return f"sb-{digest[:40]}-t{take}{suffix}"
+
+
+@dataclass(slots=True)
+class Clip:
+    """A downloaded clip: it counts as done only with its hash recorded."""
+
+    file: str  # relative to the renders folder, e.g. "lighthouse/opening.mp4"
+    sha256: str
+    bytes: int
+    duration: float
+
+
+@dataclass(slots=True)
+class SceneLock:
+    """One scene's task: created, in flight, finished, and the clip it produced."""
+
+    digest: str
+    external_task_id: str
+    status: str  # creating | submitted | processing | succeed | failed
+    attempt: int = 1
+    take: int = 1
+    backend: str = "kling"  # an emulator's placeholder never stands in for a Kling clip
+    task_id: str | None = None
+    status_msg: str | None = None
+    units_charged: str | None = None
+    video_url: str | None = None
+    clip: Clip | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in ("creating", "submitted", "processing")
+
+    def observe(self, info: TaskInfo) -> None:
+        """Take in what Kling last said of this task."""
+        self.task_id = info.task_id
+        self.status = info.status
+        self.status_msg = info.status_msg
+        self.units_charged = info.units_charged or self.units_charged
+        self.video_url = info.video_url or self.video_url
+
+    def as_json(self) -> dict[str, Any]:
+        doc = {key: value for key, value in asdict(self).items() if value is not None}
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SceneLock:
+        clip = doc.get("clip")
+        return cls(**{**doc, "clip": Clip(**clip) if clip else None})
+
+
+@dataclass(slots=True)
+class Film:
+    file: str
+    sha256: str
+    clips: list[str]  # the sha256 of each clip, in film order
+    duration: float
+
+
+@dataclass(slots=True)
+class Lockfile:
+    path: Path
+    storyboard: str
+    scenes: dict[str, SceneLock] = field(default_factory=dict)
+    film: Film | None = None
+
+    @classmethod
+    def for_storyboard(cls, storyboard: Path) -> Lockfile:
+        """Read `NAME.lock` beside `NAME.yaml`, or start an empty one."""
+        path = storyboard.with_suffix(".lock")
+        lock = cls(path, storyboard.name)
+        if not path.exists():
+            return lock
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("lock_version") != LOCK_VERSION:
+                raise LockfileError(
+                    f"{path}: lock_version {doc.get('lock_version')!r} is not {LOCK_VERSION}"
+                )
+            lock.scenes = {
+                scene: SceneLock.from_json(entry) for scene, entry in doc["scenes"].items()
+            }
+            film = doc.get("film")
+            lock.film = Film(**film) if film else None
+        except LockfileError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LockfileError(
+                f"{path} is not a readable lockfile ({exc}); "
+                "restore it from git, or move it aside to start over"
+            ) from None
+        return lock
+
+    def save(self) -> None:
+        doc: dict[str, Any] = {
+            "lock_version": LOCK_VERSION,
+            "storyboard": self.storyboard,
+            "scenes": {scene: entry.as_json() for scene, entry in self.scenes.items()},
+        }
+        if self.film is not None:
+            doc["film"] = asdict(self.film)
+        text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        atomic_write_text(self.path, text)

@@ -1,0 +1,319 @@
+"""Rendering against the in-process emulator: every fault survived without paying twice.
+
+Time is simulated: the executor and the emulator share a fake clock that sleeping
+advances, so a 30 s task takes no real time and no test ever waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageChops, ImageStat
+
+from compiler.emulator import Emulator
+from compiler.execute import Job
+from compiler.lockfile import Lockfile, SceneLock, external_task_id
+from compiler.media import extract_frame, probe
+from compiler.pipeline import compile_file
+from compiler.render import BoardRender, emulator_backend, render_board
+
+BOARD = """\
+storyboard: 1
+title: Test Film
+mode: std
+aspect_ratio: "16:9"
+refs:
+  images:
+    coast: coast.png
+scenes:
+  - id: opening
+    first_frame: coast
+    prompt: "Dolly in over {{ image.coast }} at dusk."
+    duration: 3
+  - id: climb
+    shots:
+      - prompt: "The keeper climbs the stairs."
+        duration: 2
+      - prompt: "He lights the lamp."
+        duration: 2
+  - id: coda
+    sound: on
+    prompt: "The beam sweeps the sea."
+    duration: 3
+"""
+SCENES = ["opening", "climb", "coda"]
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    def update(self, scene: str, state: str, detail: str = "") -> None:
+        self.events.append((scene, state, detail))
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / ".git").mkdir()  # the project root for path checks
+    # Smooth gradients survive video compression, so pixels can be compared.
+    across = Image.linear_gradient("L").resize((640, 360))
+    down = Image.linear_gradient("L").rotate(90).resize((640, 360))
+    Image.merge("RGB", (across, down, Image.new("L", (640, 360), 90))).save(tmp_path / "coast.png")
+    (tmp_path / "film.yaml").write_text(BOARD, encoding="utf-8")
+    return tmp_path
+
+
+def make_emulator(time: FakeTime, **kwargs: Any) -> Emulator:
+    options: dict[str, Any] = {
+        "latency": 30.0,
+        "concurrency": 4,
+        "clip_max_side": 160,
+        "api_key": "emulator",
+    }
+    options.update(kwargs)
+    return Emulator(clock=time.clock, sleep=time.sleep, **options)
+
+
+def render(
+    project: Path, emulator: Emulator, *, concurrency: int = 4, **kwargs: Any
+) -> BoardRender:
+    result = compile_file(project / "film.yaml", "film.yaml")
+    assert result.ok, [d.headline() for d in result.diagnostics]
+    backend = emulator_backend(emulator, poll_interval=5.0)
+    return asyncio.run(
+        render_board(
+            result,
+            project / "film.yaml",
+            backend,
+            project / "renders",
+            kwargs.pop("progress", Recorder()),
+            concurrency=concurrency,
+            **kwargs,
+        )
+    )
+
+
+def lock_of(project: Path) -> Lockfile:
+    return Lockfile.for_storyboard(project / "film.yaml")
+
+
+def assert_paid_once(emulator: Emulator, scenes: int = 3) -> None:
+    stats = emulator.stats()
+    assert stats["total_creates"] == scenes
+    assert set(stats["creates"].values()) == {1}
+
+
+def test_render_makes_clips_lockfile_and_film(project: Path) -> None:
+    time = FakeTime()
+    emulator = make_emulator(time)
+    outcome = render(project, emulator)
+
+    assert [r.outcome for r in outcome.results] == ["rendered"] * 3
+    assert_paid_once(emulator)
+    lock = lock_of(project)
+    assert sorted(lock.scenes) == sorted(SCENES)
+    for scene, seconds in (("opening", 3.0), ("climb", 4.0), ("coda", 3.0)):
+        entry = lock.scenes[scene]
+        assert entry.status == "succeed"
+        assert entry.task_id and entry.external_task_id.startswith("sb-")
+        assert entry.clip is not None
+        clip = project / "renders" / entry.clip.file
+        assert clip == project / "renders" / "film" / f"{scene}.mp4"
+        assert abs(probe(clip).duration - seconds) <= 1 / 24
+        assert entry.clip.duration == pytest.approx(seconds, abs=1 / 24)
+    # std, silent: 0.6 units/s; std with sound: 0.8 units/s (kling-api.md §6.2).
+    assert lock.scenes["opening"].units_charged == "1.8"
+    assert lock.scenes["climb"].units_charged == "2.4"
+    assert lock.scenes["coda"].units_charged == "2.4"
+    assert outcome.film == project / "renders" / "film.mp4"
+    film = probe(outcome.film)
+    assert abs(film.duration - 10.0) <= 1 / 24
+    assert film.has_audio  # the coda has sound
+    assert not list((project / "renders").rglob("*.part"))
+    # The lockfile is sorted JSON with no media in it.
+    text = (project / "film.lock").read_text(encoding="utf-8")
+    assert json.loads(text)["lock_version"] == 1
+    assert len(text) < 4000
+
+
+def test_first_frame_is_sent_as_base64_and_shows_in_the_clip(project: Path) -> None:
+    emulator = make_emulator(FakeTime())
+    render(project, emulator)
+    clip = project / "renders" / "film" / "opening.mp4"
+    frame = extract_frame(clip, "first").convert("RGB")
+    source = Image.open(project / "coast.png").convert("RGB").resize(frame.size)
+    error = ImageStat.Stat(ImageChops.difference(frame, source)).mean
+    assert max(error) < 8, error
+
+
+def test_a_second_render_pays_nothing_and_keeps_the_film(project: Path) -> None:
+    emulator = make_emulator(FakeTime())
+    render(project, emulator)
+    film_before = (project / "renders" / "film.mp4").stat().st_mtime_ns
+    outcome = render(project, emulator)
+    assert [r.outcome for r in outcome.results] == ["reused"] * 3
+    assert emulator.stats()["total_creates"] == 3
+    assert outcome.film_note == "film unchanged"
+    assert (project / "renders" / "film.mp4").stat().st_mtime_ns == film_before
+
+
+def test_a_deleted_clip_is_downloaded_again_not_paid_again(project: Path) -> None:
+    emulator = make_emulator(FakeTime())
+    render(project, emulator)
+    (project / "renders" / "film" / "climb.mp4").unlink()
+    outcome = render(project, emulator)
+    assert {r.scene: r.outcome for r in outcome.results} == {
+        "opening": "reused",
+        "climb": "downloaded",
+        "coda": "reused",
+    }
+    assert emulator.stats()["total_creates"] == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "op"),
+    [
+        ("http_500", "create"),
+        ("code_1302", "create"),
+        ("code_1303", "create"),
+        ("drop_before", "create"),
+        ("drop_after", "create"),
+        ("slow", "create"),
+        ("http_500", "query"),
+        ("drop_before", "query"),
+        ("slow", "query"),
+        ("truncate", "download"),
+        ("drop_before", "download"),
+        ("http_500", "download"),
+    ],
+)
+def test_every_fault_is_survived_without_a_second_create(project: Path, kind: str, op: str) -> None:
+    emulator = make_emulator(FakeTime())
+    emulator.faults.add(kind, op, times=2, delay=20.0)
+    outcome = render(project, emulator)
+    assert [r.outcome for r in outcome.results] == ["rendered"] * 3, [
+        str(r.error) for r in outcome.results
+    ]
+    assert_paid_once(emulator)
+    assert outcome.film is not None
+    assert not list((project / "renders").rglob("*.part"))
+
+
+def test_a_busy_account_slows_the_run_but_never_duplicates(project: Path) -> None:
+    emulator = make_emulator(FakeTime(), concurrency=1)
+    recorder = Recorder()
+    outcome = render(project, emulator, concurrency=8, progress=recorder)
+    assert [r.outcome for r in outcome.results] == ["rendered"] * 3
+    assert_paid_once(emulator)
+    assert any(detail == "account busy (1303)" for _, _, detail in recorder.events)
+
+
+def test_a_failed_task_names_the_scene_and_reason_and_is_retried_next_run(
+    project: Path,
+) -> None:
+    emulator = make_emulator(FakeTime())
+    emulator.faults.add("fail_task", "create", match="lights the lamp", message="risk control")
+    outcome = render(project, emulator)
+    results = {r.scene: r for r in outcome.results}
+    assert results["climb"].outcome == "failed"
+    assert str(results["climb"].error) == (
+        f"scene 'climb': task {lock_of(project).scenes['climb'].task_id} failed: risk control"
+    )
+    assert results["opening"].outcome == results["coda"].outcome == "rendered"
+    assert outcome.film is None
+    assert "climb" in outcome.film_note
+    entry = lock_of(project).scenes["climb"]
+    assert (entry.status, entry.status_msg, entry.attempt) == ("failed", "risk control", 1)
+
+    retry = render(project, emulator)
+    assert {r.scene: r.outcome for r in retry.results}["climb"] == "rendered"
+    entry = lock_of(project).scenes["climb"]
+    assert entry.attempt == 2
+    assert entry.external_task_id == external_task_id(entry.digest, 1, 2)
+    assert emulator.stats()["total_creates"] == 4  # one paid retry, nothing else
+    assert retry.film is not None
+
+
+def _job(project: Path, scene: str) -> Job:
+    result = compile_file(project / "film.yaml", "film.yaml")
+    task = next(t for t in result.tasks if t.scene == scene)
+    return Job(task.scene, task.payload, task.units, task.usd)
+
+
+def test_a_run_killed_after_create_reattaches_by_external_id(project: Path) -> None:
+    """The create reached Kling, but the task id never reached the lockfile."""
+    emulator = make_emulator(FakeTime())
+    job = _job(project, "coda")
+    ext = external_task_id(job.digest)
+    lock = lock_of(project)
+    lock.scenes["coda"] = SceneLock(job.digest, ext, "creating", backend="emulator")
+    lock.save()
+
+    async def killed_runs_create() -> None:
+        client = emulator_backend(emulator).client()
+        await client.create_task({**job.payload, "external_task_id": ext})
+        await client.aclose()
+
+    asyncio.run(killed_runs_create())
+    outcome = render(project, emulator)
+    assert [r.outcome for r in outcome.results] == ["rendered"] * 3
+    assert_paid_once(emulator)
+    assert outcome.film is not None
+
+
+def test_a_run_killed_before_create_creates_once(project: Path) -> None:
+    emulator = make_emulator(FakeTime())
+    job = _job(project, "coda")
+    lock = lock_of(project)
+    lock.scenes["coda"] = SceneLock(
+        job.digest, external_task_id(job.digest), "creating", backend="emulator"
+    )
+    lock.save()
+    render(project, emulator)
+    assert_paid_once(emulator)
+
+
+def test_a_run_killed_mid_poll_reattaches_by_task_id(project: Path) -> None:
+    time = FakeTime()
+    emulator = make_emulator(time)
+    render(project, emulator, only={"opening"})
+    lock = lock_of(project)
+    entry = lock.scenes["opening"]
+    # Rewind the lockfile to "processing", as a run killed while polling leaves it.
+    entry.status, entry.clip, entry.video_url = "processing", None, None
+    lock.save()
+    (project / "renders" / "film" / "opening.mp4").unlink()
+    recorder = Recorder()
+    outcome = render(project, emulator, progress=recorder)
+    assert {r.scene: r.outcome for r in outcome.results}["opening"] == "rendered"
+    assert_paid_once(emulator)
+    assert ("opening", "processing", f"re-attached to task {entry.task_id}") in recorder.events
+
+
+def test_slow_is_not_failed(project: Path) -> None:
+    emulator = make_emulator(FakeTime(), latency=600.0)
+    outcome = render(project, emulator, poll_timeout=60.0)
+    assert [r.outcome for r in outcome.results] == ["pending"] * 3
+    lock = lock_of(project)
+    assert {e.status for e in lock.scenes.values()} <= {"submitted", "processing"}
+    later = render(project, emulator)
+    assert [r.outcome for r in later.results] == ["rendered"] * 3
+    assert_paid_once(emulator)
