@@ -1020,7 +1020,7 @@ class Emulator:
                 return task.clip
             body = task.body
             width, height = clip_size(body, self.clip_max_side)
-            label = task.external_task_id or f"task {task.task_id}"
+            label = _card_label(task.external_task_id) or f"task {task.task_id}"
             if body.shots:
                 parts = [(shot.seconds, shot.prompt) for shot in body.shots]
             else:
@@ -1321,3 +1321,17 @@ def serve(host: str, port: int, emulator: Emulator) -> None:
 
     config = uvicorn.Config(_DropGuard(emulator.app, server=True), host=host, port=port)
     uvicorn.Server(config).run()
+
+
+# storyboard's own ids read `sb-<scene>-<digest>-t<take>`: a card shows the scene's name.
+_STORYBOARD_ID = re.compile(r"^sb-(?P<scene>.+)-[0-9a-f]{32}-t(?P<take>[0-9]+)(?:-a[0-9]+)?$")
+
+
+def _card_label(external_task_id: str | None) -> str | None:
+    if not external_task_id:
+        return None
+    match = _STORYBOARD_ID.match(external_task_id)
+    if match is None:
+        return external_task_id
+    take = int(match.group("take"))
+    return match.group("scene") + (f" (take {take})" if take > 1 else "")

@@ -222,7 +222,7 @@ class Executor:
     def _new_entry(self, job: Job, *, attempt: int) -> SceneLock:
         entry = SceneLock(
             digest=job.digest,
-            external_task_id=external_task_id(job.digest, 1, attempt),
+            external_task_id=external_task_id(job.scene, job.digest, 1, attempt),
             status="creating",
             attempt=attempt,
             backend=self.backend,

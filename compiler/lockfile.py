@@ -53,13 +53,14 @@ def payload_digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def external_task_id(digest: str, take: int = 1, attempt: int = 1) -> str:
+def external_task_id(scene: str, digest: str, take: int = 1, attempt: int = 1) -> str:
     """The id Kling keeps unique per account (R16): the same work always gets the same id.
 
-    A failed task is never resubmitted under its own id; the next attempt gets a new one.
+    The scene id makes it readable in Kling's console; a failed task is never resubmitted
+    under its own id, so the next attempt gets a new one.
     """
     suffix = f"-a{attempt}" if attempt > 1 else ""
-    return f"sb-{digest[:40]}-t{take}{suffix}"
+    return f"sb-{scene[:24]}-{digest[:32]}-t{take}{suffix}"
 
 
 @dataclass(slots=True)

@@ -247,7 +247,7 @@ def test_a_failed_task_names_the_scene_and_reason_and_is_retried_next_run(
     assert {r.scene: r.outcome for r in retry.results}["climb"] == "rendered"
     entry = lock_of(project).scenes["climb"]
     assert entry.attempt == 2
-    assert entry.external_task_id == external_task_id(entry.digest, 1, 2)
+    assert entry.external_task_id == external_task_id("climb", entry.digest, 1, 2)
     assert emulator.stats()["total_creates"] == 4  # one paid retry, nothing else
     assert retry.film is not None
 
@@ -262,7 +262,7 @@ def test_a_run_killed_after_create_reattaches_by_external_id(project: Path) -> N
     """The create reached Kling, but the task id never reached the lockfile."""
     emulator = make_emulator(FakeTime())
     job = _job(project, "coda")
-    ext = external_task_id(job.digest)
+    ext = external_task_id("coda", job.digest)
     lock = lock_of(project)
     lock.scenes["coda"] = SceneLock(job.digest, ext, "creating", backend="emulator")
     lock.save()
@@ -284,7 +284,7 @@ def test_a_run_killed_before_create_creates_once(project: Path) -> None:
     job = _job(project, "coda")
     lock = lock_of(project)
     lock.scenes["coda"] = SceneLock(
-        job.digest, external_task_id(job.digest), "creating", backend="emulator"
+        job.digest, external_task_id("coda", job.digest), "creating", backend="emulator"
     )
     lock.save()
     render(project, emulator)
