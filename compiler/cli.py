@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .diagnostics import REPORTERS, Diagnostic, sort_diagnostics
+from .diagnostics import REPORTERS, Diagnostic, did_you_mean, sort_diagnostics
 from .errors import CredentialsError
 from .fsutil import atomic_write_text
 from .pipeline import CompileResult, compile_file
 from .plan import Plan
+from .planview import plan_json, print_plan
+from .render import BackendError, Selection, backend_name, plan_board
 from .starter import starter_text
 from .validate import schema_path
 
@@ -126,64 +128,96 @@ def _print_summary(result: CompileResult, out: str | None) -> None:
         print(f"  wrote {Path(out) / (Path(result.path).stem + '.json')}")
 
 
+def _selection(args: argparse.Namespace, results: list[CompileResult]) -> Selection:
+    scenes = {task.scene for r in results for task in r.tasks}
+    only, force = set(args.only or []), set(getattr(args, "force", None) or [])
+    for flag, named in (("--only", only), ("--force", force)):
+        unknown = named - scenes
+        if unknown:
+            raise UsageError(
+                f"{flag} names no scene: {', '.join(sorted(unknown))}"
+                + (f" ({did_you_mean(sorted(unknown)[0], scenes)})" if scenes else "")
+            )
+    return Selection(frozenset(only | force) if only else frozenset(), frozenset(force))
+
+
+def _plans(
+    args: argparse.Namespace, results: list[CompileResult], backend: str
+) -> tuple[Selection, dict[str, Plan]]:
+    selection = _selection(args, results)
+    plans = {r.path: plan_board(r, backend, Path(args.renders), selection) for r in results}
+    return selection, plans
+
+
+def _usd_per_unit(result: CompileResult) -> float:
+    return result.board.usd_per_unit if result.board else 0.14
+
+
+def cmd_plan(args: argparse.Namespace) -> ExitCode:
+    results, diagnostics = _compile_all(args)
+    if diagnostics:
+        _report(args, diagnostics, len(results), sys.stderr)
+    if any(d.is_error for d in diagnostics):
+        return ExitCode.STORYBOARD_ERRORS
+    _, plans = _plans(args, results, _backend_name(args))
+    if args.json:
+        docs = [plan_json(r, plans[r.path], _usd_per_unit(r)) for r in results]
+        print(json.dumps(docs[0] if len(docs) == 1 else {"storyboards": docs}, indent=2))
+    else:
+        for result in results:
+            print_plan(result, plans[result.path], _usd_per_unit(result), sys.stdout)
+    return ExitCode.OK
+
+
+def _backend_name(args: argparse.Namespace) -> str:
+    try:
+        return backend_name(args.backend)
+    except (BackendError, CredentialsError) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_render(args: argparse.Namespace) -> ExitCode:
-    from .render import BackendError, choose_backend, plan_board, render_board
+    from .render import choose_backend, render_board
 
     results, diagnostics = _compile_all(args)
     if diagnostics:
         _report(args, diagnostics, len(results), sys.stderr)
     if any(d.is_error for d in diagnostics):
         return ExitCode.STORYBOARD_ERRORS
-    only = set(args.only or [])
-    unknown = only - {task.scene for r in results for task in r.tasks}
-    if unknown:
-        raise UsageError(f"--only names no scene: {', '.join(sorted(unknown))}")
-    try:
-        backend = choose_backend(args.backend)
-    except (BackendError, CredentialsError) as exc:
-        raise UsageError(str(exc)) from None
+    selection, plans = _plans(args, results, _backend_name(args))
+    backend = choose_backend(args.backend)
     if args.poll_interval is not None:
         backend.poll_interval = args.poll_interval
-    plans = {r.path: plan_board(r, r.file, backend, only) for r in results}
-    paid = [s for p in plans.values() for s in p.paid]
-    usd = sum(p.usd for p in plans.values())
     if backend.free:
         print(
-            "render: using the built-in Kling EMULATOR (no credentials set): "
+            "render: using the built-in Kling EMULATOR (no Kling credentials are set): "
             "placeholder clips, nothing is paid",
             file=sys.stderr,
         )
-    print(
-        f"plan: {len(paid)} task(s) to submit, {sum(p.units for p in plans.values()):.2f} units"
-        f" ≈ ${usd:.2f}" + (" (free on the emulator)" if backend.free else ""),
-        file=sys.stderr,
-    )
+    for result in results:
+        print_plan(result, plans[result.path], _usd_per_unit(result), sys.stdout, free=backend.free)
+    paid = [take for p in plans.values() for take in p.paid]
     if paid and not backend.free and not _approved(args, results, plans):
         return ExitCode.REFUSED_COST
 
     failed = False
     for result in results:
-        file = result.file
-        scenes = [t.scene for t in result.tasks if not only or t.scene in only]
-        with _progress(result.path, scenes) as progress:
+        labels = [take.job.label for take in plans[result.path].takes]
+        with _progress(result.path, labels) as progress:
             outcome = asyncio.run(
                 render_board(
                     result,
-                    file,
                     backend,
                     Path(args.renders),
                     progress,
-                    only=only,
+                    selection=selection,
                     concurrency=args.concurrency,
                     poll_timeout=args.timeout,
                 )
             )
         for scene in outcome.failed:
             failed = True
-            print(
-                f"{result.path}: scene '{scene.scene}' {scene.outcome}: {scene.error}",
-                file=sys.stderr,
-            )
+            print(f"{result.path}: {scene.outcome}: {scene.error}", file=sys.stderr)
         print(
             f"{result.path}: {outcome.film_note}" + (f" -> {outcome.film}" if outcome.film else "")
         )
@@ -235,31 +269,29 @@ def _progress(board: str, scenes: list[str]) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> ExitCode:
-    from .lockfile import Lockfile
-    from .render import BackendError, choose_backend, refresh_status
+    from .render import choose_backend, refresh_status
 
-    try:
-        backend = choose_backend(args.backend)
-    except (BackendError, CredentialsError) as exc:
-        raise UsageError(str(exc)) from None
+    _backend_name(args)
+    backend = choose_backend(args.backend)
     failed = False
     for file, shown in _inputs(args.files):
         if not file.with_suffix(".lock").exists():
             print(f"{shown}: never rendered (no {file.with_suffix('.lock').name})")
             continue
-        lock: Lockfile = asyncio.run(refresh_status(file, backend))
+        lock = asyncio.run(refresh_status(file, backend))
         print(f"{shown}:")
         for scene, entry in sorted(lock.scenes.items()):
-            charged = f"{entry.units_charged} units" if entry.units_charged else ""
-            clip = "clip ok" if entry.clip else ""
-            reason = (
-                f"  {entry.status_msg}" if entry.status == "failed" and entry.status_msg else ""
-            )
-            print(
-                f"  {scene:<24} {entry.status:<11} {entry.task_id or '-':<22} "
-                f"{charged:<12} {clip}{reason}".rstrip()
-            )
-            failed = failed or entry.status == "failed"
+            for take, task in sorted(entry.takes.items()):
+                label = scene if take == 1 else f"{scene}#{take}"
+                charged = f"{task.units_charged} units" if task.units_charged else ""
+                clip = "clip ok" if task.clip else ""
+                why = f"  {task.status_msg}" if task.status == "failed" and task.status_msg else ""
+                print(
+                    f"  {label:<24} {task.status:<11} {task.task_id or '-':<20} "
+                    f"{charged:<12} {clip}{why}".rstrip()
+                )
+                failed = failed or task.status == "failed"
+        print(f"  charged so far: {sum(e.units_charged() for e in lock.scenes.values()):g} units")
     return ExitCode.FAILED if failed else ExitCode.OK
 
 
@@ -360,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--only", action="append", metavar="SCENE", help="render only this scene (repeatable)"
     )
+    render.add_argument(
+        "--force",
+        action="append",
+        metavar="SCENE",
+        help="render this scene again even if nothing changed: paid again (repeatable)",
+    )
     render.add_argument("--yes", action="store_true", help="approve paid work without asking")
     render.add_argument(
         "--budget", type=float, metavar="USD", help="approve paid work up to this total"
@@ -394,6 +432,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--renders", default="renders", metavar="DIR", help="where clips and films go"
     )
     render.set_defaults(run=cmd_render)
+
+    plan = commands.add_parser(
+        "plan",
+        parents=[common],
+        help="what a render would submit and why, what it costs, what was charged; no network",
+    )
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("--only", action="append", metavar="SCENE", help="plan only this scene")
+    plan.add_argument(
+        "--force", action="append", metavar="SCENE", help="count this scene as re-rendered"
+    )
+    plan.add_argument("--backend", choices=["kling", "emulator"])
+    plan.add_argument("--renders", default="renders", metavar="DIR", help="where clips are")
+    plan.set_defaults(run=cmd_plan)
 
     status = commands.add_parser(
         "status", parents=[common], help="ask Kling about unfinished tasks; never submits"

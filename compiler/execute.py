@@ -32,12 +32,12 @@ from .errors import (
     TaskFailed,
     TransportFailure,
 )
-from .fsutil import sha256_file
-from .lockfile import Clip, Lockfile, SceneLock, external_task_id, payload_digest
+from .fsutil import atomic_write_bytes, sha256_file
+from .lockfile import Clip, Lockfile, SceneLock, TaskLock, external_task_id, payload_digest
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
-_LOCAL_IMAGE = re.compile(r"^local:(.*)@sha256:([0-9a-f]{64})$")
+_CONTENT = re.compile(r"^(local|frame):(.*)@sha256:([0-9a-f]{64})$")
 _KLING_CODE_EXISTS = 1201  # what a duplicate external_task_id most likely answers (R16)
 
 
@@ -47,17 +47,23 @@ class MediaChanged(StoryboardError):
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One scene to render: its compiled payload and what it is expected to cost."""
+    """One take of one scene to render: its compiled payload and what it should cost.
+
+    `after` names the scene whose clip's last frame becomes this one's first frame: the
+    payload then holds `after:SCENE` until that clip exists.
+    """
 
     scene: str
     payload: dict[str, Any]
     units: float
     usd: float
-    digest: str = ""
+    take: int = 1
+    after: str | None = None
+    force: bool = False  # pay again even for work already done
 
-    def __post_init__(self) -> None:
-        if not self.digest:
-            object.__setattr__(self, "digest", payload_digest(self.payload))
+    @property
+    def label(self) -> str:
+        return self.scene if self.take == 1 else f"{self.scene}#{self.take}"
 
 
 class Progress(Protocol):
@@ -133,11 +139,38 @@ class SceneResult:
     outcome: str  # reused | rendered | downloaded | failed | pending
     clip: Path | None = None
     error: StoryboardError | ApiError | None = None
+    take: int = 1
+
+
+class SourceFailed(StoryboardError):
+    """A scene waits for the last frame of a scene that has no clip."""
+
+
+def last_frame_png(clip: Path, dest: Path) -> str:
+    """Save the last frame of `clip` as a PNG (atomically) and return its sha256."""
+    import io
+
+    from .media import extract_frame
+
+    buffer = io.BytesIO()
+    extract_frame(clip, "last").save(buffer, format="PNG")
+    data = buffer.getvalue()
+    atomic_write_bytes(dest, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def with_frame(payload: dict[str, Any], ref: str) -> dict[str, Any]:
+    """The payload with its `after:SCENE` first frame replaced by `ref`."""
+    images = [
+        {**item, "image_url": ref} if item["image_url"].startswith("after:") else item
+        for item in payload["image_list"]
+    ]
+    return {**payload, "image_list": images}
 
 
 @dataclass(slots=True)
 class Executor:
-    """Renders jobs into `renders_dir/<board>/<scene>.mp4`, keeping `lock` up to date."""
+    """Renders jobs into `renders/<board>/<scene>.mp4`, keeping `lock` up to date."""
 
     client: KlingClient
     lock: Lockfile
@@ -151,7 +184,9 @@ class Executor:
     clock: Clock = time.monotonic
     progress: Progress = field(default_factory=SilentProgress)
     probe: Callable[[Path], float] | None = None
+    selected: dict[str, int] = field(default_factory=dict)  # the take each scene shows
     slots: AccountSlots = field(init=False)
+    _sources: dict[str, asyncio.Future[Path]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.slots = AccountSlots(self.concurrency, self.sleep)
@@ -161,97 +196,180 @@ class Executor:
         self.clips_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.clips_dir.glob(".*.part"):
             stale.unlink(missing_ok=True)  # a download cut short by a killed run
-        return list(await asyncio.gather(*(self._scene(job) for job in jobs)))
+        loop = asyncio.get_running_loop()
+        self._sources = {
+            job.scene: loop.create_future()
+            for job in jobs
+            if job.take == self.selected.get(job.scene, 1)
+        }
+        results = list(await asyncio.gather(*(self._scene(job) for job in jobs)))
+        for future in self._sources.values():
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: a failed source is reported by its own job
+        return results
 
-    # -- one scene ------------------------------------------------------------------------
+    # -- one take -------------------------------------------------------------------------
 
     async def _scene(self, job: Job) -> SceneResult:
+        source = (
+            self._sources.get(job.scene) if job.take == self.selected.get(job.scene, 1) else None
+        )
         try:
-            return await self._render(job)
+            result = await self._render(job)
         except PollTimeout as exc:
-            self.progress.update(job.scene, "pending", "still running on Kling; run again")
-            return SceneResult(job.scene, "pending", error=exc)
+            self.progress.update(job.label, "pending", "still running on Kling; run again")
+            result = SceneResult(job.scene, "pending", error=exc, take=job.take)
         except (TaskFailed, ApiError, StoryboardError) as exc:
-            self.progress.update(job.scene, "failed", str(exc))
-            return SceneResult(job.scene, "failed", error=exc)
+            self.progress.update(job.label, "failed", str(exc))
+            result = SceneResult(job.scene, "failed", error=exc, take=job.take)
+        if source is not None and not source.done():
+            if result.clip is not None:
+                source.set_result(result.clip)
+            else:
+                source.set_exception(SourceFailed(f"scene '{job.scene}' has no clip"))
+        return result
+
+    async def _source_clip(self, scene: str) -> Path:
+        """The clip whose last frame a dependent scene starts from, once it exists."""
+        future = self._sources.get(scene)
+        if future is not None:
+            try:
+                return await asyncio.shield(future)
+            except SourceFailed:
+                raise SourceFailed(
+                    f"it starts from the last frame of scene '{scene}', which has no clip"
+                ) from None
+        task = self.lock.task(scene, self.selected.get(scene, 1))
+        if task is None or not self._clip_intact(task):
+            raise SourceFailed(
+                f"it starts from the last frame of scene '{scene}', which is not rendered; "
+                f"render '{scene}' first"
+            )
+        assert task.clip is not None
+        return self.clips_dir.parent / task.clip.file
+
+    async def _resolved_payload(self, job: Job) -> dict[str, Any]:
+        if job.after is None:
+            return job.payload
+        self.progress.update(job.label, "queued", f"waits for the last frame of '{job.after}'")
+        clip = await self._source_clip(job.after)
+        png = self.clips_dir / f"{job.after}.last.png"
+        sha = await asyncio.to_thread(last_frame_png, clip, png)
+        return with_frame(job.payload, f"frame:{png.name}@sha256:{sha}")
+
+    def _scene_lock(self, job: Job, payload: dict[str, Any]) -> SceneLock:
+        """The scene's lock entry for this payload; work for an older payload is retired."""
+        digest = payload_digest(payload)
+        entry = self.lock.scenes.get(job.scene)
+        if entry is None or entry.digest != digest or entry.backend != self.backend:
+            old, entry = entry, SceneLock(digest, payload, self.backend)
+            if old is not None:
+                for take in list(old.takes):
+                    old.retire(take)
+                entry.history = old.history
+            self.lock.scenes[job.scene] = entry
+        return entry
 
     async def _render(self, job: Job) -> SceneResult:
-        entry = self.lock.scenes.get(job.scene)
-        if entry is not None and (entry.digest != job.digest or entry.backend != self.backend):
-            entry = None  # the scene changed, or its clip came from elsewhere: history
-        if entry is not None and entry.status == "succeed":
-            if self._clip_intact(entry):
-                self.progress.update(job.scene, "done", "unchanged")
-                return SceneResult(job.scene, "reused", self._clip_path(job.scene))
-            if not entry.video_url:
+        payload = await self._resolved_payload(job)
+        entry = self._scene_lock(job, payload)
+        task = entry.takes.get(job.take) or self._from_history(job, entry)
+        if task is not None and job.force and task.status != "creating":
+            entry.retire(job.take)
+            task = self._new_task(job, entry, attempt=task.attempt + 1)
+        if task is not None and task.status == "succeed":
+            if self._clip_intact(task):
+                self.progress.update(job.label, "done", "unchanged")
+                return SceneResult(job.scene, "reused", self._clip_path(job), take=job.take)
+            if not task.video_url:
                 raise StoryboardError(
-                    f"the clip of scene '{job.scene}' is gone and the lockfile has no URL "
-                    "to download it again"
+                    f"the clip of scene '{job.label}' is gone and the lockfile has no URL "
+                    "to download it again; re-render it with --force"
                 )
-            clip = await self._download(job.scene, entry)
-            return SceneResult(job.scene, "downloaded", clip)
-        # An entry still "creating" was left by a killed run: its create may have gone out.
-        resumed = entry is not None and entry.status == "creating"
-        if entry is not None and entry.status == "failed":
-            entry = self._new_entry(job, attempt=entry.attempt + 1)
-        elif entry is None:
-            entry = self._new_entry(job, attempt=1)
+            clip = await self._download(job, task)
+            return SceneResult(job.scene, "downloaded", clip, take=job.take)
+        # A task still "creating" was left by a killed run: its create may have gone out.
+        resumed = task is not None and task.status == "creating"
+        if task is not None and task.status == "failed":
+            entry.retire(job.take)
+            task = self._new_task(job, entry, attempt=task.attempt + 1)
+        elif task is None:
+            task = self._new_task(job, entry, attempt=1)
 
-        if entry.status == "creating":
+        if task.status == "creating":
             await self.slots.acquire()
             try:
-                info = await self._create(job, entry, unsure=resumed)
+                info = await self._create(job, payload, task, unsure=resumed)
             except BaseException:
                 await self.slots.release()
                 raise
         else:
             self.slots.adopt()  # it is already running on the account
-            self.progress.update(job.scene, entry.status, f"re-attached to task {entry.task_id}")
+            self.progress.update(job.label, task.status, f"re-attached to task {task.task_id}")
             info = None
         try:
-            assert entry.task_id is not None
-            info = await self._poll(job.scene, entry, info)
+            info = await self._poll(job, task, info)
         finally:
             await self.slots.release()
 
         if info.status == "failed":
-            raise TaskFailed(job.scene, entry.task_id, info.status_msg)
-        clip = await self._download(job.scene, entry)
-        return SceneResult(job.scene, "rendered", clip)
+            assert task.task_id is not None
+            raise TaskFailed(job.label, task.task_id, info.status_msg)
+        clip = await self._download(job, task)
+        return SceneResult(job.scene, "rendered", clip, take=job.take)
 
-    def _new_entry(self, job: Job, *, attempt: int) -> SceneLock:
-        entry = SceneLock(
-            digest=job.digest,
-            external_task_id=external_task_id(job.scene, job.digest, 1, attempt),
-            status="creating",
+    def _from_history(self, job: Job, entry: SceneLock) -> TaskLock | None:
+        """A task for this very payload from before an edit that was since undone."""
+        prefix = external_task_id(job.scene, entry.digest, job.take)
+        for task in reversed(entry.history):
+            same = task.external_task_id == prefix or task.external_task_id.startswith(
+                prefix + "-a"
+            )
+            if same and task.status != "failed":
+                entry.history.remove(task)
+                entry.takes[job.take] = task
+                return task
+        return None
+
+    def _new_task(self, job: Job, entry: SceneLock, *, attempt: int) -> TaskLock:
+        prefix = external_task_id(job.scene, entry.digest, job.take)
+        used = [
+            t.attempt
+            for t in entry.history
+            if t.external_task_id == prefix or t.external_task_id.startswith(prefix + "-a")
+        ]
+        attempt = max([attempt, *(a + 1 for a in used)])
+        task = TaskLock(
+            external_task_id(job.scene, entry.digest, job.take, attempt),
+            "creating",
             attempt=attempt,
-            backend=self.backend,
         )
         # The intent is on disk before the request: a run killed mid-create finds the
         # task again by its external id instead of creating a second one.
-        self.lock.scenes[job.scene] = entry
+        entry.takes[job.take] = task
         self.lock.save()
-        return entry
+        return task
 
     # -- create ---------------------------------------------------------------------------
 
-    async def _create(self, job: Job, entry: SceneLock, *, unsure: bool) -> TaskInfo:
+    async def _create(
+        self, job: Job, payload: dict[str, Any], task: TaskLock, *, unsure: bool
+    ) -> TaskInfo:
         """Create the task once. `unsure`: a create may already have reached Kling."""
-        body = {**self._submittable(job.payload), "external_task_id": entry.external_task_id}
+        body = {**self._submittable(payload), "external_task_id": task.external_task_id}
         backoff = Backoff()
         while True:
             if unsure:
-                found = await self._find(entry.external_task_id)
+                found = await self._find(task.external_task_id)
                 if found is not None:
-                    self._record(job.scene, entry, found)
-                    self.progress.update(job.scene, found.status, f"found task {found.task_id}")
+                    self._record(job, task, found, f"found task {found.task_id}")
                     return found
-            self.progress.update(job.scene, "creating")
+            self.progress.update(job.label, "creating")
             try:
                 info = await self.client.create_task(body)
             except ApiStatusError as exc:
                 if exc.code == 1303:
-                    self.progress.update(job.scene, "queued", "account busy (1303)")
+                    self.progress.update(job.label, "queued", "account busy (1303)")
                     await self.slots.refused(backoff)
                     unsure = False
                     continue
@@ -259,12 +377,13 @@ class Executor:
                     await self.sleep(backoff.next())
                     unsure = False
                     continue
-                if unsure and exc.code == _KLING_CODE_EXISTS:
-                    # Refused as a duplicate id: the earlier create did land after all.
-                    found = await self._find(entry.external_task_id)
+                if exc.code == _KLING_CODE_EXISTS:
+                    # Possibly refused as a duplicate id: this very payload was created
+                    # before (its id is its digest), so take that task, if there is one.
+                    found = await self._find(task.external_task_id)
                     if found is None:
                         raise
-                    self._record(job.scene, entry, found)
+                    self._record(job, task, found, f"found task {found.task_id}")
                     return found
                 if exc.transient:
                     # A 5xx says nothing of whether the task exists: look before resending.
@@ -276,8 +395,7 @@ class Executor:
                 await self.sleep(backoff.next())
                 unsure = True
                 continue
-            self._record(job.scene, entry, info)
-            self.progress.update(job.scene, info.status, f"task {info.task_id}")
+            self._record(job, task, info, f"task {info.task_id}")
             return info
 
     async def _find(self, external_id: str) -> TaskInfo | None:
@@ -293,37 +411,37 @@ class Executor:
                 await self.sleep(backoff.next())
 
     def _submittable(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The payload with each `local:` image swapped for its bare Base64 content."""
+        """The payload with each local image or frame swapped for its bare Base64 content."""
         if "image_list" not in payload:
             return dict(payload)
         images = []
         for item in payload["image_list"]:
-            match = _LOCAL_IMAGE.match(item["image_url"])
+            match = _CONTENT.match(item["image_url"])
             if match is None:
                 images.append(item)
                 continue
-            data = (self.base_dir / match.group(1)).read_bytes()
-            if hashlib.sha256(data).hexdigest() != match.group(2):
-                raise MediaChanged(
-                    f"{match.group(1)} changed after it was compiled; run render again"
-                )
+            kind, name, sha = match.groups()
+            folder = self.base_dir if kind == "local" else self.clips_dir
+            data = (folder / name).read_bytes()
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise MediaChanged(f"{name} changed after it was compiled; run render again")
             images.append({**item, "image_url": base64.b64encode(data).decode("ascii")})
         return {**payload, "image_list": images}
 
     # -- poll -----------------------------------------------------------------------------
 
-    async def _poll(self, scene: str, entry: SceneLock, first: TaskInfo | None) -> TaskInfo:
-        assert entry.task_id is not None
+    async def _poll(self, job: Job, task: TaskLock, first: TaskInfo | None) -> TaskInfo:
+        assert task.task_id is not None
         deadline = self.clock() + self.poll_timeout
         info = first
         backoff = Backoff()
         while info is None or info.status not in ("succeed", "failed"):
             if info is not None:
                 if self.clock() >= deadline:
-                    raise PollTimeout(scene, entry.task_id)
+                    raise PollTimeout(job.label, task.task_id)
                 await self.sleep(self.poll_interval)
             try:
-                info = await self.client.get_task(entry.task_id)
+                info = await self.client.get_task(task.task_id)
             except TransportFailure:
                 info = None
                 await self.sleep(backoff.next())
@@ -334,24 +452,23 @@ class Executor:
                 info = None
                 await self.sleep(backoff.next())
                 continue
-            if info.status != entry.status:
-                self._record(scene, entry, info)
-                self.progress.update(scene, info.status)
-        self._record(scene, entry, info)
+            if info.status != task.status:
+                self._record(job, task, info)
         return info
 
-    def _record(self, scene: str, entry: SceneLock, info: TaskInfo) -> None:
-        entry.observe(info)
-        self.lock.scenes[scene] = entry
+    def _record(self, job: Job, task: TaskLock, info: TaskInfo, detail: str = "") -> None:
+        task.observe(info)
         self.lock.save()
+        self.progress.update(job.label, info.status, detail)
 
     # -- download -------------------------------------------------------------------------
 
-    def _clip_path(self, scene: str) -> Path:
-        return self.clips_dir / f"{scene}.mp4"
+    def _clip_path(self, job: Job) -> Path:
+        suffix = "" if job.take == 1 else f".take{job.take}"
+        return self.clips_dir / f"{job.scene}{suffix}.mp4"
 
-    def _clip_intact(self, entry: SceneLock) -> bool:
-        clip = entry.clip
+    def _clip_intact(self, task: TaskLock) -> bool:
+        clip = task.clip
         if clip is None:
             return False
         path = self.clips_dir.parent / clip.file
@@ -359,14 +476,14 @@ class Executor:
             return False
         return sha256_file(path) == clip.sha256
 
-    async def _download(self, scene: str, entry: SceneLock) -> Path:
-        assert entry.video_url is not None
-        dest = self._clip_path(scene)
+    async def _download(self, job: Job, task: TaskLock) -> Path:
+        assert task.video_url is not None
+        dest = self._clip_path(job)
         backoff = Backoff()
         for attempt in range(1, 6):
-            self.progress.update(scene, "downloading")
+            self.progress.update(job.label, "downloading")
             try:
-                got = await self.client.download(entry.video_url, dest)
+                got = await self.client.download(task.video_url, dest)
                 break
             except (DownloadError, TransportFailure):
                 if attempt == 5:
@@ -377,13 +494,12 @@ class Executor:
                     raise
                 await self.sleep(backoff.next())
         duration = await asyncio.to_thread(self.probe, dest) if self.probe else 0.0
-        entry.clip = Clip(
+        task.clip = Clip(
             file=f"{self.clips_dir.name}/{dest.name}",
             sha256=got.sha256,
             bytes=got.bytes,
             duration=round(duration, 3),
         )
-        self.lock.scenes[scene] = entry
         self.lock.save()
-        self.progress.update(scene, "done", f"{dest} ({got.bytes:,} bytes)")
+        self.progress.update(job.label, "done", f"{dest} ({got.bytes:,} bytes)")
         return dest

@@ -1,8 +1,10 @@
 """The lockfile beside each storyboard: what was paid for, and where it is. Disk ↔ Lockfile.
 
-`storyboards/NAME.lock` is committed. It is JSON with sorted keys, one scene per entry, so
-a diff reads as "this scene was re-rendered". It holds digests, task ids, statuses,
-units charged and clip hashes: never a secret, never media. Every save is atomic.
+`storyboards/NAME.lock` is committed. It is JSON with sorted keys, one entry per scene, so
+a diff reads as "this scene was re-rendered". Per scene it holds the payload digest and
+the payload itself (media by content digest, so `plan` can say *what* changed), one task
+per take (ids, status, units charged, clip hash) and the paid tasks it superseded (the
+ledger). Never a secret, never media. Every save is atomic.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +26,7 @@ LOCK_VERSION = 1
 # Part of every payload digest: bump it when lowering changes what the same YAML asks of
 # Kling, so that old clips are re-rendered rather than silently reused.
 COMPILER_SALT = "storyboard-lowering-1"
-_LOCAL_IMAGE = re.compile(r"^local:.*@sha256:([0-9a-f]{64})$")
+_CONTENT = re.compile(r"^(?:local|frame):.*@sha256:([0-9a-f]{64})$")
 
 
 class LockfileError(Exception):
@@ -31,7 +34,7 @@ class LockfileError(Exception):
 
 
 def payload_digest(payload: dict[str, Any]) -> str:
-    """sha256 of the canonical payload, local media by content (not path), salted."""
+    """sha256 of the canonical payload, media by content (not path or scene), salted."""
 
     def by_content(value: Any) -> Any:
         if isinstance(value, dict):
@@ -39,7 +42,7 @@ def payload_digest(payload: dict[str, Any]) -> str:
         if isinstance(value, list):
             return [by_content(item) for item in value]
         if isinstance(value, str):
-            match = _LOCAL_IMAGE.match(value)
+            match = _CONTENT.match(value)
             if match:
                 return f"sha256:{match.group(1)}"
         return value
@@ -74,15 +77,12 @@ class Clip:
 
 
 @dataclass(slots=True)
-class SceneLock:
-    """One scene's task: created, in flight, finished, and the clip it produced."""
+class TaskLock:
+    """One take's task: created, in flight, finished, and the clip it produced."""
 
-    digest: str
     external_task_id: str
     status: str  # creating | submitted | processing | succeed | failed
     attempt: int = 1
-    take: int = 1
-    backend: str = "kling"  # an emulator's placeholder never stands in for a Kling clip
     task_id: str | None = None
     status_msg: str | None = None
     units_charged: str | None = None
@@ -102,13 +102,60 @@ class SceneLock:
         self.video_url = info.video_url or self.video_url
 
     def as_json(self) -> dict[str, Any]:
-        doc = {key: value for key, value in asdict(self).items() if value is not None}
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TaskLock:
+        clip = doc.get("clip")
+        return cls(**{**doc, "clip": Clip(**clip) if clip else None})
+
+
+@dataclass(slots=True)
+class SceneLock:
+    """A scene's current work (its digest and payload), its takes, and what it replaced."""
+
+    digest: str
+    payload: dict[str, Any]
+    backend: str = "kling"  # an emulator's placeholder never stands in for a Kling clip
+    takes: dict[int, TaskLock] = field(default_factory=dict)
+    history: list[TaskLock] = field(default_factory=list)  # superseded tasks: the ledger
+
+    def retire(self, take: int) -> None:
+        """Move a take's task to the ledger (a failed or forced take, or changed work)."""
+        task = self.takes.pop(take, None)
+        if task is not None and (task.task_id or task.status == "creating"):
+            self.history.append(task)
+
+    def units_charged(self) -> Decimal:
+        """Units Kling reported charging for this scene, every attempt included."""
+        total = Decimal(0)
+        for task in [*self.history, *self.takes.values()]:
+            try:
+                total += Decimal(task.units_charged or "0")
+            except InvalidOperation:
+                continue
+        return total
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "digest": self.digest,
+            "payload": self.payload,
+            "backend": self.backend,
+            "takes": {str(take): task.as_json() for take, task in sorted(self.takes.items())},
+        }
+        if self.history:
+            doc["history"] = [task.as_json() for task in self.history]
         return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> SceneLock:
-        clip = doc.get("clip")
-        return cls(**{**doc, "clip": Clip(**clip) if clip else None})
+        return cls(
+            digest=doc["digest"],
+            payload=doc["payload"],
+            backend=doc.get("backend", "kling"),
+            takes={int(take): TaskLock.from_json(t) for take, t in doc["takes"].items()},
+            history=[TaskLock.from_json(t) for t in doc.get("history", [])],
+        )
 
 
 @dataclass(slots=True)
@@ -146,12 +193,16 @@ class Lockfile:
             lock.film = Film(**film) if film else None
         except LockfileError:
             raise
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise LockfileError(
-                f"{path} is not a readable lockfile ({exc}); "
+                f"{path} is not a readable lockfile ({type(exc).__name__}: {exc}); "
                 "restore it from git, or move it aside to start over"
             ) from None
         return lock
+
+    def task(self, scene: str, take: int) -> TaskLock | None:
+        entry = self.scenes.get(scene)
+        return entry.takes.get(take) if entry else None
 
     def save(self) -> None:
         doc: dict[str, Any] = {

@@ -61,9 +61,12 @@ class ImageRef:
     file: str | None = None  # posix path relative to the storyboard's directory
     sha256: str | None = None
     size: tuple[int, int] | None = None
+    after: str | None = None  # the last frame of this scene's clip, known at render time
 
     @property
     def payload_value(self) -> str:
+        if self.after is not None:
+            return f"after:{self.after}"
         if self.url is not None:
             return self.url
         return f"local:{self.file}@sha256:{self.sha256}"
@@ -132,6 +135,10 @@ class Scene:
     end_frame: str | None
     video: VideoUse | None
     vars: dict[str, Any]
+    takes: int = 1
+    selected: int = 1
+    enabled: bool = True
+    after: str | None = None  # `first_frame: {after: SCENE}`; first_frame is then "after:SCENE"
 
     @property
     def multi_shot(self) -> bool:
@@ -192,8 +199,12 @@ class Task:
     payload: dict[str, Any]
     seconds: float
     units: float
-    usd: float
+    usd: float  # per take
     estimate_note: str | None = None
+    takes: int = 1
+    selected: int = 1
+    enabled: bool = True
+    after: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -205,4 +216,10 @@ class Task:
         }
         if self.estimate_note:
             doc["estimate_note"] = self.estimate_note
+        if self.takes != 1 or self.selected != 1:
+            doc["takes"], doc["selected"] = self.takes, self.selected
+        if not self.enabled:
+            doc["enabled"] = False
+        if self.after is not None:
+            doc["after"] = self.after
         return doc

@@ -74,8 +74,20 @@ def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
 
 def _task(board: Storyboard, rs: RenderedScene) -> Task:
     video = board.refs.videos.get(rs.scene.video.ref) if rs.scene.video else None
-    cost = estimate(rs.scene, video, board.usd_per_unit)
-    return Task(rs.scene.id, lower(rs), cost.seconds, cost.units, cost.usd, cost.note)
+    scene = rs.scene
+    cost = estimate(scene, video, board.usd_per_unit)
+    return Task(
+        scene.id,
+        lower(rs),
+        cost.seconds,
+        cost.units,
+        cost.usd,
+        cost.note,
+        takes=scene.takes,
+        selected=scene.selected,
+        enabled=scene.enabled,
+        after=scene.after,
+    )
 
 
 def _unused_refs(

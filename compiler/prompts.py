@@ -234,7 +234,11 @@ def render_scene(board: Storyboard, scene: Scene) -> tuple[RenderedScene | None,
         if name is None:
             continue
         mentions.at = (*scene.path, frame)
-        if mentions.known("image", name):
+        if frame == "first_frame" and scene.after is not None:
+            source = ImageRef(name, (*scene.path, frame), after=scene.after)
+            frames[frame] = source
+            mentions.add_frame(source)
+        elif mentions.known("image", name):
             frames[frame] = board.refs.images[name]
             mentions.add_frame(board.refs.images[name])
         elif ("image", name) not in board.refs.broken:

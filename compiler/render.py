@@ -18,9 +18,9 @@ import httpx
 
 from .auth import ApiKeyAuth, credentials_from_env
 from .client import KlingClient
-from .execute import Clock, Executor, Job, Progress, SceneResult, Sleep
+from .execute import Clock, Executor, Job, Progress, SceneResult, Sleep, last_frame_png
 from .fsutil import sha256_file
-from .lockfile import Film, Lockfile
+from .lockfile import Film, Lockfile, TaskLock
 from .pipeline import CompileResult
 from .plan import Plan, plan
 
@@ -56,14 +56,21 @@ class Backend:
         return KlingClient(self.base_url, self.auth, transport=self.transport)
 
 
-def choose_backend(name: str | None, env: Mapping[str, str] = os.environ) -> Backend:
-    """`--backend`, else Kling when credentials are set, else the in-process emulator."""
+def backend_name(name: str | None, env: Mapping[str, str] = os.environ) -> str:
+    """`--backend`, else "kling" when credentials are set, else "emulator"."""
     auth = credentials_from_env(env)
-    if name == "kling" or (name is None and auth is not None):
-        if auth is None:
-            raise BackendError(
-                "--backend kling needs KLING_API_KEY, or KLING_ACCESS_KEY and KLING_SECRET_KEY"
-            )
+    if name == "kling" and auth is None:
+        raise BackendError(
+            "--backend kling needs KLING_API_KEY, or KLING_ACCESS_KEY and KLING_SECRET_KEY"
+        )
+    return name or ("kling" if auth is not None else "emulator")
+
+
+def choose_backend(name: str | None, env: Mapping[str, str] = os.environ) -> Backend:
+    """The backend `backend_name` picks, ready to use."""
+    if backend_name(name, env) == "kling":
+        auth = credentials_from_env(env)
+        assert auth is not None
         return Backend("kling", env.get("KLING_BASE_URL", KLING_BASE_URL), auth)
     from .emulator import Emulator  # only the emulator backend needs Starlette and PyAV
 
@@ -88,7 +95,6 @@ class BoardRender:
     """What one render of one storyboard did."""
 
     storyboard: str
-    plan: Plan
     results: list[SceneResult] = field(default_factory=list)
     film: Path | None = None
     film_note: str = ""
@@ -98,37 +104,69 @@ class BoardRender:
         return [r for r in self.results if r.outcome in ("failed", "pending")]
 
 
-def jobs_for(result: CompileResult, only: set[str] | None = None) -> list[Job]:
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which scenes and takes a run touches: `--only` and `--force`."""
+
+    only: frozenset[str] = frozenset()
+    force: frozenset[str] = frozenset()
+
+    def wants(self, scene: str) -> bool:
+        return not self.only or scene in self.only
+
+
+def jobs_for(result: CompileResult, selection: Selection = Selection()) -> list[Job]:
+    """One job per take of every enabled scene the selection wants, in scene order."""
     return [
-        Job(task.scene, task.payload, task.units, task.usd)
+        Job(
+            task.scene,
+            task.payload,
+            task.units,
+            task.usd,
+            take=take,
+            after=task.after,
+            force=task.scene in selection.force,
+        )
         for task in result.tasks
-        if not only or task.scene in only
+        if task.enabled and selection.wants(task.scene)
+        for take in range(1, task.takes + 1)
     ]
 
 
 def plan_board(
-    result: CompileResult, file: Path, backend: Backend, only: set[str] | None = None
+    result: CompileResult, backend: str, renders: Path, selection: Selection = Selection()
 ) -> Plan:
-    return plan(jobs_for(result, only), Lockfile.for_storyboard(file), backend.name)
+    lock = Lockfile.for_storyboard(result.file)
+    clips = renders / result.file.stem
+    folder = clips.parent
+
+    def frame_of(scene: str, task: TaskLock) -> str | None:
+        if task.clip is None or not (folder / task.clip.file).is_file():
+            return None
+        png = clips / f"{scene}.last.png"
+        return f"frame:{png.name}@sha256:{last_frame_png(folder / task.clip.file, png)}"
+
+    planned = plan(jobs_for(result, selection), lock, backend, frame_of)
+    disabled = tuple(t.scene for t in result.tasks if not t.enabled and selection.wants(t.scene))
+    return Plan(planned.takes, disabled, planned.charged_units)
 
 
 async def render_board(
     result: CompileResult,
-    file: Path,
     backend: Backend,
     renders: Path,
     progress: Progress,
     *,
-    only: set[str] | None = None,
+    selection: Selection = Selection(),
     concurrency: int = 4,
     poll_timeout: float = 3600.0,
 ) -> BoardRender:
     """Execute the plan of one storyboard, then assemble its film when every clip exists."""
     from .media import probe
 
+    file = result.file
+    outcome = BoardRender(result.path)
     lock = Lockfile.for_storyboard(file)
-    jobs = jobs_for(result, only)
-    outcome = BoardRender(result.path, plan(jobs, lock, backend.name))
     client = backend.client()
     try:
         executor = Executor(
@@ -144,29 +182,37 @@ async def render_board(
             poll_timeout=poll_timeout,
             progress=progress,
             probe=lambda path: probe(path).duration,
+            selected={task.scene: task.selected for task in result.tasks},
         )
-        outcome.results = await executor.run(jobs)
+        outcome.results = await executor.run(jobs_for(result, selection))
     finally:
         await client.aclose()
-    scenes = [task.scene for task in result.tasks]
+    film = [(t.scene, t.selected) for t in result.tasks if t.enabled]
     outcome.film, outcome.film_note = await asyncio.to_thread(
-        assemble_film, lock, scenes, renders, file.stem
+        assemble_film, lock, film, renders, file.stem
     )
     return outcome
 
 
 def assemble_film(
-    lock: Lockfile, scenes: list[str], renders: Path, name: str
+    lock: Lockfile, film: list[tuple[str, int]], renders: Path, name: str
 ) -> tuple[Path | None, str]:
-    """Join the clips in scene order into renders/NAME.mp4, unless nothing changed."""
+    """Join the selected take of every enabled scene, in order, into renders/NAME.mp4.
+
+    Nothing is re-encoded when the clips are the same as last time.
+    """
     from .media import assemble
 
-    missing = [s for s in scenes if (entry := lock.scenes.get(s)) is None or entry.clip is None]
+    clips = [lock.task(scene, take) for scene, take in film]
+    missing = [
+        scene if take == 1 else f"{scene} take {take}"
+        for (scene, take), task in zip(film, clips, strict=True)
+        if task is None or task.clip is None or not (renders / task.clip.file).is_file()
+    ]
     if missing:
         return None, f"no film yet: {len(missing)} scene(s) without a clip ({', '.join(missing)})"
-    clips = [lock.scenes[s].clip for s in scenes]
-    paths = [renders / clip.file for clip in clips if clip is not None]
-    shas = [clip.sha256 for clip in clips if clip is not None]
+    files = [task.clip for task in clips if task is not None and task.clip is not None]
+    shas = [clip.sha256 for clip in files]
     film_path = renders / f"{name}.mp4"
     if (
         lock.film is not None
@@ -175,7 +221,7 @@ def assemble_film(
         and sha256_file(film_path) == lock.film.sha256
     ):
         return film_path, "film unchanged"
-    info = assemble(paths, film_path)
+    info = assemble([renders / clip.file for clip in files], film_path)
     lock.film = Film(
         file=film_path.name,
         sha256=sha256_file(film_path),
@@ -193,20 +239,20 @@ async def refresh_status(file: Path, backend: Backend) -> Lockfile:
     `external_task_id`.
     """
     lock = Lockfile.for_storyboard(file)
-    unfinished = {scene: entry for scene, entry in lock.scenes.items() if entry.in_flight}
+    unfinished = [t for entry in lock.scenes.values() for t in entry.takes.values() if t.in_flight]
     if not unfinished:
         return lock
     client = backend.client()
     try:
-        for entry in unfinished.values():
-            if entry.task_id is not None:
-                info = await client.get_task(entry.task_id)
+        for task in unfinished:
+            if task.task_id is not None:
+                info = await client.get_task(task.task_id)
             else:
-                found = await client.find_task(entry.external_task_id)
+                found = await client.find_task(task.external_task_id)
                 if found is None:
                     continue
                 info = found
-            entry.observe(info)
+            task.observe(info)
     finally:
         await client.aclose()
     lock.save()

@@ -219,9 +219,43 @@ class _Resolver:
                 continue
             seen[scene_id] = path
             scene = self.scene(raw, path, top, top_vars)
-            if scene is not None:
+            if scene is not None and self.continuity_ok(scene, scenes, data["scenes"]):
                 scenes.append(scene)
         return tuple(scenes)
+
+    def continuity_ok(self, scene: Scene, earlier: list[Scene], raw: list[Any]) -> bool:
+        """`first_frame: {after: SCENE}` names an earlier, enabled scene."""
+        if scene.after is None:
+            return True
+        at: JsonPath = (*scene.path, "first_frame", "after")
+        source = next((s for s in earlier if s.id == scene.after), None)
+        if source is None:
+            later = [r.get("id") for r in raw[int(scene.path[1]) :] if isinstance(r, dict)]
+            if scene.after in later:
+                self.problem(
+                    at,
+                    "continuity-order",
+                    f"scene '{scene.id}' starts from scene '{scene.after}', which does not "
+                    "come before it",
+                    "a scene can only continue a scene above it; move one of them",
+                )
+            else:
+                self.problem(
+                    at,
+                    "continuity-unknown",
+                    f"no scene '{scene.after}' to continue from",
+                    did_you_mean(scene.after, [s.id for s in earlier]) or "name an earlier scene",
+                )
+            return False
+        if not source.enabled:
+            self.problem(
+                at,
+                "continuity-disabled",
+                f"scene '{scene.id}' starts from scene '{scene.after}', which is disabled",
+                f"enable '{scene.after}', or give this scene an image as its first frame",
+            )
+            return False
+        return True
 
     def scene(
         self, raw: dict[str, Any], path: JsonPath, top: Settings, top_vars: dict[str, Any]
@@ -285,6 +319,17 @@ class _Resolver:
                 (*path, "video"),
             )
         scene_vars = {**top_vars, **raw.get("vars", {})}
+        first_frame = raw.get("first_frame")
+        after = first_frame["after"] if isinstance(first_frame, dict) else None
+        takes, selected = raw.get("takes", 1), raw.get("selected", 1)
+        if selected > takes:
+            self.problem(
+                (*path, "selected"),
+                "selected-take",
+                f"selected take {selected}, but the scene has {takes} take(s)",
+                f"pick a take from 1 to {takes}, or raise `takes`",
+            )
+            return None
         return Scene(
             id=raw["id"],
             path=path,
@@ -292,10 +337,14 @@ class _Resolver:
             prompt=raw.get("prompt"),
             duration=raw.get("duration"),
             shots=shots,
-            first_frame=raw.get("first_frame"),
+            first_frame=f"after:{after}" if after else first_frame,
             end_frame=raw.get("end_frame"),
             video=video_use,
             vars=scene_vars,
+            takes=takes,
+            selected=selected,
+            enabled=raw.get("enabled", True),
+            after=after,
         )
 
 

@@ -141,11 +141,12 @@ def _render(project: Path, server: Server) -> subprocess.Popen[str]:
 
 
 def _lock(project: Path) -> dict[str, Any]:
+    """Each scene's (only) take, as the lockfile has it now."""
     path = project / "film.lock"
     if not path.exists():
         return {}
-    scenes: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))["scenes"]
-    return scenes
+    scenes = json.loads(path.read_text(encoding="utf-8"))["scenes"]
+    return {scene: entry["takes"]["1"] for scene, entry in scenes.items() if entry["takes"]}
 
 
 def _kill(process: subprocess.Popen[str]) -> None:

@@ -16,10 +16,10 @@ from PIL import Image, ImageChops, ImageStat
 
 from compiler.emulator import Emulator
 from compiler.execute import Job
-from compiler.lockfile import Lockfile, SceneLock, external_task_id
+from compiler.lockfile import Lockfile, SceneLock, TaskLock, external_task_id, payload_digest
 from compiler.media import extract_frame, probe
 from compiler.pipeline import compile_file
-from compiler.render import BoardRender, emulator_backend, render_board
+from compiler.render import BoardRender, Selection, emulator_backend, render_board
 
 BOARD = """\
 storyboard: 1
@@ -98,13 +98,15 @@ def render(
     result = compile_file(project / "film.yaml", "film.yaml")
     assert result.ok, [d.headline() for d in result.diagnostics]
     backend = emulator_backend(emulator, poll_interval=5.0)
+    only = kwargs.pop("only", ())
+    force = kwargs.pop("force", ())
     return asyncio.run(
         render_board(
             result,
-            project / "film.yaml",
             backend,
             project / "renders",
             kwargs.pop("progress", Recorder()),
+            selection=Selection(frozenset(only), frozenset(force)),
             concurrency=concurrency,
             **kwargs,
         )
@@ -131,7 +133,7 @@ def test_render_makes_clips_lockfile_and_film(project: Path) -> None:
     lock = lock_of(project)
     assert sorted(lock.scenes) == sorted(SCENES)
     for scene, seconds in (("opening", 3.0), ("climb", 4.0), ("coda", 3.0)):
-        entry = lock.scenes[scene]
+        entry = lock.scenes[scene].takes[1]
         assert entry.status == "succeed"
         assert entry.task_id and entry.external_task_id.startswith("sb-")
         assert entry.clip is not None
@@ -140,9 +142,9 @@ def test_render_makes_clips_lockfile_and_film(project: Path) -> None:
         assert abs(probe(clip).duration - seconds) <= 1 / 24
         assert entry.clip.duration == pytest.approx(seconds, abs=1 / 24)
     # std, silent: 0.6 units/s; std with sound: 0.8 units/s (kling-api.md §6.2).
-    assert lock.scenes["opening"].units_charged == "1.8"
-    assert lock.scenes["climb"].units_charged == "2.4"
-    assert lock.scenes["coda"].units_charged == "2.4"
+    assert lock.scenes["opening"].takes[1].units_charged == "1.8"
+    assert lock.scenes["climb"].takes[1].units_charged == "2.4"
+    assert lock.scenes["coda"].takes[1].units_charged == "2.4"
     assert outcome.film == project / "renders" / "film.mp4"
     film = probe(outcome.film)
     assert abs(film.duration - 10.0) <= 1 / 24
@@ -234,20 +236,20 @@ def test_a_failed_task_names_the_scene_and_reason_and_is_retried_next_run(
     outcome = render(project, emulator)
     results = {r.scene: r for r in outcome.results}
     assert results["climb"].outcome == "failed"
-    assert str(results["climb"].error) == (
-        f"scene 'climb': task {lock_of(project).scenes['climb'].task_id} failed: risk control"
-    )
+    task_id = lock_of(project).scenes["climb"].takes[1].task_id
+    assert str(results["climb"].error) == f"scene 'climb': task {task_id} failed: risk control"
     assert results["opening"].outcome == results["coda"].outcome == "rendered"
     assert outcome.film is None
     assert "climb" in outcome.film_note
-    entry = lock_of(project).scenes["climb"]
+    entry = lock_of(project).scenes["climb"].takes[1]
     assert (entry.status, entry.status_msg, entry.attempt) == ("failed", "risk control", 1)
 
     retry = render(project, emulator)
     assert {r.scene: r.outcome for r in retry.results}["climb"] == "rendered"
-    entry = lock_of(project).scenes["climb"]
-    assert entry.attempt == 2
-    assert entry.external_task_id == external_task_id("climb", entry.digest, 1, 2)
+    scene = lock_of(project).scenes["climb"]
+    assert scene.takes[1].attempt == 2
+    assert scene.takes[1].external_task_id == external_task_id("climb", scene.digest, 1, 2)
+    assert [t.status for t in scene.history] == ["failed"]
     assert emulator.stats()["total_creates"] == 4  # one paid retry, nothing else
     assert retry.film is not None
 
@@ -258,14 +260,23 @@ def _job(project: Path, scene: str) -> Job:
     return Job(task.scene, task.payload, task.units, task.usd)
 
 
+def _intent(project: Path, job: Job) -> str:
+    """Leave the lockfile as a run killed just before or after its create leaves it."""
+    digest = payload_digest(job.payload)
+    ext = external_task_id(job.scene, digest)
+    lock = lock_of(project)
+    lock.scenes[job.scene] = SceneLock(
+        digest, job.payload, "emulator", takes={1: TaskLock(ext, "creating")}
+    )
+    lock.save()
+    return ext
+
+
 def test_a_run_killed_after_create_reattaches_by_external_id(project: Path) -> None:
     """The create reached Kling, but the task id never reached the lockfile."""
     emulator = make_emulator(FakeTime())
     job = _job(project, "coda")
-    ext = external_task_id("coda", job.digest)
-    lock = lock_of(project)
-    lock.scenes["coda"] = SceneLock(job.digest, ext, "creating", backend="emulator")
-    lock.save()
+    ext = _intent(project, job)
 
     async def killed_runs_create() -> None:
         client = emulator_backend(emulator).client()
@@ -281,12 +292,7 @@ def test_a_run_killed_after_create_reattaches_by_external_id(project: Path) -> N
 
 def test_a_run_killed_before_create_creates_once(project: Path) -> None:
     emulator = make_emulator(FakeTime())
-    job = _job(project, "coda")
-    lock = lock_of(project)
-    lock.scenes["coda"] = SceneLock(
-        job.digest, external_task_id("coda", job.digest), "creating", backend="emulator"
-    )
-    lock.save()
+    _intent(project, _job(project, "coda"))
     render(project, emulator)
     assert_paid_once(emulator)
 
@@ -296,7 +302,7 @@ def test_a_run_killed_mid_poll_reattaches_by_task_id(project: Path) -> None:
     emulator = make_emulator(time)
     render(project, emulator, only={"opening"})
     lock = lock_of(project)
-    entry = lock.scenes["opening"]
+    entry = lock.scenes["opening"].takes[1]
     # Rewind the lockfile to "processing", as a run killed while polling leaves it.
     entry.status, entry.clip, entry.video_url = "processing", None, None
     lock.save()
@@ -313,7 +319,7 @@ def test_slow_is_not_failed(project: Path) -> None:
     outcome = render(project, emulator, poll_timeout=60.0)
     assert [r.outcome for r in outcome.results] == ["pending"] * 3
     lock = lock_of(project)
-    assert {e.status for e in lock.scenes.values()} <= {"submitted", "processing"}
+    assert {e.takes[1].status for e in lock.scenes.values()} <= {"submitted", "processing"}
     later = render(project, emulator)
     assert [r.outcome for r in later.results] == ["rendered"] * 3
     assert_paid_once(emulator)
