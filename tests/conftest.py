@@ -53,3 +53,14 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def chdir_root(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(ROOT)
     return ROOT
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project holding the small test film of tests/rendering.py and its image."""
+    from tests.rendering import BOARD, write_image
+
+    (tmp_path / ".git").mkdir()  # the project root for path checks
+    write_image(tmp_path / "coast.png")
+    (tmp_path / "film.yaml").write_text(BOARD, encoding="utf-8")
+    return tmp_path

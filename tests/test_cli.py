@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,12 @@ scenes:
         duration: 9
       - prompt: "He lights the lamp."
         duration: 8
+"""
+
+UNUSED_REF = """\
+refs:
+  images:
+    lamp: {url: "https://example.com/lamp.png"}
 """
 
 
@@ -58,6 +65,60 @@ def test_github_format(bad_board: Path, capsys: pytest.CaptureFixture[str]) -> N
     )
     assert lines[1].startswith("::error file=bad.yaml,line=8,col=7,title=shot-duration-sum::")
     assert len(lines) == 2
+
+
+def _validate_github(cwd: Path, *files: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "compiler", "validate", "--format", "github", *files],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+        timeout=60,
+    )
+
+
+def test_github_annotations_end_to_end(tmp_path: Path) -> None:
+    # A real process, as in a workflow step: errors and warnings become annotations; the
+    # file property escapes ',' and ':', the message escapes '%' and puts the hint on a
+    # second line (%0A).
+    (tmp_path / "boards").mkdir()
+    (tmp_path / "boards" / "take,2.yaml").write_text(
+        BAD.replace("scenes:", UNUSED_REF + "scenes:", 1), encoding="utf-8"
+    )
+    (tmp_path / "boards" / "mode.yaml").write_text(
+        "storyboard: 1\nmode: pro%\n" + BAD.removeprefix("storyboard: 1\n"), encoding="utf-8"
+    )
+    proc = _validate_github(tmp_path, "boards/take,2.yaml", "boards/mode.yaml")
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+    assert proc.stdout.splitlines() == [
+        "::error file=boards/mode.yaml,line=2,col=7,title=enum::"
+        "'mode' must be one of std, pro, 4k; got a string 'pro%25'%0Adid you mean 'pro'?",
+        "::warning file=boards/take%2C2.yaml,line=4,col=5,title=unused-ref::"
+        "image 'lamp' is never used%0Areference it as {{ image.lamp }}, or remove it",
+        "::error file=boards/take%2C2.yaml,line=8,col=15,title=duration-range::"
+        "duration 20 s is not allowed here (R5)%0A"
+        "allowed for text-to-video on kling-v3-omni: 3-15 s",
+        "::error file=boards/take%2C2.yaml,line=11,col=7,title=shot-duration-sum::"
+        "shots add up to 17 s; a task is 3-15 s (R4, R5)%0A"
+        "split the scene in two, or shorten shot 2",
+    ]
+
+
+def test_github_warnings_alone_do_not_fail_the_job(tmp_path: Path) -> None:
+    (tmp_path / "warn.yaml").write_text(
+        "storyboard: 1\n" + UNUSED_REF + "scenes:\n  - id: opening\n"
+        '    prompt: "A quiet harbour at dawn."\n    duration: 5\n',
+        encoding="utf-8",
+    )
+    proc = _validate_github(tmp_path, "warn.yaml")
+    assert proc.returncode == 0
+    assert proc.stdout == (
+        "::warning file=warn.yaml,line=4,col=5,title=unused-ref::"
+        "image 'lamp' is never used%0Areference it as {{ image.lamp }}, or remove it\n"
+    )
 
 
 def test_json_format(bad_board: Path, capsys: pytest.CaptureFixture[str]) -> None:

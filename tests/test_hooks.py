@@ -4,6 +4,7 @@ repository root, judged by the exit code."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -74,6 +75,7 @@ def _run_hook(
         capture_output=True,
         text=True,
         cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         check=False,
         timeout=60,
     )

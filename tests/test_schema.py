@@ -20,17 +20,6 @@ from compiler.validate import schema, schema_path
 SCENE_SETTINGS = ("model", "mode", "aspect_ratio", "sound", "vars")
 
 
-def _properties(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    if isinstance(node, dict):
-        for name, sub in node.get("properties", {}).items():
-            yield f"{path}.{name}", sub
-        for key, value in node.items():
-            yield from _properties(value, f"{path}/{key}")
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            yield from _properties(item, f"{path}[{i}]")
-
-
 def _values(node: dict[str, Any], path: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
     """Every subschema that describes a value a user writes: properties, the values of
     name → value mappings, list items and the alternatives of a oneOf."""
@@ -50,11 +39,6 @@ def test_schema_is_valid_draft_2020_12() -> None:
     Draft202012Validator.check_schema(doc)
     assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert doc["$id"].startswith("https://")
-
-
-def test_every_key_has_a_description() -> None:
-    missing = [path for path, sub in _properties(schema()) if not sub.get("description")]
-    assert missing == []
 
 
 def test_every_value_has_editor_help() -> None:
