@@ -8,6 +8,9 @@ No retries here: the executor decides what is safe to send again.
         task = await kling.create_task(payload)
         task = await kling.get_task(task.task_id)
         clip = await kling.download(task.video_url, Path("renders/opening.mp4"))
+
+and the element registry (kling-api.md §7.1): `create_element`, `get_element_task`,
+`find_element_task`, with the same errors.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import hashlib
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -31,11 +35,25 @@ from .errors import ApiStatusError, DownloadError, TransportFailure
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 TASKS_PATH = "/v1/videos/omni-video"
+ELEMENTS_PATH = "/v1/general/advanced-custom-elements"
 CHUNK_SIZE = 1 << 20  # download in 1 MiB pieces: memory stays flat whatever the clip size
 NOT_FOUND_CODE = 1203
 _USER_AGENT = f"storyboard/{__version__} httpx/{httpx.__version__}"
 
 log = logging.getLogger(__name__)
+
+_Info = TypeVar("_Info")
+
+
+class _Identified(Protocol):
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def external_task_id(self) -> str | None: ...
+
+
+_Found = TypeVar("_Found", bound=_Identified)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +67,17 @@ class TaskInfo:
     video_url: str | None  # task_result.videos[0].url
     video_duration: float | None
     units_charged: str | None  # final_unit_deduction, as Kling sends it (a string)
+
+
+@dataclass(frozen=True, slots=True)
+class ElementTaskInfo:
+    """One element-creation task as Kling reports it (kling-api.md §7.1)."""
+
+    task_id: str
+    status: str  # submitted | processing | succeed | failed
+    status_msg: str | None
+    external_task_id: str | None
+    element_id: int | None  # task_result.elements[0].element_id once succeeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +152,30 @@ class KlingClient:
         Only a clear "not found" (code 1203, or HTTP 404 without a Kling body) gives None:
         the executor reads None as "safe to create", so anything else raises.
         """
-        path = _task_path(external_task_id)
+        return await self._find(_task_path(external_task_id), external_task_id, _task_info)
+
+    async def create_element(self, body: dict[str, Any]) -> ElementTaskInfo:
+        """POST an element-creation body (kling-api.md §7.1); the new task (`submitted`).
+
+        Creation is asynchronous: poll `get_element_task` until `succeed` gives the id.
+        """
+        return await self._call("POST", ELEMENTS_PATH, body, _element_task_info)
+
+    async def get_element_task(self, task_id: str) -> ElementTaskInfo:
+        """The element-creation task with this id, as it stands now."""
+        return await self._call("GET", _path(ELEMENTS_PATH, task_id), None, _element_task_info)
+
+    async def find_element_task(self, external_task_id: str) -> ElementTaskInfo | None:
+        """The element task created with this `external_task_id`, or None when Kling has
+        none; the same contract as `find_task`."""
+        path = _path(ELEMENTS_PATH, external_task_id)
+        return await self._find(path, external_task_id, _element_task_info)
+
+    async def _find(
+        self, path: str, external_task_id: str, parse: Callable[[object], _Found]
+    ) -> _Found | None:
         try:
-            info = await self._task("GET", path)
+            info = await self._call("GET", path, None, parse)
         except ApiStatusError as exc:
             if exc.code == NOT_FOUND_CODE or (exc.code is None and exc.http_status == 404):
                 return None
@@ -197,10 +247,19 @@ class KlingClient:
     async def _task(
         self, method: str, path: str, payload: dict[str, Any] | None = None
     ) -> TaskInfo:
+        return await self._call(method, path, payload, _task_info)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        parse: Callable[[object], _Info],
+    ) -> _Info:
         response = await self._send(method, path, payload)
         data, request_id = self._unwrap(method, path, response)
         try:
-            return _task_info(data)
+            return parse(data)
         except _Malformed as exc:
             raise ApiStatusError(
                 self._scrub(f"{method} {path}: unexpected answer: {exc}", _request_of(response)),
@@ -269,14 +328,7 @@ class _Malformed(Exception):
 
 
 def _task_info(data: object) -> TaskInfo:
-    if not isinstance(data, dict):
-        raise _Malformed("`data` is not an object")
-    task_id = data.get("task_id")
-    status = data.get("task_status")
-    if not isinstance(task_id, str | int) or isinstance(task_id, bool) or task_id == "":
-        raise _Malformed("no `data.task_id`")
-    if not isinstance(status, str) or not status:
-        raise _Malformed("no `data.task_status`")
+    data, task_id, status = _task_head(data)
     task_info = _obj(data.get("task_info"))
     videos = _obj(data.get("task_result")).get("videos")
     video = _obj(videos[0]) if isinstance(videos, list) and videos else {}
@@ -289,6 +341,45 @@ def _task_info(data: object) -> TaskInfo:
         video_duration=_seconds(video.get("duration")),
         units_charged=_text(data.get("final_unit_deduction")),
     )
+
+
+def _task_head(data: object) -> tuple[dict[str, Any], str, str]:
+    """`data` as an object with its task id and status; _Malformed when either is missing."""
+    if not isinstance(data, dict):
+        raise _Malformed("`data` is not an object")
+    task_id = data.get("task_id")
+    status = data.get("task_status")
+    if not isinstance(task_id, str | int) or isinstance(task_id, bool) or task_id == "":
+        raise _Malformed("no `data.task_id`")
+    if not isinstance(status, str) or not status:
+        raise _Malformed("no `data.task_status`")
+    return data, str(task_id), status
+
+
+def _element_task_info(data: object) -> ElementTaskInfo:
+    data, task_id, status = _task_head(data)
+    elements = _obj(data.get("task_result")).get("elements")
+    element = _obj(elements[0]) if isinstance(elements, list) and elements else {}
+    element_id = _element_id(element.get("element_id"))
+    if status == "succeed" and element_id is None:
+        # A poller would wait for an id forever: say what is missing instead.
+        raise _Malformed("succeeded without `data.task_result.elements[0].element_id`")
+    return ElementTaskInfo(
+        task_id=task_id,
+        status=status,
+        status_msg=_text(data.get("task_status_msg")),
+        external_task_id=_text(_obj(data.get("task_info")).get("external_task_id")),
+        element_id=element_id,
+    )
+
+
+def _element_id(value: object) -> int | None:
+    """An element id: a long on /v1, but the newer API sends it as a decimal string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdecimal() and int(value) > 0:
+        return int(value)
+    return None
 
 
 def _obj(value: object) -> dict[str, Any]:
@@ -315,9 +406,13 @@ def _seconds(value: object) -> float | None:
 
 
 def _task_path(task_id: str) -> str:
+    return _path(TASKS_PATH, task_id)
+
+
+def _path(collection: str, task_id: str) -> str:
     if not task_id:
         raise ValueError("a task id must not be empty")
-    return f"{TASKS_PATH}/{quote(task_id, safe='')}"
+    return f"{collection}/{quote(task_id, safe='')}"
 
 
 def _json_or_none(response: httpx.Response) -> object:

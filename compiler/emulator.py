@@ -6,6 +6,11 @@ message naming the field), unique `external_task_id`, the account's concurrency 
 the task timeline submitted → processing → succeed | failed on an injected clock, and real
 MP4 placeholder clips of the paid length and aspect, encoded lazily on first download.
 
+It also keeps an element registry (§7.1, `/v1/general/advanced-custom-elements`): element
+creates are checked (1201), take `element_latency` seconds on the same clock, hold no
+video concurrency slot, and end with an integer `element_id` that video creates accept in
+`element_list` (as they accept any positive id from the user's own library).
+
 It reads the rules independently of `compiler.rules` on purpose: it exists to catch the
 compiler's bugs. Where the facts are disputed it is no stricter than a rule it can cite
 (kling-api.md §9.14), and it reads an empty string, list or null as an absent field (§9.13).
@@ -77,6 +82,8 @@ UNITS_PER_SECOND = {
 # Output size by mode (std 720p, pro 1080p, 4k), as (long side, short side).
 FRAME_SIZES = {"std": (1280, 720), "pro": (1920, 1080), "4k": (3840, 2160)}
 
+ELEMENTS_PATH = "/v1/general/advanced-custom-elements"  # §7.1
+
 TOKEN = re.compile(r"<<<(image|element|video)_(\d+)>>>")
 CHUNK = 64 * 1024
 BLOB_CHUNK = 1024 * 1024
@@ -91,8 +98,8 @@ FaultKind = Literal[
     "truncate",
     "fail_task",
 ]
-FaultOp = Literal["create", "query", "download", "any"]
-Op = Literal["create", "query", "download"]
+FaultOp = Literal["create", "query", "download", "element", "any"]
+Op = Literal["create", "query", "download", "element"]
 
 # Faults that answer a request; `fail_task` acts on the created task instead.
 REQUEST_FAULTS: dict[Op, frozenset[str]] = {
@@ -102,6 +109,10 @@ REQUEST_FAULTS: dict[Op, frozenset[str]] = {
     "query": frozenset({"http_500", "code_1302", "code_1303", "drop_before", "drop_after", "slow"}),
     "download": frozenset(
         {"http_500", "code_1302", "code_1303", "drop_before", "drop_after", "slow", "truncate"}
+    ),
+    # Every request to the element registry: create, query one, list.
+    "element": frozenset(
+        {"http_500", "code_1302", "code_1303", "drop_before", "drop_after", "slow"}
     ),
 }
 
@@ -145,9 +156,11 @@ class FaultPlan:
     """Faults waiting to hit requests, first added first served.
 
     `op` picks the requests a fault can hit: create, query (one task or the list),
-    download (clips and blobs) or any. `match`, when given, narrows it to requests whose
-    subject contains the text: a create's prompt, shot prompts or external_task_id, a
-    query's id, a download's task id.
+    download (clips, blobs and element images), element (every request to the element
+    registry: create, query one, list) or any. `match`, when given, narrows it to requests
+    whose subject contains the text: a create's prompt, shot prompts or external_task_id,
+    an element create's element_name or external_task_id, a query's id, a download's
+    task id. A `fail_task` fault with op element (or any) fails the next element task.
     """
 
     def __init__(self) -> None:
@@ -167,8 +180,8 @@ class FaultPlan:
             raise ValueError(f"kind must be one of {', '.join(get_args(FaultKind))}")
         if op not in get_args(FaultOp):
             raise ValueError(f"op must be one of {', '.join(get_args(FaultOp))}")
-        if kind == "fail_task" and op not in ("create", "any"):
-            raise ValueError("a fail_task fault acts on creates: op must be create or any")
+        if kind == "fail_task" and op not in ("create", "element", "any"):
+            raise ValueError("a fail_task fault acts on creates: op must be create, element or any")
         if kind == "truncate" and op not in ("download", "any"):
             raise ValueError("a truncate fault acts on downloads: op must be download or any")
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
@@ -344,9 +357,9 @@ def read_body(raw: dict[str, Any]) -> Body:
     elements = _list(raw, "element_list")
     for i, item in enumerate(elements):
         element_id = item.get("element_id")
-        # §7.2: a long on /v1; the official examples also quote it as a string.
-        ok = isinstance(element_id, int) and not isinstance(element_id, bool)
-        if not ok and not (isinstance(element_id, str) and element_id.isdecimal()):
+        # §7.2: a long on /v1; the official examples also quote it as a string. Any
+        # positive id passes: one this emulator created, or one from the user's library.
+        if _element_id(element_id) is None:
             raise Invalid(f"element_list[{i}].element_id must be an integer element id")
     watermark = _present(raw, "watermark_info") or {}
     if not isinstance(watermark, dict) or not isinstance(watermark.get("enabled", False), bool):
@@ -368,6 +381,15 @@ def read_body(raw: dict[str, Any]) -> Body:
         external_task_id=_string(raw, "external_task_id"),
         watermark=bool(watermark.get("enabled", False)),
     )
+
+
+def _element_id(value: Any) -> int | None:
+    """A positive element id sent as a JSON number or a decimal string, else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdecimal() and int(value) > 0:
+        return int(value)
+    return None
 
 
 def _read_shot(item: dict[str, Any], i: int) -> _Shot:
@@ -411,40 +433,59 @@ def _read_image(item: dict[str, Any], i: int) -> _Image:
     value = _string(item, "image_url", f"{where}.")
     if value is None:
         raise Invalid(f"{where}.image_url is required")
+    picture = read_picture(value, f"{where}.image_url")
+    return _Image(kind, picture.data, picture.size)
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """An image as sent: an https URL (not fetched), or decoded Base64 checked in full."""
+
+    url: str | None
+    data: bytes | None
+    format: str | None = None  # JPEG | PNG, for Base64
+    size: tuple[int, int] | None = None
+
+    @property
+    def identity(self) -> str | bytes:
+        """What makes two pictures the same: the URL, or the decoded bytes."""
+        return self.data if self.data is not None else self.url or ""
+
+
+def read_picture(value: str, where: str) -> Picture:
+    """Check one image value (§2.1 media limits); `where` names the field in messages."""
     if value.startswith("local:"):
-        raise Invalid(f"{where}.image_url must be an https URL or Base64, not a local file")
+        raise Invalid(f"{where} must be an https URL or Base64, not a local file")
     if value.startswith("data:"):
         # §2.1, §9.12: Base64 must be bare.
-        raise Invalid(f"{where}.image_url Base64 must not carry a data: prefix")
+        raise Invalid(f"{where} Base64 must not carry a data: prefix")
     if "://" in value:
         if not value.startswith("https://"):
-            raise Invalid(f"{where}.image_url must be an https URL or Base64")
-        return _Image(kind, None, None)
+            raise Invalid(f"{where} must be an https URL or Base64")
+        return Picture(value, None)
     try:
         data = base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise Invalid(f"{where}.image_url is neither an https URL nor valid Base64") from None
+        raise Invalid(f"{where} is neither an https URL nor valid Base64") from None
     if len(data) > IMAGE_BYTES:
-        raise Invalid(f"{where}.image_url image must be at most 10MB")
+        raise Invalid(f"{where} image must be at most 10MB")
     try:
         with Image.open(BytesIO(data)) as image:
             fmt, size = image.format, image.size
     except (OSError, Image.DecompressionBombError):
-        raise Invalid(f"{where}.image_url Base64 is not a readable image") from None
+        raise Invalid(f"{where} Base64 is not a readable image") from None
     if fmt not in ("JPEG", "PNG"):
-        raise Invalid(f"{where}.image_url image must be jpg, jpeg or png")
+        raise Invalid(f"{where} image must be jpg, jpeg or png")
     width, height = size
     if min(width, height) < IMAGE_MIN_SIDE:
         raise Invalid(
-            f"{where}.image_url image sides must be at least {IMAGE_MIN_SIDE}px, "
-            f"got {width}x{height}"
+            f"{where} image sides must be at least {IMAGE_MIN_SIDE}px, got {width}x{height}"
         )
     if not IMAGE_ASPECT[0] <= width / height <= IMAGE_ASPECT[1]:
         raise Invalid(
-            f"{where}.image_url image aspect ratio must be between 1:2.5 and 2.5:1, "
-            f"got {width}x{height}"
+            f"{where} image aspect ratio must be between 1:2.5 and 2.5:1, got {width}x{height}"
         )
-    return _Image(kind, data, (width, height))
+    return Picture(None, data, fmt, (width, height))
 
 
 # -- the rules (kling-api.md §3), one small function each -----------------------------
@@ -642,6 +683,131 @@ def _decimal(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+# -- element creates (kling-api.md §7.1) ----------------------------------------------
+
+ELEMENT_NAME_CHARS = 20
+ELEMENT_DESCRIPTION_CHARS = 100
+REFERENCE_TYPES = ("image_refer", "video_refer")
+MAX_REFER_IMAGES = 3
+ELEMENT_TAGS = tuple(f"o_{n}" for n in range(101, 109))  # hot meme, character, ... other
+
+
+@dataclass(frozen=True, slots=True)
+class ElementBody:
+    """An element create body (§7.1) after its checks."""
+
+    name: str
+    description: str
+    reference_type: str  # image_refer | video_refer
+    images: tuple[Picture, ...]  # image_refer: the frontal image first, then 1-3 more
+    video_url: str | None  # video_refer: the one reference video
+    tags: tuple[str, ...]
+    voice_id: str | None
+    external_task_id: str | None
+
+
+def check_element_body(raw: Any) -> ElementBody:
+    """Read an element create body and check it (§7.1); raises Invalid on the first error.
+
+    Like the video rules it is no stricter than the fact sheet: a video is passed by URL
+    and cannot be fetched, so its length, resolution and content go unchecked.
+    """
+    if not isinstance(raw, dict):
+        raise Invalid("request body must be a JSON object")
+    name = _required_text(raw, "element_name", ELEMENT_NAME_CHARS)
+    description = _required_text(raw, "element_description", ELEMENT_DESCRIPTION_CHARS)
+    reference_type = _enum(raw, "reference_type", REFERENCE_TYPES)
+    if reference_type is None:
+        raise Invalid("reference_type is required")
+    images: tuple[Picture, ...] = ()
+    video_url = None
+    if reference_type == "image_refer":
+        images = _element_images(raw)
+    else:
+        video_url = _element_video(raw)
+    tags = []
+    for i, item in enumerate(_list(raw, "tag_list")):
+        tag = item.get("tag_id")
+        if tag not in ELEMENT_TAGS:
+            raise Invalid(f"tag_list[{i}].tag_id must be one of {', '.join(ELEMENT_TAGS)}")
+        tags.append(tag)
+    voice_id = _present(raw, "element_voice_id")
+    if voice_id is not None and (isinstance(voice_id, bool) or not isinstance(voice_id, str | int)):
+        raise Invalid("element_voice_id must be a voice id")
+    _string(raw, "callback_url")
+    return ElementBody(
+        name=name,
+        description=description,
+        reference_type=reference_type,
+        images=images,
+        video_url=video_url,
+        tags=tuple(tags),
+        voice_id=None if voice_id is None else str(voice_id),
+        external_task_id=_string(raw, "external_task_id"),
+    )
+
+
+def _required_text(raw: dict[str, Any], key: str, limit: int) -> str:
+    value = _string(raw, key)
+    if value is None:
+        raise Invalid(f"{key} is required")
+    if len(value) > limit:
+        raise Invalid(f"{key} must be at most {limit} characters")
+    return value
+
+
+def _element_images(raw: dict[str, Any]) -> tuple[Picture, ...]:
+    where = "element_image_list"
+    images = _present(raw, where)
+    if images is None:
+        raise Invalid(f"{where} is required when reference_type is image_refer")
+    if not isinstance(images, dict):
+        raise Invalid(f"{where} must be an object with frontal_image and refer_images")
+    frontal_value = _string(images, "frontal_image", f"{where}.")
+    if frontal_value is None:
+        raise Invalid(f"{where}.frontal_image is required")
+    frontal = read_picture(frontal_value, f"{where}.frontal_image")
+    refers = _present(images, "refer_images")
+    if refers is None:
+        raise Invalid(f"{where}.refer_images is required (1 to {MAX_REFER_IMAGES} images)")
+    if not isinstance(refers, list) or not all(isinstance(item, dict) for item in refers):
+        raise Invalid(f"{where}.refer_images must be an array of objects")
+    if len(refers) > MAX_REFER_IMAGES:
+        raise Invalid(f"{where}.refer_images must have 1 to {MAX_REFER_IMAGES} items")
+    pictures = [frontal]
+    for i, item in enumerate(refers):
+        field = f"{where}.refer_images[{i}].image_url"
+        value = _string(item, "image_url", f"{where}.refer_images[{i}].")
+        if value is None:
+            raise Invalid(f"{field} is required")
+        picture = read_picture(value, field)
+        if picture.identity == frontal.identity:
+            # §7.1: the further images differ from the frontal one.
+            raise Invalid(f"{field} must differ from frontal_image")
+        pictures.append(picture)
+    return tuple(pictures)
+
+
+def _element_video(raw: dict[str, Any]) -> str:
+    where = "element_video_list"
+    videos = _present(raw, where)
+    if videos is None:
+        raise Invalid(f"{where} is required when reference_type is video_refer")
+    if not isinstance(videos, dict):
+        raise Invalid(f"{where} must be an object with refer_videos")
+    refers = _present(videos, "refer_videos") or []
+    if not isinstance(refers, list) or not all(isinstance(item, dict) for item in refers):
+        raise Invalid(f"{where}.refer_videos must be an array of objects")
+    if len(refers) != 1:
+        raise Invalid(f"{where}.refer_videos must hold exactly 1 video")
+    url = _string(refers[0], "video_url", f"{where}.refer_videos[0].")
+    if url is None:
+        raise Invalid(f"{where}.refer_videos[0].video_url is required")
+    if not url.startswith("https://"):
+        raise Invalid(f"{where}.refer_videos[0].video_url must be an https URL")
+    return url
+
+
 # -- tasks ----------------------------------------------------------------------------
 
 
@@ -656,6 +822,21 @@ class _Task:
     units: str
     clip: bytes | None = None
     encode_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(slots=True)
+class _ElementTask:
+    task_id: str
+    external_task_id: str | None
+    body: ElementBody
+    element_id: int  # drawn at create, shown once the task succeeds
+    created: float  # on the emulator's clock
+    finishes: float
+    fail_message: str | None
+
+    @property
+    def stats_key(self) -> str:
+        return self.external_task_id or self.body.name
 
 
 def _even(x: float) -> int:
@@ -711,6 +892,7 @@ class Emulator:
         self,
         *,
         latency: float = 2.0,
+        element_latency: float = 1.0,
         concurrency: int = 4,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -724,6 +906,7 @@ class Emulator:
         if (access_key is None) != (secret_key is None):
             raise ValueError("give both access_key and secret_key, or neither")
         self.latency = latency
+        self.element_latency = element_latency
         self.concurrency = concurrency
         self.clip_max_side = clip_max_side
         self.fps = fps
@@ -739,12 +922,24 @@ class Emulator:
         self._clock0 = clock()
         self._tasks: dict[str, _Task] = {}
         self._by_external: dict[str, _Task] = {}
+        # The element registry (§7.1): its own tasks and external_task_id namespace.
+        self._element_tasks: dict[str, _ElementTask] = {}
+        self._elements_by_external: dict[str, _ElementTask] = {}
+        self._element_ids: set[int] = set()
         self._lock = threading.Lock()
         self.app = Starlette(
             routes=[
                 Route("/v1/videos/omni-video", self._create, methods=["POST"]),
                 Route("/v1/videos/omni-video", self._list, methods=["GET"]),
                 Route("/v1/videos/omni-video/{id}", self._query, methods=["GET"]),
+                Route(ELEMENTS_PATH, self._element_create, methods=["POST"]),
+                Route(ELEMENTS_PATH, self._element_list, methods=["GET"]),
+                Route(ELEMENTS_PATH + "/{id}", self._element_query, methods=["GET"]),
+                Route(
+                    "/_emulator/element-images/{task_id}/{n:int}",
+                    self._element_image,
+                    methods=["GET"],
+                ),
                 Route("/_emulator/clips/{task_id}.mp4", self._download, methods=["GET"]),
                 Route("/_emulator/blob", self._blob, methods=["GET"]),
                 Route("/_emulator/stats", self._stats, methods=["GET"]),
@@ -760,13 +955,26 @@ class Emulator:
         return InProcessTransport(_DropGuard(self.app, server=False))
 
     def stats(self) -> dict[str, Any]:
-        """Tasks actually created: in total and per external_task_id."""
+        """Tasks actually created (a refused create makes none).
+
+        `total_creates` and `creates` (per external_task_id) count video tasks only;
+        `element_creates` and `elements` count element tasks, the latter per
+        external_task_id, or per element_name for a task sent without one.
+        """
         with self._lock:
             creates: dict[str, int] = {}
             for task in self._tasks.values():
                 if task.external_task_id is not None:
                     creates[task.external_task_id] = creates.get(task.external_task_id, 0) + 1
-            return {"total_creates": len(self._tasks), "creates": creates}
+            elements: dict[str, int] = {}
+            for element in self._element_tasks.values():
+                elements[element.stats_key] = elements.get(element.stats_key, 0) + 1
+            return {
+                "total_creates": len(self._tasks),
+                "creates": creates,
+                "element_creates": len(self._element_tasks),
+                "elements": elements,
+            }
 
     # -- timeline -------------------------------------------------------------------
 
@@ -904,8 +1112,16 @@ class Emulator:
         # Random, like Kling's: a restarted emulator must not answer for old task ids.
         while True:
             task_id = str(secrets.randbelow(9 * 10**17) + 10**17)
-            if task_id not in self._tasks:
+            if task_id not in self._tasks and task_id not in self._element_tasks:
                 return task_id
+
+    def _new_element_id(self) -> int:
+        # Twelve digits like the library ids in Kling's examples; below 2**53 for JS.
+        while True:
+            element_id = secrets.randbelow(9 * 10**11) + 10**11
+            if element_id not in self._element_ids:
+                self._element_ids.add(element_id)
+                return element_id
 
     async def _request_fault(self, request: Request, op: Op, subject: str) -> Fault | None:
         """Apply the faults that come before the answer; return the one still to apply."""
@@ -953,6 +1169,158 @@ class Emulator:
         if fault is not None:
             raise _drop(request)
         return JSONResponse(_envelope(data))
+
+    # -- the element registry (§7.1) ------------------------------------------------
+
+    async def _element_create(self, request: Request) -> Response:
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        try:
+            raw = await request.json()
+        except ValueError:
+            return _error(400, 1200, "request body must be JSON")
+        subjects = _element_subjects(raw)
+        fault = self.faults.take("element", subjects, REQUEST_FAULTS["element"])
+        if fault is not None and fault.kind == "drop_before":
+            raise _drop(request)
+        if fault is not None and fault.kind in ("http_500", "code_1302", "code_1303"):
+            return _fault_response(fault)
+        try:
+            body = check_element_body(raw)
+        except Invalid as exc:
+            return _error(400, 1201, str(exc))
+        now = self.clock()
+        ext = body.external_task_id
+        with self._lock:
+            if ext is not None and ext in self._elements_by_external:
+                return _error(400, 1201, f"external_task_id must be unique: {ext!r} exists")
+            # No concurrency check: element tasks hold no video slot (§6.1 counts per type).
+            failing = self.faults.take("element", subjects, {"fail_task"})
+            task = _ElementTask(
+                task_id=self._new_task_id(),
+                external_task_id=ext,
+                body=body,
+                element_id=self._new_element_id(),
+                created=now,
+                finishes=now + self.element_latency,
+                fail_message=(failing.message or "element creation failed (emulated)")
+                if failing
+                else None,
+            )
+            self._element_tasks[task.task_id] = task
+            if ext is not None:
+                self._elements_by_external[ext] = task
+        if fault is not None and fault.kind == "slow":
+            await self.sleep(fault.delay)
+        if fault is not None and fault.kind == "drop_after":
+            raise _drop(request)
+        data = {
+            "task_id": task.task_id,
+            "task_status": "submitted",
+            "task_info": {"external_task_id": ext or ""},
+            "created_at": self._ms(task.created),
+            "updated_at": self._ms(task.created),
+        }
+        return JSONResponse(_envelope(data))
+
+    async def _element_query(self, request: Request) -> Response:
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        key = request.path_params["id"]
+        fault = await self._request_fault(request, "element", key)
+        if fault is not None and fault.kind != "drop_after":
+            return _fault_response(fault)
+        with self._lock:
+            task = self._element_tasks.get(key) or self._elements_by_external.get(key)
+        if task is None:
+            return _error(404, 1203, f"task not found: {key}")
+        data = self._element_json(task, str(request.base_url))
+        if fault is not None:
+            raise _drop(request)
+        return JSONResponse(_envelope(data))
+
+    async def _element_list(self, request: Request) -> Response:
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        fault = await self._request_fault(request, "element", "")
+        if fault is not None and fault.kind != "drop_after":
+            return _fault_response(fault)
+        try:
+            page = _int_param(request, "pageNum", 1, 1, 1000)
+            size = _int_param(request, "pageSize", 30, 1, 500)
+        except Invalid as exc:
+            return _error(400, 1201, str(exc))
+        with self._lock:
+            tasks = sorted(self._element_tasks.values(), key=lambda t: t.created, reverse=True)
+        chosen = tasks[(page - 1) * size : page * size]
+        data = [self._element_json(task, str(request.base_url)) for task in chosen]
+        if fault is not None:
+            raise _drop(request)
+        return JSONResponse(_envelope(data))
+
+    async def _element_image(self, request: Request) -> Response:
+        """An element's Base64 image as Kling would serve it back: by URL, without auth."""
+        task_id, n = request.path_params["task_id"], request.path_params["n"]
+        fault = await self._request_fault(request, "download", task_id)
+        if fault is not None and fault.kind not in ("drop_after", "truncate"):
+            return _fault_response(fault)
+        with self._lock:
+            task = self._element_tasks.get(task_id)
+        images = task.body.images if task is not None else ()
+        picture = images[n] if 0 <= n < len(images) else None
+        if picture is None or picture.data is None:
+            return _error(404, 1203, f"no image {n} for element task {task_id}")
+        media_type = "image/png" if picture.format == "PNG" else "image/jpeg"
+        return _stream(request, picture.data, len(picture.data), fault, media_type)
+
+    def _element_status(self, task: _ElementTask, now: float) -> tuple[str, float]:
+        """The task's status at `now` and the clock time it took that status."""
+        if now >= task.finishes:
+            return ("failed" if task.fail_message is not None else "succeed"), task.finishes
+        submitted_for = min(1.0, (task.finishes - task.created) / 4)
+        if now - task.created < submitted_for:
+            return "submitted", task.created
+        return "processing", task.created + submitted_for
+
+    def _element_json(self, task: _ElementTask, base_url: str) -> dict[str, Any]:
+        status, since = self._element_status(task, self.clock())
+        data: dict[str, Any] = {
+            "task_id": task.task_id,
+            "task_status": status,
+            "task_status_msg": task.fail_message if status == "failed" else "",
+            "task_info": {"external_task_id": task.external_task_id or ""},
+            "created_at": self._ms(task.created),
+            "updated_at": self._ms(since),
+        }
+        if status == "succeed":
+            data["task_result"] = {"elements": [self._element_view(task, base_url)]}
+        return data
+
+    def _element_view(self, task: _ElementTask, base_url: str) -> dict[str, Any]:
+        body = task.body
+        element: dict[str, Any] = {
+            "element_id": task.element_id,
+            "element_name": body.name,
+            "element_description": body.description,
+            "reference_type": body.reference_type,
+        }
+        if body.images:
+            urls = [
+                picture.url or f"{base_url}_emulator/element-images/{task.task_id}/{n}"
+                for n, picture in enumerate(body.images)
+            ]
+            element["element_image_list"] = {
+                "frontal_image": urls[0],
+                "refer_images": [{"image_url": url} for url in urls[1:]],
+            }
+        if body.video_url is not None:
+            element["element_video_list"] = {"refer_videos": [{"video_url": body.video_url}]}
+        if body.voice_id is not None:
+            element["element_voice_info"] = {"voice_id": body.voice_id}
+        element["tag_list"] = [{"tag_id": tag} for tag in body.tags]
+        element["owned_by"] = "user"
+        element["status"] = "succeed"
+        return element
 
     async def _download(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
@@ -1060,6 +1428,14 @@ def _subjects(raw: Any) -> list[str]:
     shots = raw.get("multi_prompt")
     if isinstance(shots, list):
         texts += [shot.get("prompt") for shot in shots if isinstance(shot, dict)]
+    return [text for text in texts if isinstance(text, str)]
+
+
+def _element_subjects(raw: Any) -> list[str]:
+    """What an element fault's `match` is compared with: element_name, external_task_id."""
+    if not isinstance(raw, dict):
+        return []
+    texts = [raw.get("element_name"), raw.get("external_task_id")]
     return [text for text in texts if isinstance(text, str)]
 
 

@@ -19,10 +19,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from .client import KlingClient, TaskInfo
+from .client import ElementTaskInfo, KlingClient, TaskInfo
 from .errors import (
     ApiError,
     ApiStatusError,
@@ -33,8 +34,18 @@ from .errors import (
     TransportFailure,
 )
 from .fsutil import atomic_write_bytes, sha256_file
-from .lockfile import Clip, Lockfile, SceneLock, TaskLock, external_task_id, payload_digest
+from .lockfile import (
+    Clip,
+    ElementLock,
+    Lockfile,
+    SceneLock,
+    TaskLock,
+    external_task_id,
+    payload_digest,
+)
+from .model import ElementRef, ImageRef
 
+T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 _CONTENT = re.compile(r"^(local|frame):(.*)@sha256:([0-9a-f]{64})$")
@@ -186,7 +197,9 @@ class Executor:
     probe: Callable[[Path], float] | None = None
     selected: dict[str, int] = field(default_factory=dict)  # the take each scene shows
     slots: AccountSlots = field(init=False)
+    elements: dict[str, ElementRef] = field(default_factory=dict)  # the board's elements
     _sources: dict[str, asyncio.Future[Path]] = field(init=False, default_factory=dict)
+    _elements_made: dict[str, asyncio.Future[int]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.slots = AccountSlots(self.concurrency, self.sleep)
@@ -355,38 +368,67 @@ class Executor:
     async def _create(
         self, job: Job, payload: dict[str, Any], task: TaskLock, *, unsure: bool
     ) -> TaskInfo:
-        """Create the task once. `unsure`: a create may already have reached Kling."""
+        """Create the video task once. `unsure`: a create may already have reached Kling."""
         body = {**self._submittable(payload), "external_task_id": task.external_task_id}
+        if "element_list" in body:
+            body["element_list"] = [
+                {"element_id": await self._element_id(item["element_id"])}
+                for item in body["element_list"]
+            ]
+
+        async def create() -> TaskInfo:
+            self.progress.update(job.label, "creating")
+            return await self.client.create_task(body)
+
+        async def busy() -> None:
+            self.progress.update(job.label, "queued", "account busy (1303)")
+
+        info = await self._create_once(
+            create, lambda: self.client.find_task(task.external_task_id), unsure, busy
+        )
+        self._record(job, task, info, f"task {info.task_id}")
+        return info
+
+    async def _create_once(
+        self,
+        create: Callable[[], Awaitable[T]],
+        find: Callable[[], Awaitable[T | None]],
+        unsure: bool,
+        busy: Callable[[], Awaitable[None]] | None = None,
+    ) -> T:
+        """Send a paid create so that it takes effect once (design.md §5).
+
+        It is resent only when Kling says nothing was made (1302, 1303) or when a lookup by
+        its external id finds nothing (after a 5xx, a timeout or a dropped connection).
+        `busy` is told of a 1303 and waits for an account slot; without it, 1303 backs off.
+        """
         backoff = Backoff()
         while True:
             if unsure:
-                found = await self._find(task.external_task_id)
+                found = await self._retried(find)
                 if found is not None:
-                    self._record(job, task, found, f"found task {found.task_id}")
                     return found
-            self.progress.update(job.label, "creating")
             try:
-                info = await self.client.create_task(body)
+                return await create()
             except ApiStatusError as exc:
-                if exc.code == 1303:
-                    self.progress.update(job.label, "queued", "account busy (1303)")
+                if exc.code == 1303 and busy is not None:
+                    await busy()
                     await self.slots.refused(backoff)
                     unsure = False
                     continue
-                if exc.create_not_made:  # 1302: too fast
+                if exc.create_not_made:  # 1302 (or 1303 without slots): nothing was made
                     await self.sleep(backoff.next())
                     unsure = False
                     continue
                 if exc.code == _KLING_CODE_EXISTS:
-                    # Possibly refused as a duplicate id: this very payload was created
-                    # before (its id is its digest), so take that task, if there is one.
-                    found = await self._find(task.external_task_id)
+                    # Possibly refused as a duplicate id: this very work was created before
+                    # (its id comes from its digest), so take that, if there is one.
+                    found = await self._retried(find)
                     if found is None:
                         raise
-                    self._record(job, task, found, f"found task {found.task_id}")
                     return found
                 if exc.transient:
-                    # A 5xx says nothing of whether the task exists: look before resending.
+                    # A 5xx says nothing of whether it was made: look before resending.
                     await self.sleep(backoff.next())
                     unsure = True
                     continue
@@ -394,21 +436,104 @@ class Executor:
             except TransportFailure:
                 await self.sleep(backoff.next())
                 unsure = True
-                continue
-            self._record(job, task, info, f"task {info.task_id}")
-            return info
 
-    async def _find(self, external_id: str) -> TaskInfo | None:
+    async def _retried(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A read-only request, retried for as long as the failure is transient."""
         backoff = Backoff()
         while True:
             try:
-                return await self.client.find_task(external_id)
+                return await call()
             except TransportFailure:
                 await self.sleep(backoff.next())
             except ApiStatusError as exc:
                 if not (exc.transient or exc.create_not_made):
                     raise
                 await self.sleep(backoff.next())
+
+    # -- elements -------------------------------------------------------------------------
+
+    async def _element_id(self, value: int | str) -> int:
+        """The Kling id of an element: as written, or created once from its images."""
+        if isinstance(value, int):
+            return value
+        name = value.split(":", 1)[1].split("@", 1)[0]
+        future = self._elements_made.get(name)
+        if future is None:
+            future = asyncio.ensure_future(self._make_element(self.elements[name]))
+            self._elements_made[name] = future
+        return await asyncio.shield(future)
+
+    async def _make_element(self, element: ElementRef) -> int:
+        entry = self.lock.elements.get(element.name)
+        if entry is not None and entry.digest == element.digest and entry.status == "succeed":
+            assert entry.element_id is not None
+            return entry.element_id
+        label = f"element {element.name}"
+        resumed = entry is not None and entry.digest == element.digest and entry.status != "failed"
+        if not resumed:
+            attempt = (
+                entry.attempt + 1 if entry is not None and entry.digest == element.digest else 1
+            )
+            suffix = f"-a{attempt}" if attempt > 1 else ""
+            entry = ElementLock(
+                element.digest,
+                f"sb-el-{element.name[:20]}-{element.digest[:32]}{suffix}",
+                "creating",
+                attempt=attempt,
+            )
+            self.lock.elements[element.name] = entry
+            self.lock.save()
+        assert entry is not None
+        ext = entry.external_task_id
+        if entry.task_id is None:
+            body = self._element_body(element, ext)
+
+            async def create() -> ElementTaskInfo:
+                self.progress.update(label, "creating")
+                return await self.client.create_element(body)
+
+            info = await self._create_once(
+                create, lambda: self.client.find_element_task(ext), unsure=resumed
+            )
+        else:
+            info = await self._retried(partial(self.client.get_element_task, entry.task_id))
+        while True:
+            entry.task_id, entry.status, entry.status_msg = (
+                info.task_id,
+                info.status,
+                info.status_msg,
+            )
+            entry.element_id = info.element_id
+            self.lock.save()
+            self.progress.update(label, info.status)
+            if info.status == "failed":
+                raise StoryboardError(
+                    f"element '{element.name}' could not be created: "
+                    f"{info.status_msg or 'Kling gave no reason'}"
+                )
+            if info.status == "succeed" and info.element_id is not None:
+                return info.element_id
+            await self.sleep(self.poll_interval)
+            info = await self._retried(partial(self.client.get_element_task, info.task_id))
+
+    def _element_body(self, element: ElementRef, external_id: str) -> dict[str, Any]:
+        def image(ref: ImageRef) -> str:
+            data = (self.base_dir / (ref.file or "")).read_bytes()
+            if hashlib.sha256(data).hexdigest() != ref.sha256:
+                raise MediaChanged(f"{ref.file} changed after it was compiled; run render again")
+            return base64.b64encode(data).decode("ascii")
+
+        frontal, *others = element.images
+        return {
+            "element_name": element.name[:20],
+            "element_description": element.description or element.name,
+            "reference_type": "image_refer",
+            "element_image_list": {
+                "frontal_image": image(frontal),
+                "refer_images": [{"image_url": image(ref)} for ref in others],
+            },
+            "external_task_id": external_id,
+        }
 
     def _submittable(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The payload with each local image or frame swapped for its bare Base64 content."""

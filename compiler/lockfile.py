@@ -26,7 +26,7 @@ LOCK_VERSION = 1
 # Part of every payload digest: bump it when lowering changes what the same YAML asks of
 # Kling, so that old clips are re-rendered rather than silently reused.
 COMPILER_SALT = "storyboard-lowering-1"
-_CONTENT = re.compile(r"^(?:local|frame):.*@sha256:([0-9a-f]{64})$")
+_CONTENT = re.compile(r"^(?:local|frame|element):.*@sha256:([0-9a-f]{64})$")
 
 
 class LockfileError(Exception):
@@ -159,6 +159,22 @@ class SceneLock:
 
 
 @dataclass(slots=True)
+class ElementLock:
+    """An element storyboard created from local images, and the id Kling gave it."""
+
+    digest: str  # of its description and images: a change re-creates it
+    external_task_id: str
+    status: str  # creating | submitted | processing | succeed | failed
+    attempt: int = 1
+    task_id: str | None = None
+    element_id: int | None = None
+    status_msg: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass(slots=True)
 class Film:
     file: str
     sha256: str
@@ -171,6 +187,7 @@ class Lockfile:
     path: Path
     storyboard: str
     scenes: dict[str, SceneLock] = field(default_factory=dict)
+    elements: dict[str, ElementLock] = field(default_factory=dict)
     film: Film | None = None
 
     @classmethod
@@ -188,6 +205,9 @@ class Lockfile:
                 )
             lock.scenes = {
                 scene: SceneLock.from_json(entry) for scene, entry in doc["scenes"].items()
+            }
+            lock.elements = {
+                name: ElementLock(**entry) for name, entry in doc.get("elements", {}).items()
             }
             film = doc.get("film")
             lock.film = Film(**film) if film else None
@@ -210,6 +230,8 @@ class Lockfile:
             "storyboard": self.storyboard,
             "scenes": {scene: entry.as_json() for scene, entry in self.scenes.items()},
         }
+        if self.elements:
+            doc["elements"] = {name: e.as_json() for name, e in self.elements.items()}
         if self.film is not None:
             doc["film"] = asdict(self.film)
         text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -46,7 +46,7 @@ def lower(rs: RenderedScene) -> dict[str, Any]:
             for i, image in enumerate(rs.images)
         ]
     if rs.elements:
-        payload["element_list"] = [{"element_id": element.element_id} for element in rs.elements]
+        payload["element_list"] = [{"element_id": element.payload_value} for element in rs.elements]
     if rs.videos:
         assert scene.video is not None
         item: dict[str, Any] = {

@@ -7,6 +7,7 @@ the source so any later stage can point a diagnostic at the exact YAML value.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,9 +75,26 @@ class ImageRef:
 
 @dataclass(frozen=True, slots=True)
 class ElementRef:
+    """An element from the user's Kling library (`element_id`), or one storyboard creates
+    from local images (`images`, `description`): its id is known only at render time."""
+
     name: str
     path: JsonPath
-    element_id: int
+    element_id: int | None = None
+    images: tuple[ImageRef, ...] = ()
+    description: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """What the element is made of: its description and its images' content."""
+        parts = [self.description or "", *(image.sha256 or "" for image in self.images)]
+        return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+    @property
+    def payload_value(self) -> int | str:
+        if self.element_id is not None:
+            return self.element_id
+        return f"element:{self.name}@sha256:{self.digest}"
 
 
 @dataclass(frozen=True, slots=True)

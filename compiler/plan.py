@@ -76,13 +76,12 @@ def plan(jobs: list[Job], lock: Lockfile, backend: str, frame_of: FrameOf) -> Pl
 
 def _plan_take(job: Job, lock: Lockfile, backend: str, frames: dict[str, str]) -> PlannedTake:
     payload = job.payload
+    entry = lock.scenes.get(job.scene)
     if job.after is not None:
         if job.after not in frames:
-            return PlannedTake(
-                job, "changed", (f"first frame: the last frame of '{job.after}', rendered first",)
-            )
+            why = f"first frame: the last frame of '{job.after}', rendered first"
+            return PlannedTake(job, "new" if entry is None else "changed", (why,))
         payload = with_frame(payload, frames[job.after])
-    entry = lock.scenes.get(job.scene)
     if entry is None:
         return PlannedTake(job, "new")
     if entry.backend != backend:

@@ -183,6 +183,7 @@ async def render_board(
             progress=progress,
             probe=lambda path: probe(path).duration,
             selected={task.scene: task.selected for task in result.tasks},
+            elements=dict(result.board.refs.elements) if result.board else {},
         )
         outcome.results = await executor.run(jobs_for(result, selection))
     finally:

@@ -94,9 +94,18 @@ class _Resolver:
             else:
                 images[name] = image
         for name, value in data.get("elements", {}).items():
-            if ("element", name) not in broken:
-                element_id = value if isinstance(value, int) else value["id"]
-                elements[name] = ElementRef(name, ("refs", "elements", name), element_id)
+            if ("element", name) in broken:
+                continue
+            path = ("refs", "elements", name)
+            if isinstance(value, dict) and "images" in value:
+                element = self.made_element(name, path, value)
+                if element is None:
+                    broken.add(("element", name))
+                else:
+                    elements[name] = element
+                continue
+            element_id = value if isinstance(value, int) else value["id"]
+            elements[name] = ElementRef(name, path, element_id)
         for name, value in data.get("videos", {}).items():
             path = ("refs", "videos", name)
             if ("video", name) in broken:
@@ -106,6 +115,26 @@ class _Resolver:
             else:
                 broken.add(("video", name))
         return Refs(images, elements, videos, frozenset(broken))
+
+    def made_element(self, name: str, path: JsonPath, value: dict[str, Any]) -> ElementRef | None:
+        """An element storyboard creates from local images: each must be a usable image."""
+        images = []
+        for index, file in enumerate(value["images"]):
+            image = self.local_image(f"{name}[{index}]", (*path, "images", index), file)
+            if image is None:
+                return None
+            images.append(image)
+        digests = [image.sha256 for image in images]
+        for index, digest in enumerate(digests):
+            if digest in digests[:index]:
+                self.problem(
+                    (*path, "images", index),
+                    "element-images",
+                    f"element '{name}' lists the same image twice",
+                    "give 2-4 different views; Kling refuses a repeated frontal image (§7.1)",
+                )
+                return None
+        return ElementRef(name, path, images=tuple(images), description=value["description"])
 
     def image(self, name: str, path: JsonPath, value: Any) -> ImageRef | None:
         if isinstance(value, dict) and "url" in value:

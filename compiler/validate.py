@@ -203,6 +203,7 @@ _SIZE_MESSAGES = {
     "minItems": "'{name}' needs at least {limit} item(s), got {got}",
     "maxItems": "'{name}' takes at most {limit} item(s), got {got}",
     "minLength": "'{name}' needs at least {limit} character(s), got {got}",
+    "maxLength": "'{name}' takes at most {limit} character(s), got {got}",
     "minProperties": "'{name}' needs at least {limit} key(s), got {got}",
     "maxProperties": "'{name}' takes at most {limit} key(s), got {got}",
 }

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from compiler.auth import ApiKeyAuth, JWTAuth
-from compiler.client import Download, KlingClient, TaskInfo
+from compiler.client import Download, ElementTaskInfo, KlingClient, TaskInfo
 from compiler.errors import ApiError, ApiStatusError, DownloadError, TransportFailure
 
 BASE = "https://api.kling.test"
@@ -216,6 +216,146 @@ def test_find_task_answered_with_another_task_raises() -> None:
     other = dict(CREATED, task_info={"external_task_id": "sb-other"})
     exc = fails(client(Script(envelope(data=other))), lambda k: k.find_task("sb-abc-1"))
     assert isinstance(exc, ApiStatusError) and "sb-other" in str(exc)
+
+
+# --- the element registry (kling-api.md §7.1) ---------------------------------------------
+
+ELEMENTS = "/v1/general/advanced-custom-elements"
+ELEMENT_CREATED = {
+    "task_id": "E-7",
+    "task_status": "submitted",
+    "task_info": {"external_task_id": "sb-el-keeper-1"},
+    "created_at": 1722769557708,
+    "updated_at": 1722769557708,
+}
+
+
+def element_done(element_id: object) -> dict[str, Any]:
+    element = {
+        "element_id": element_id,
+        "element_name": "keeper",
+        "element_description": "the keeper",
+        "reference_type": "image_refer",
+        "element_image_list": {
+            "frontal_image": "https://cdn.kling.test/e/front.png",
+            "refer_images": [{"image_url": "https://cdn.kling.test/e/side.png"}],
+        },
+        "tag_list": [],
+        "owned_by": "user",
+        "status": "succeed",
+    }
+    return dict(
+        ELEMENT_CREATED,
+        task_status="succeed",
+        task_status_msg="",
+        task_result={"elements": [element]},
+    )
+
+
+def test_create_element_posts_json_and_parses_the_task() -> None:
+    script = Script(envelope(data=ELEMENT_CREATED))
+    body = {"element_name": "keeper", "reference_type": "image_refer"}
+    info = run(call(client(script), lambda k: k.create_element(body)))
+    assert info == ElementTaskInfo("E-7", "submitted", None, "sb-el-keeper-1", None)
+    (request,) = script.requests
+    assert (request.method, str(request.url)) == ("POST", f"{BASE}{ELEMENTS}")
+    assert json.loads(request.content) == body
+    assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+
+
+@pytest.mark.parametrize("element_id", [829301938475, "829301938475"])
+def test_get_element_task_reads_the_element_id(element_id: object) -> None:
+    script = Script(envelope(data=element_done(element_id)))
+    info = run(call(client(script), lambda k: k.get_element_task("E-7")))
+    assert info == ElementTaskInfo("E-7", "succeed", None, "sb-el-keeper-1", 829301938475)
+    assert script.requests[0].method == "GET"
+    assert script.requests[0].url.raw_path == f"{ELEMENTS}/E-7".encode()
+
+
+def test_failed_element_keeps_the_reason() -> None:
+    failed = {"task_id": 42, "task_status": "failed", "task_status_msg": "risk control"}
+    info = run(call(client(Script(envelope(data=failed))), lambda k: k.get_element_task("42")))
+    assert info == ElementTaskInfo("42", "failed", "risk control", None, None)
+
+
+@pytest.mark.parametrize("element_id", [None, "", "abc", 0, True, 1.5])
+def test_succeeded_element_without_an_id_is_an_api_status_error(element_id: object) -> None:
+    answer = envelope(data=element_done(element_id))
+    exc = fails(client(Script(answer)), lambda k: k.get_element_task("E-7"))
+    assert isinstance(exc, ApiStatusError) and exc.code is None and exc.http_status == 200
+    assert "element_id" in str(exc)
+
+
+def test_element_task_ids_are_quoted_into_one_path_segment() -> None:
+    script = Script(envelope(data=ELEMENT_CREATED), envelope(data=ELEMENT_CREATED))
+
+    async def both(kling: KlingClient) -> None:
+        await kling.get_element_task("../a b")
+        await kling.find_element_task("sb-el-keeper-1")
+
+    run(call(client(script), both))
+    assert script.requests[0].url.raw_path == f"{ELEMENTS}/..%2Fa%20b".encode()
+    assert script.requests[1].url.raw_path == f"{ELEMENTS}/sb-el-keeper-1".encode()
+
+
+def test_find_element_task_by_external_id() -> None:
+    script = Script(envelope(data=ELEMENT_CREATED))
+    info = run(call(client(script), lambda k: k.find_element_task("sb-el-keeper-1")))
+    assert info is not None and info.task_id == "E-7"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        envelope(1203, status=404, message="resource not exist"),
+        envelope(1203, status=400, message="task not found"),
+        httpx.Response(404, text="Not Found"),
+    ],
+)
+def test_find_element_task_not_found_is_none(answer: httpx.Response) -> None:
+    assert run(call(client(Script(answer)), lambda k: k.find_element_task("sb-el-x"))) is None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        envelope(1202, status=404, message="invalid method"),
+        envelope(5000, status=500, message="internal error"),
+        html(502),
+        envelope(data=dict(ELEMENT_CREATED, task_info={"external_task_id": "sb-el-other"})),
+    ],
+)
+def test_find_element_task_other_answers_raise(answer: httpx.Response) -> None:
+    exc = fails(client(Script(answer)), lambda k: k.find_element_task("sb-el-keeper-1"))
+    assert isinstance(exc, ApiStatusError)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "not_made", "transient"),
+    [(400, 1201, False, False), (429, 1303, True, False), (504, 5002, False, True)],
+)
+def test_element_calls_map_errors_like_video_calls(
+    status: int, code: int, not_made: bool, transient: bool
+) -> None:
+    answer = envelope(code, status=status, message=f"kling says {code}", request_id="req-9")
+    exc = fails(client(Script(answer)), lambda k: k.create_element({"element_name": "k"}))
+    assert type(exc) is ApiStatusError
+    assert (exc.code, exc.http_status, exc.request_id) == (code, status, "req-9")
+    assert (exc.create_not_made, exc.transient) == (not_made, transient)
+    assert f"POST {ELEMENTS}: Kling refused: kling says {code}" in str(exc)
+
+
+def test_element_transport_errors_are_transport_failures() -> None:
+    def boom(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out")
+
+    for op in (
+        lambda k: k.create_element({"element_name": "k"}),
+        lambda k: k.get_element_task("E-7"),
+        lambda k: k.find_element_task("sb-el-keeper-1"),
+    ):
+        exc = fails(client(Script(boom)), op)
+        assert type(exc) is TransportFailure and "ReadTimeout" in str(exc)
 
 
 # --- errors --------------------------------------------------------------------------------

@@ -94,6 +94,11 @@ def jwt_token(**claims: Any) -> str:
     return jwt.encode(body, claims.pop("secret", SECRET), algorithm="HS256")
 
 
+def videos_only(total: int, creates: dict[str, int]) -> dict[str, Any]:
+    """What stats() answers when no element was created."""
+    return {"total_creates": total, "creates": creates, "element_creates": 0, "elements": {}}
+
+
 def data(response: httpx.Response) -> Any:
     body = response.json()
     assert body["code"] == 0, body
@@ -206,7 +211,7 @@ def test_duplicate_external_task_id_is_refused() -> None:
     # §9.13: an empty id means no id, so two of them are no duplicate.
     assert post(emu, text_payload(external_task_id="")).is_success
     assert post(emu, text_payload(external_task_id="")).is_success
-    assert emu.stats() == {"total_creates": 3, "creates": {"sb-opening-1": 1}}
+    assert emu.stats() == videos_only(3, {"sb-opening-1": 1})
 
 
 def test_unknown_routes_and_methods_answer_like_kling() -> None:
@@ -338,6 +343,10 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
         "element_list[0].element_id must be an integer element id",
     ),
     (
+        {"element_list": [{"element_id": 0}]},
+        "element_list[0].element_id must be an integer element id",
+    ),
+    (
         {"image_list": [{"image_url": "local:assets/coast.png@sha256:ab12"}]},
         "image_list[0].image_url must be an https URL or Base64, not a local file",
     ),
@@ -466,7 +475,7 @@ def test_concurrency_cap_refuses_without_creating() -> None:
         assert post(emu, text_payload(external_task_id=f"t{n}")).is_success
     refused = post(emu, text_payload(external_task_id="t3"))
     assert error(refused) == (429, 1303, "parallel task over resource pack limit")
-    assert emu.stats() == {"total_creates": 2, "creates": {"t1": 1, "t2": 1}}
+    assert emu.stats() == videos_only(2, {"t1": 1, "t2": 1})
     clock.now += 8.0  # both finished: their slots are free
     assert post(emu, text_payload(external_task_id="t3")).is_success
     assert emu.stats()["creates"] == {"t1": 1, "t2": 1, "t3": 1}
@@ -504,7 +513,7 @@ def test_drop_after_creates_the_task_then_drops() -> None:
     emu.faults.add("drop_after", "create")
     with pytest.raises(httpx.RemoteProtocolError):
         post(emu, text_payload())
-    assert emu.stats() == {"total_creates": 1, "creates": {"sb-opening-1": 1}}
+    assert emu.stats() == videos_only(1, {"sb-opening-1": 1})
     assert data(get(emu, "/v1/videos/omni-video/sb-opening-1"))["task_status"] == "submitted"
 
 
@@ -574,12 +583,13 @@ def test_faults_over_http() -> None:
     assert error(bad)[:2] == (400, 1201)
     assert run(emu, lambda c: c.delete("/_emulator/faults")).is_success
     assert emu.faults.pending() == []
-    assert get(emu, "/_emulator/stats").json() == {"total_creates": 0, "creates": {}}
+    assert get(emu, "/_emulator/stats").json() == videos_only(0, {})
 
 
 def test_fault_plan_refuses_nonsense() -> None:
     emu = make(FakeClock())
-    for args in (("meltdown", "any"), ("slow", "upload"), ("truncate", "create")):
+    bad = (("meltdown", "any"), ("slow", "upload"), ("truncate", "create"), ("truncate", "element"))
+    for args in bad:
         with pytest.raises(ValueError):
             emu.faults.add(*args)
     with pytest.raises(ValueError):
