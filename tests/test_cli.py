@@ -177,7 +177,7 @@ def test_compile_defaults_to_the_storyboards_folder(
     assert main(["compile"]) == 0
     out = capsys.readouterr().out
     assert "storyboards/lighthouse.yaml: 4 task(s)" in out
-    assert "storyboards/harbour.yaml: 3 task(s)" in out
+    assert "storyboards/harbour.yaml: 4 task(s)" in out
 
 
 def test_lighthouse_payloads(chdir_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
