@@ -48,9 +48,9 @@ def _positive_int(text: str) -> int:
 
 
 def _inputs(names: Sequence[str]) -> list[tuple[Path, str]]:
-    """Files to work on: the arguments (folders expand to their *.yaml), else storyboards/."""
+    """Files to work on: the arguments (folders expand to their YAML files), else storyboards/."""
     if not names:
-        found = sorted(Path("storyboards").glob("*.yaml"))
+        found = sorted(Path("storyboards").glob("*.y*ml"))
         if not found:
             raise UsageError("no storyboard given, and none found in storyboards/")
         return [(path, path.as_posix()) for path in found]
@@ -159,13 +159,20 @@ def cmd_plan(args: argparse.Namespace) -> ExitCode:
         _report(args, diagnostics, len(results), sys.stderr)
     if any(d.is_error for d in diagnostics):
         return ExitCode.STORYBOARD_ERRORS
-    _, plans = _plans(args, results, _backend_name(args))
+    backend = _backend_name(args)
+    _, plans = _plans(args, results, backend)
     if args.json:
         docs = [plan_json(r, plans[r.path], _usd_per_unit(r)) for r in results]
         print(json.dumps(docs[0] if len(docs) == 1 else {"storyboards": docs}, indent=2))
     else:
         for result in results:
-            print_plan(result, plans[result.path], _usd_per_unit(result), sys.stdout)
+            print_plan(
+                result,
+                plans[result.path],
+                _usd_per_unit(result),
+                sys.stdout,
+                free=backend == "emulator",
+            )
     return ExitCode.OK
 
 

@@ -584,7 +584,8 @@ class Executor:
     def _record(self, job: Job, task: TaskLock, info: TaskInfo, detail: str = "") -> None:
         task.observe(info)
         self.lock.save()
-        self.progress.update(job.label, info.status, detail)
+        if info.status != "failed":  # a failure is reported once, with its reason
+            self.progress.update(job.label, info.status, detail)
 
     # -- download -------------------------------------------------------------------------
 

@@ -70,7 +70,10 @@ def plan(jobs: list[Job], lock: Lockfile, backend: str, frame_of: FrameOf) -> Pl
             frame = frame_of(job.scene, task)
             if frame is not None:
                 frames[job.scene] = frame
-    charged = sum((entry.units_charged() for entry in lock.scenes.values()), Decimal(0))
+    # Only what this backend charged: an emulator's units were never billed.
+    charged = sum(
+        (e.units_charged() for e in lock.scenes.values() if e.backend == backend), Decimal(0)
+    )
     return Plan(tuple(takes), charged_units=charged)
 
 

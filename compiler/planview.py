@@ -109,8 +109,12 @@ def print_plan(
     for planned in plan.takes:
         counts[planned.state] = counts.get(planned.state, 0) + 1
     detail = ", ".join(f"{n} {state}" for state, n in counts.items())
-    cost = "free on the emulator" if free else f"≈ ${plan.usd:.2f}"
+    if free:
+        cost = f"≈ ${plan.usd:.2f} on Kling, free on the emulator"
+        ledger = f"The emulator has counted {charged:g} units so far (nothing billed)."
+    else:
+        cost = f"≈ ${plan.usd:.2f}"
+        ledger = f"Charged so far: {charged:g} units (${charged_usd:.2f})."
     console.print(
-        f"Plan: {len(plan.paid)} to submit ({plan.units:.2f} units, {cost}); {detail}."
-        f" Charged so far: {charged:g} units (${charged_usd:.2f})."
+        f"Plan: {len(plan.paid)} to submit ({plan.units:.2f} units, {cost}); {detail}. {ledger}"
     )

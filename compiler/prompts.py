@@ -185,7 +185,7 @@ def _render(
         mentions.problem(
             "undefined-var",
             f"'{name}' is undefined",
-            did_you_mean(name, [*variables, *REF_KINDS]) or "define it under `vars`",
+            _undefined_hint(name, variables),
         )
     if missing:
         return None
@@ -206,6 +206,15 @@ def _render(
             )
             return None
     return text
+
+
+def _undefined_hint(name: str, variables: dict[str, Any]) -> str:
+    if name in ("images", "elements", "videos"):
+        return f"write {{{{ {name[:-1]}.NAME }}}} to use a reference"
+    close = did_you_mean(name, variables) if variables else None
+    if close and close.startswith("did you mean"):
+        return close
+    return f"define it under `vars:` (at the top or on the scene), e.g. `{name}: ...`"
 
 
 def render_scene(board: Storyboard, scene: Scene) -> tuple[RenderedScene | None, list[Diagnostic]]:
