@@ -37,6 +37,7 @@ compile: $(STAMP)
 # then still needs --yes or a budget (pass ARGS="--yes").
 render: $(STAMP)
 	$(BIN)/storyboard render $(STORYBOARDS) $(ARGS)
+	$(BIN)/storyboard preview $(STORYBOARDS)
 
 golden: $(STAMP)
 	$(BIN)/python -m tests.golden

@@ -275,6 +275,21 @@ def _progress(board: str, scenes: list[str]) -> Any:
     return PlainProgress(board)
 
 
+def cmd_preview(args: argparse.Namespace) -> ExitCode:
+    from .preview import write_preview
+
+    results, diagnostics = _compile_all(args)
+    if diagnostics:
+        _report(args, diagnostics, len(results), sys.stderr)
+    if any(d.is_error for d in diagnostics):
+        return ExitCode.STORYBOARD_ERRORS
+    backend = _backend_name(args)
+    for result in results:
+        page = write_preview(result, Path(args.renders), backend)
+        print(f"{result.path}: contact sheet {page.as_posix()}")
+    return ExitCode.OK
+
+
 def cmd_status(args: argparse.Namespace) -> ExitCode:
     from .render import choose_backend, refresh_status
 
@@ -453,6 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--backend", choices=["kling", "emulator"])
     plan.add_argument("--renders", default="renders", metavar="DIR", help="where clips are")
     plan.set_defaults(run=cmd_plan)
+
+    preview = commands.add_parser(
+        "preview", parents=[common], help="write the HTML contact sheet renders/NAME/index.html"
+    )
+    preview.add_argument("--backend", choices=["kling", "emulator"])
+    preview.add_argument("--renders", default="renders", metavar="DIR", help="where clips are")
+    preview.set_defaults(run=cmd_preview)
 
     status = commands.add_parser(
         "status", parents=[common], help="ask Kling about unfinished tasks; never submits"
