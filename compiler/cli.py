@@ -16,8 +16,9 @@ from typing import Any
 
 from . import __version__
 from .diagnostics import REPORTERS, Diagnostic, did_you_mean, sort_diagnostics
-from .errors import CredentialsError
-from .fsutil import atomic_write_text
+from .errors import CredentialsError, StoryboardError
+from .fsutil import atomic_write_text, sha256_file
+from .lockfile import LockfileError, TaskLock
 from .pipeline import CompileResult, compile_file
 from .plan import Plan
 from .planview import plan_json, print_plan
@@ -201,6 +202,10 @@ def cmd_render(args: argparse.Namespace) -> ExitCode:
             "placeholder clips, nothing is paid",
             file=sys.stderr,
         )
+    else:
+        print(
+            f"render: using Kling at {backend.base_url}: tasks submitted are paid", file=sys.stderr
+        )
     for result in results:
         print_plan(result, plans[result.path], _usd_per_unit(result), sys.stdout, free=backend.free)
     paid = [take for p in plans.values() for take in p.paid]
@@ -302,11 +307,11 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
             continue
         lock = asyncio.run(refresh_status(file, backend))
         print(f"{shown}:")
-        for scene, entry in sorted(lock.scenes.items()):
+        for scene, entry in lock.scenes.items():
             for take, task in sorted(entry.takes.items()):
                 label = scene if take == 1 else f"{scene}#{take}"
                 charged = f"{task.units_charged} units" if task.units_charged else ""
-                clip = "clip ok" if task.clip else ""
+                clip = _clip_state(task, Path(args.renders))
                 why = f"  {task.status_msg}" if task.status == "failed" and task.status_msg else ""
                 print(
                     f"  {label:<24} {task.status:<11} {task.task_id or '-':<20} "
@@ -315,6 +320,17 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
                 failed = failed or task.status == "failed"
         print(f"  charged so far: {sum(e.units_charged() for e in lock.scenes.values()):g} units")
     return ExitCode.FAILED if failed else ExitCode.OK
+
+
+def _clip_state(task: TaskLock, renders: Path) -> str:
+    if task.clip is None:
+        return ""
+    path = renders / task.clip.file
+    if not path.is_file():
+        return "clip deleted (render downloads it again)"
+    if sha256_file(path) != task.clip.sha256:
+        return "clip modified on disk"
+    return "clip ok"
 
 
 def cmd_emulator(args: argparse.Namespace) -> ExitCode:
@@ -328,9 +344,16 @@ def cmd_emulator(args: argparse.Namespace) -> ExitCode:
         api_key=os.environ.get("KLING_API_KEY"),
         clip_max_side=args.clip_max_side,
     )
+    access_key = args.access_key or os.environ.get("KLING_ACCESS_KEY")
+    if access_key and (args.secret_key or os.environ.get("KLING_SECRET_KEY")):
+        accepts = "JWTs signed with its access and secret keys"
+    elif os.environ.get("KLING_API_KEY"):
+        accepts = "Bearer $KLING_API_KEY"
+    else:
+        accepts = "any Bearer token (no keys set)"
     print(
         f"storyboard emulator: a Kling-compatible API on http://{args.host}:{args.port} "
-        f"(latency {args.latency:g} s, {args.concurrency} concurrent tasks)",
+        f"(latency {args.latency:g} s, {args.concurrency} concurrent tasks; accepts {accepts})",
         file=sys.stderr,
         flush=True,
     )
@@ -392,6 +415,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="how to print problems: text, json, or github annotations",
     )
 
+    backend = argparse.ArgumentParser(add_help=False)
+    backend.add_argument(
+        "--backend",
+        choices=["kling", "emulator"],
+        help="default: kling when KLING_* credentials are set, else the built-in emulator",
+    )
+    backend.add_argument(
+        "--renders",
+        default="renders",
+        metavar="DIR",
+        help="where clips and films are (default: renders)",
+    )
+
     validate = commands.add_parser(
         "validate", parents=[common], help="check storyboards; no network"
     )
@@ -409,7 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(run=cmd_schema)
 
     render = commands.add_parser(
-        "render", parents=[common], help="submit what changed, poll, download, assemble the film"
+        "render",
+        parents=[common, backend],
+        help="submit what changed, poll, download, assemble the film",
     )
     render.add_argument(
         "--only", action="append", metavar="SCENE", help="render only this scene (repeatable)"
@@ -432,11 +470,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="tasks in flight at once (default 4; 1303 answers lower it to the account's)",
     )
     render.add_argument(
-        "--backend",
-        choices=["kling", "emulator"],
-        help="default: kling when KLING_* credentials are set, else the emulator",
-    )
-    render.add_argument(
         "--timeout",
         type=float,
         default=3600.0,
@@ -450,14 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between status queries (default 5 on Kling, 0.25 on the emulator)",
     )
-    render.add_argument(
-        "--renders", default="renders", metavar="DIR", help="where clips and films go"
-    )
     render.set_defaults(run=cmd_render)
 
     plan = commands.add_parser(
         "plan",
-        parents=[common],
+        parents=[common, backend],
         help="what a render would submit and why, what it costs, what was charged; no network",
     )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -465,31 +495,36 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--force", action="append", metavar="SCENE", help="count this scene as re-rendered"
     )
-    plan.add_argument("--backend", choices=["kling", "emulator"])
-    plan.add_argument("--renders", default="renders", metavar="DIR", help="where clips are")
     plan.set_defaults(run=cmd_plan)
 
     preview = commands.add_parser(
-        "preview", parents=[common], help="write the HTML contact sheet renders/NAME/index.html"
+        "preview",
+        parents=[common, backend],
+        help="write the HTML contact sheet renders/NAME/index.html",
     )
-    preview.add_argument("--backend", choices=["kling", "emulator"])
-    preview.add_argument("--renders", default="renders", metavar="DIR", help="where clips are")
     preview.set_defaults(run=cmd_preview)
 
     status = commands.add_parser(
-        "status", parents=[common], help="ask Kling about unfinished tasks; never submits"
+        "status",
+        parents=[common, backend],
+        help="ask Kling about unfinished tasks in the lockfile; never submits",
     )
-    status.add_argument("--backend", choices=["kling", "emulator"])
     status.set_defaults(run=cmd_status)
 
     emulator = commands.add_parser("emulator", help="run the offline Kling-compatible server")
-    emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=8765)
+    emulator.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    emulator.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
     emulator.add_argument(
-        "--latency", type=float, default=10.0, help="seconds from submitted to succeed"
+        "--latency",
+        type=float,
+        default=10.0,
+        help="seconds from submitted to succeed (default: 10)",
     )
     emulator.add_argument(
-        "--concurrency", type=_positive_int, default=4, help="the account's tasks in flight"
+        "--concurrency",
+        type=_positive_int,
+        default=4,
+        help="the account's tasks in flight; more are refused with 1303 (default: 4)",
     )
     emulator.add_argument(
         "--clip-max-side",
@@ -502,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.set_defaults(run=cmd_emulator)
 
     new = commands.add_parser("new", help="write a commented starter storyboard")
-    new.add_argument("name", metavar="NAME")
+    new.add_argument("name", metavar="NAME", help="the storyboard's name: writes DIR/NAME.yaml")
     new.add_argument(
         "--dir", default="storyboards", help="folder to write into (default: storyboards)"
     )
@@ -521,6 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("storyboard: interrupted", file=sys.stderr)
         return 130
+    except (StoryboardError, LockfileError) as exc:  # the API, the network, a lockfile
+        print(f"storyboard: error: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
     except Exception as exc:  # a bug in storyboard, not in the user's input
         if args.traceback:
             traceback.print_exc()

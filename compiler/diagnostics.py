@@ -85,7 +85,11 @@ def _summary(diagnostics: Sequence[Diagnostic], files: int) -> str:
     parts = [f"{errors} error{'s' * (errors != 1)}"]
     if warnings:
         parts.append(f"{warnings} warning{'s' * (warnings != 1)}")
-    return f"{', '.join(parts)} in {files} file{'s' * (files != 1)}"
+    with_problems = len({d.loc.path for d in diagnostics})
+    where = f"{with_problems} file{'s' * (with_problems != 1)}"
+    if files > with_problems:
+        where = f"{with_problems} of {files} files"
+    return f"{', '.join(parts)} in {where}"
 
 
 def report_text(diagnostics: Sequence[Diagnostic], files: int, out: TextIO) -> None:

@@ -49,7 +49,22 @@ T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 _CONTENT = re.compile(r"^(local|frame):(.*)@sha256:([0-9a-f]{64})$")
+_GONE = (403, 404, 410)  # a result URL that expired or was never there
 _KLING_CODE_EXISTS = 1201  # what a duplicate external_task_id most likely answers (R16)
+
+
+class GaveUp(StoryboardError):
+    """A request kept failing in a way that may pass (network, 5xx); enough for this run."""
+
+
+class ClipGone(StoryboardError):
+    """Kling no longer serves a finished task's clip (results are kept 30 days)."""
+
+    def __init__(self, label: str, error: Exception) -> None:
+        super().__init__(
+            f"scene '{label}': its clip can no longer be downloaded ({error}); "
+            f"`storyboard render --force {label.split('#')[0]}` pays for it again"
+        )
 
 
 class MediaChanged(StoryboardError):
@@ -90,16 +105,30 @@ class SilentProgress:
 
 @dataclass(slots=True)
 class Backoff:
-    """Exponential delays for one retried request: 1 s, 2 s, 4 s ... capped."""
+    """Exponential delays for one retried request: 1 s, 2 s, 4 s ... capped at 30 s.
+
+    `retry` gives up after `tries` (about two minutes by default): a dead network or a
+    wrong KLING_BASE_URL fails the scene loudly instead of hanging, and the next run
+    picks up where this one stopped.
+    """
 
     start: float = 1.0
     cap: float = 30.0
+    tries: int = 8
     attempts: int = 0
 
     def next(self) -> float:
         delay = min(self.cap, self.start * 2.0**self.attempts)
         self.attempts += 1
         return delay
+
+    async def retry(self, sleep: Sleep, error: Exception) -> None:
+        if self.attempts + 1 >= self.tries:
+            raise GaveUp(
+                f"{error} (tried {self.tries} times; run `storyboard render` again later: "
+                "nothing is paid twice)"
+            ) from error
+        await sleep(self.next())
 
 
 class AccountSlots:
@@ -294,13 +323,17 @@ class Executor:
             if self._clip_intact(task):
                 self.progress.update(job.label, "done", "unchanged")
                 return SceneResult(job.scene, "reused", self._clip_path(job), take=job.take)
-            if not task.video_url:
-                raise StoryboardError(
-                    f"the clip of scene '{job.label}' is gone and the lockfile has no URL "
-                    "to download it again; re-render it with --force"
-                )
-            clip = await self._download(job, task)
-            return SceneResult(job.scene, "downloaded", clip, take=job.take)
+            try:
+                if not task.video_url:
+                    raise ClipGone(job.label, StoryboardError("the lockfile has no URL"))
+                clip = await self._download(job, task)
+                return SceneResult(job.scene, "downloaded", clip, take=job.take)
+            except ClipGone:
+                if self.backend != "emulator":
+                    raise
+                # An emulator's clips die with it, and making one again is free.
+                entry.retire(job.take)
+                task = self._new_task(job, entry, attempt=task.attempt + 1)
         # A task still "creating" was left by a killed run: its create may have gone out.
         resumed = task is not None and task.status == "creating"
         if task is not None and task.status == "failed":
@@ -417,7 +450,7 @@ class Executor:
                     unsure = False
                     continue
                 if exc.create_not_made:  # 1302 (or 1303 without slots): nothing was made
-                    await self.sleep(backoff.next())
+                    await backoff.retry(self.sleep, exc)
                     unsure = False
                     continue
                 if exc.code == _KLING_CODE_EXISTS:
@@ -429,26 +462,26 @@ class Executor:
                     return found
                 if exc.transient:
                     # A 5xx says nothing of whether it was made: look before resending.
-                    await self.sleep(backoff.next())
+                    await backoff.retry(self.sleep, exc)
                     unsure = True
                     continue
                 raise
-            except TransportFailure:
-                await self.sleep(backoff.next())
+            except TransportFailure as exc:
+                await backoff.retry(self.sleep, exc)
                 unsure = True
 
     async def _retried(self, call: Callable[[], Awaitable[T]]) -> T:
-        """A read-only request, retried for as long as the failure is transient."""
+        """A read-only request, retried while the failure may pass (network, 5xx, 1302)."""
         backoff = Backoff()
         while True:
             try:
                 return await call()
-            except TransportFailure:
-                await self.sleep(backoff.next())
+            except TransportFailure as exc:
+                await backoff.retry(self.sleep, exc)
             except ApiStatusError as exc:
                 if not (exc.transient or exc.create_not_made):
                     raise
-                await self.sleep(backoff.next())
+                await backoff.retry(self.sleep, exc)
 
     # -- elements -------------------------------------------------------------------------
 
@@ -558,27 +591,19 @@ class Executor:
     async def _poll(self, job: Job, task: TaskLock, first: TaskInfo | None) -> TaskInfo:
         assert task.task_id is not None
         deadline = self.clock() + self.poll_timeout
-        info = first
-        backoff = Backoff()
-        while info is None or info.status not in ("succeed", "failed"):
-            if info is not None:
-                if self.clock() >= deadline:
-                    raise PollTimeout(job.label, task.task_id)
-                await self.sleep(self.poll_interval)
-            try:
-                info = await self.client.get_task(task.task_id)
-            except TransportFailure:
-                info = None
-                await self.sleep(backoff.next())
-                continue
-            except ApiStatusError as exc:
-                if not (exc.transient or exc.create_not_made):
-                    raise
-                info = None
-                await self.sleep(backoff.next())
-                continue
+        info = first if first is not None else await self._status(task.task_id)
+        while True:
             if info.status != task.status:
                 self._record(job, task, info)
+            if info.status in ("succeed", "failed"):
+                return info
+            if self.clock() >= deadline:
+                raise PollTimeout(job.label, task.task_id)
+            await self.sleep(self.poll_interval)
+            info = await self._status(task.task_id)
+
+    async def _status(self, task_id: str) -> TaskInfo:
+        info: TaskInfo = await self._retried(partial(self.client.get_task, task_id))
         return info
 
     def _record(self, job: Job, task: TaskLock, info: TaskInfo, detail: str = "") -> None:
@@ -605,20 +630,20 @@ class Executor:
     async def _download(self, job: Job, task: TaskLock) -> Path:
         assert task.video_url is not None
         dest = self._clip_path(job)
-        backoff = Backoff()
-        for attempt in range(1, 6):
+        backoff = Backoff(tries=5)
+        while True:
             self.progress.update(job.label, "downloading")
             try:
                 got = await self.client.download(task.video_url, dest)
                 break
-            except (DownloadError, TransportFailure):
-                if attempt == 5:
-                    raise
-                await self.sleep(backoff.next())
+            except (DownloadError, TransportFailure) as exc:
+                if isinstance(exc, DownloadError) and exc.http_status in _GONE:
+                    raise ClipGone(job.label, exc) from exc
+                await backoff.retry(self.sleep, exc)
             except ApiStatusError as exc:
-                if not exc.transient or attempt == 5:
+                if not exc.transient:
                     raise
-                await self.sleep(backoff.next())
+                await backoff.retry(self.sleep, exc)
         duration = await asyncio.to_thread(self.probe, dest) if self.probe else 0.0
         task.clip = Clip(
             file=f"{self.clips_dir.name}/{dest.name}",
@@ -627,5 +652,5 @@ class Executor:
             duration=round(duration, 3),
         )
         self.lock.save()
-        self.progress.update(job.label, "done", f"{dest} ({got.bytes:,} bytes)")
+        self.progress.update(job.label, "done", f"{dest}, {got.bytes:,} bytes")
         return dest

@@ -8,6 +8,25 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def publish(tmp: str | Path, dest: Path) -> None:
+    """Give a finished temp file the usual permissions and rename it onto `dest`.
+
+    mkstemp makes files only their owner can read; a clip or lockfile should read like
+    any other file the user writes.
+    """
+    os.chmod(tmp, _FILE_MODE)
+    os.replace(tmp, dest)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync it, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -17,7 +36,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

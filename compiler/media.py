@@ -27,6 +27,8 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from .fsutil import publish
+
 __all__ = ["Card", "ClipInfo", "assemble", "encode_placeholder", "extract_frame", "probe"]
 
 
@@ -379,7 +381,7 @@ def _atomic_output(dest: Path) -> Iterator[Path]:
         yield tmp
         with tmp.open("rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, dest)
+        publish(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -190,8 +190,9 @@ class _Resolver:
             self.problem(
                 path,
                 "path-escape",
-                f"image path '{rel}' leads outside the project ({self.project_root.name}/)",
-                "keep media inside the project so a clone has everything it needs",
+                f"image path '{rel}' leads outside the project",
+                f"keep media inside the project ({self.project_root.name}/, the git work tree) "
+                "so a clone has everything it needs",
             )
             return None
         if not lexical.exists():

@@ -73,6 +73,16 @@ def _describe(value: Any) -> str:
     return f"{kind} {shown}"
 
 
+def _is_number(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _field(path: JsonPath) -> str:
     named = [p for p in path if isinstance(p, str)]
     return named[-1] if named else "storyboard"
@@ -127,6 +137,17 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
         wanted: Any = error.validator_value
         wanted_list = wanted if isinstance(wanted, list) else [wanted]
         expected = " or ".join(_SCHEMA_TYPES.get(str(w), str(w)) for w in wanted_list)
+        if not path:
+            yield Diagnostic(
+                doc.loc(path),
+                "type",
+                f"the file must be a mapping of keys (storyboard:, scenes:, ...), "
+                f"not {_describe(value)}",
+                "start from `storyboard new NAME`",
+            )
+            return
+        if _is_number(value) and {"integer", "number"} & set(wanted_list):
+            hint = f"write it without quotes: {name}: {value}"
         yield Diagnostic(
             doc.loc(path),
             "type",

@@ -251,3 +251,23 @@ def test_real_process_on_every_invalid_case_shows_no_traceback() -> None:
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
     assert proc.stderr == ""
+
+
+def test_hints_for_common_slips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    quoted = 'storyboard: 1\nscenes:\n  - id: x\n    prompt: "Waves."\n    duration: "5"\n'
+    (tmp_path / "a.yaml").write_text(quoted, encoding="utf-8")
+    (tmp_path / "b.yaml").write_text("- storyboard: 1\n", encoding="utf-8")
+    assert main(["validate", "a.yaml", "b.yaml"]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "a.yaml:5:15: error[type]: 'duration' must be a whole number, not a string '5'\n"
+        "  hint: write it without quotes: duration: 5\n"
+    ) in out
+    assert (
+        "b.yaml:1:1: error[type]: the file must be a mapping of keys "
+        "(storyboard:, scenes:, ...), not a list\n"
+    ) in out
+    assert out.splitlines()[-1] == "2 errors in 2 files"

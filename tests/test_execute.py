@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from compiler.execute import Job
 from compiler.lockfile import SceneLock, TaskLock, external_task_id, payload_digest
 from compiler.media import extract_frame, probe
 from compiler.pipeline import compile_file
-from compiler.render import emulator_backend
+from compiler.render import emulator_backend, render_board
 from tests.rendering import (
     SCENES,
     FakeTime,
@@ -225,3 +226,43 @@ def test_slow_is_not_failed(project: Path) -> None:
     later = render(project, emulator)
     assert [r.outcome for r in later.results] == ["rendered"] * 3
     assert_paid_once(emulator)
+
+
+def test_an_unreachable_api_fails_loudly_and_the_next_run_pays_once(project: Path) -> None:
+    emulator = make_emulator(FakeTime())
+    emulator.faults.add("drop_before", "create", times=1000)
+    outcome = render(project, emulator)
+    assert [r.outcome for r in outcome.results] == ["failed"] * 3
+    error = str(outcome.results[0].error)
+    assert error.endswith(
+        "(tried 8 times; run `storyboard render` again later: nothing is paid twice)"
+    )
+    assert {e.takes[1].status for e in lock_of(project).scenes.values()} == {"creating"}
+    assert emulator.stats()["total_creates"] == 0
+    emulator.faults.clear()
+    assert [r.outcome for r in render(project, emulator).results] == ["rendered"] * 3
+    assert_paid_once(emulator)
+
+
+def test_an_emulator_clip_that_is_gone_is_made_again_for_free(project: Path) -> None:
+    render(project, make_emulator(FakeTime()))
+    (project / "renders" / "film" / "coda.mp4").unlink()
+    fresh = make_emulator(FakeTime())  # the old in-process emulator, and its clips, are gone
+    outcome = render(project, fresh)
+    assert {r.scene: r.outcome for r in outcome.results}["coda"] == "rendered"
+    assert fresh.stats()["total_creates"] == 1
+    assert lock_of(project).scenes["coda"].takes[1].attempt == 2
+
+
+def test_a_kling_clip_that_is_gone_asks_for_force(project: Path) -> None:
+    emulator = make_emulator(FakeTime())
+    kling = replace(emulator_backend(emulator, poll_interval=5.0), name="kling")
+    result = compile_file(project / "film.yaml", "film.yaml")
+    asyncio.run(render_board(result, kling, project / "renders", Recorder()))
+    (project / "renders" / "film" / "coda.mp4").unlink()
+    gone = replace(kling, transport=make_emulator(FakeTime()).transport())
+    outcome = asyncio.run(render_board(result, gone, project / "renders", Recorder()))
+    coda = {r.scene: r for r in outcome.results}["coda"]
+    assert coda.outcome == "failed"
+    assert str(coda.error).startswith("scene 'coda': its clip can no longer be downloaded (")
+    assert str(coda.error).endswith("`storyboard render --force coda` pays for it again")

@@ -98,7 +98,7 @@ def test_the_hook_fails_a_bad_storyboard_at_its_position(
     assert proc.stdout.splitlines()[0] == (
         "storyboards/bad.yaml:5:15: error[duration-range]: duration 20 s is not allowed here (R5)"
     )
-    assert proc.stdout.splitlines()[-1] == "1 error in 2 files"
+    assert proc.stdout.splitlines()[-1] == "1 error in 1 of 2 files"
     assert "Traceback" not in proc.stderr
 
 
