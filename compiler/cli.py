@@ -72,6 +72,20 @@ def _compile_all(args: argparse.Namespace) -> tuple[list[CompileResult], list[Di
     return results, sort_diagnostics(d for r in results for d in r.diagnostics)
 
 
+class HasErrors(Exception):
+    """The storyboards have errors, and they have been reported: exit 1."""
+
+
+def _compiled(args: argparse.Namespace) -> list[CompileResult]:
+    """Compile the inputs; report every problem on stderr; stop if any is an error."""
+    results, diagnostics = _compile_all(args)
+    if diagnostics:
+        _report(args, diagnostics, len(results), sys.stderr)
+    if any(d.is_error for d in diagnostics):
+        raise HasErrors
+    return results
+
+
 def _report(
     args: argparse.Namespace, diagnostics: list[Diagnostic], files: int, out: object
 ) -> None:
@@ -91,11 +105,7 @@ def cmd_validate(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_compile(args: argparse.Namespace) -> ExitCode:
-    results, diagnostics = _compile_all(args)
-    if diagnostics:
-        _report(args, diagnostics, len(results), sys.stderr)
-    if any(d.is_error for d in diagnostics):
-        return ExitCode.STORYBOARD_ERRORS
+    results = _compiled(args)
     if args.out:
         for result in results:
             target = Path(args.out) / (Path(result.path).stem + ".json")
@@ -155,11 +165,7 @@ def _usd_per_unit(result: CompileResult) -> float:
 
 
 def cmd_plan(args: argparse.Namespace) -> ExitCode:
-    results, diagnostics = _compile_all(args)
-    if diagnostics:
-        _report(args, diagnostics, len(results), sys.stderr)
-    if any(d.is_error for d in diagnostics):
-        return ExitCode.STORYBOARD_ERRORS
+    results = _compiled(args)
     backend = _backend_name(args)
     _, plans = _plans(args, results, backend)
     if args.json:
@@ -187,11 +193,7 @@ def _backend_name(args: argparse.Namespace) -> str:
 def cmd_render(args: argparse.Namespace) -> ExitCode:
     from .render import choose_backend, render_board
 
-    results, diagnostics = _compile_all(args)
-    if diagnostics:
-        _report(args, diagnostics, len(results), sys.stderr)
-    if any(d.is_error for d in diagnostics):
-        return ExitCode.STORYBOARD_ERRORS
+    results = _compiled(args)
     selection, plans = _plans(args, results, _backend_name(args))
     backend = choose_backend(args.backend)
     if args.poll_interval is not None:
@@ -283,11 +285,7 @@ def _progress(board: str, scenes: list[str]) -> Any:
 def cmd_preview(args: argparse.Namespace) -> ExitCode:
     from .preview import write_preview
 
-    results, diagnostics = _compile_all(args)
-    if diagnostics:
-        _report(args, diagnostics, len(results), sys.stderr)
-    if any(d.is_error for d in diagnostics):
-        return ExitCode.STORYBOARD_ERRORS
+    results = _compiled(args)
     backend = _backend_name(args)
     for result in results:
         page = write_preview(result, Path(args.renders), backend)
@@ -550,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
+    except HasErrors:
+        return ExitCode.STORYBOARD_ERRORS
     except UsageError as exc:
         print(f"storyboard: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE

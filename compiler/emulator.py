@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from io import BytesIO
@@ -1136,25 +1136,46 @@ class Emulator:
         return fault
 
     async def _query(self, request: Request) -> Response:
+        return await self._lookup(request, "query", self._tasks, self._by_external, self._task_json)
+
+    async def _list(self, request: Request) -> Response:
+        return await self._listing(request, "query", self._tasks, self._task_json)
+
+    async def _lookup(
+        self,
+        request: Request,
+        op: Op,
+        by_id: Mapping[str, Any],
+        by_external: Mapping[str, Any],
+        as_json: Callable[[Any, str], dict[str, Any]],
+    ) -> Response:
+        """GET one task (video or element) by its task id or its external_task_id."""
         if (denied := self._auth_error(request)) is not None:
             return denied
         key = request.path_params["id"]
-        fault = await self._request_fault(request, "query", key)
+        fault = await self._request_fault(request, op, key)
         if fault is not None and fault.kind != "drop_after":
             return _fault_response(fault)
         with self._lock:
-            task = self._tasks.get(key) or self._by_external.get(key)
+            task = by_id.get(key) or by_external.get(key)
         if task is None:
             return _error(404, 1203, f"task not found: {key}")
-        data = self._task_json(task, str(request.base_url))
+        data = as_json(task, str(request.base_url))
         if fault is not None:
             raise _drop(request)
         return JSONResponse(_envelope(data))
 
-    async def _list(self, request: Request) -> Response:
+    async def _listing(
+        self,
+        request: Request,
+        op: Op,
+        by_id: Mapping[str, Any],
+        as_json: Callable[[Any, str], dict[str, Any]],
+    ) -> Response:
+        """GET a page of tasks (video or element), newest first."""
         if (denied := self._auth_error(request)) is not None:
             return denied
-        fault = await self._request_fault(request, "query", "")
+        fault = await self._request_fault(request, op, "")
         if fault is not None and fault.kind != "drop_after":
             return _fault_response(fault)
         try:
@@ -1163,9 +1184,9 @@ class Emulator:
         except Invalid as exc:
             return _error(400, 1201, str(exc))
         with self._lock:
-            tasks = sorted(self._tasks.values(), key=lambda t: t.created, reverse=True)
+            tasks = sorted(by_id.values(), key=lambda t: t.created, reverse=True)
         chosen = tasks[(page - 1) * size : page * size]
-        data = [self._task_json(task, str(request.base_url)) for task in chosen]
+        data = [as_json(task, str(request.base_url)) for task in chosen]
         if fault is not None:
             raise _drop(request)
         return JSONResponse(_envelope(data))
@@ -1224,39 +1245,12 @@ class Emulator:
         return JSONResponse(_envelope(data))
 
     async def _element_query(self, request: Request) -> Response:
-        if (denied := self._auth_error(request)) is not None:
-            return denied
-        key = request.path_params["id"]
-        fault = await self._request_fault(request, "element", key)
-        if fault is not None and fault.kind != "drop_after":
-            return _fault_response(fault)
-        with self._lock:
-            task = self._element_tasks.get(key) or self._elements_by_external.get(key)
-        if task is None:
-            return _error(404, 1203, f"task not found: {key}")
-        data = self._element_json(task, str(request.base_url))
-        if fault is not None:
-            raise _drop(request)
-        return JSONResponse(_envelope(data))
+        return await self._lookup(
+            request, "element", self._element_tasks, self._elements_by_external, self._element_json
+        )
 
     async def _element_list(self, request: Request) -> Response:
-        if (denied := self._auth_error(request)) is not None:
-            return denied
-        fault = await self._request_fault(request, "element", "")
-        if fault is not None and fault.kind != "drop_after":
-            return _fault_response(fault)
-        try:
-            page = _int_param(request, "pageNum", 1, 1, 1000)
-            size = _int_param(request, "pageSize", 30, 1, 500)
-        except Invalid as exc:
-            return _error(400, 1201, str(exc))
-        with self._lock:
-            tasks = sorted(self._element_tasks.values(), key=lambda t: t.created, reverse=True)
-        chosen = tasks[(page - 1) * size : page * size]
-        data = [self._element_json(task, str(request.base_url)) for task in chosen]
-        if fault is not None:
-            raise _drop(request)
-        return JSONResponse(_envelope(data))
+        return await self._listing(request, "element", self._element_tasks, self._element_json)
 
     async def _element_image(self, request: Request) -> Response:
         """An element's Base64 image as Kling would serve it back: by URL, without auth."""
