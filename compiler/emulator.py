@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from io import BytesIO
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import anyio.to_thread
 import httpx
@@ -98,6 +98,7 @@ FaultKind = Literal[
     "truncate",
     "fail_task",
 ]
+B = TypeVar("B")  # a checked request body
 FaultOp = Literal["create", "query", "download", "element", "any"]
 Op = Literal["create", "query", "download", "element"]
 
@@ -1058,23 +1059,36 @@ class Emulator:
 
     # -- handlers -------------------------------------------------------------------
 
-    async def _create(self, request: Request) -> Response:
+    async def _admit(
+        self,
+        request: Request,
+        op: Op,
+        subjects_of: Callable[[Any], list[str]],
+        check: Callable[[Any], B],
+    ) -> tuple[B, list[str], Fault | None] | Response:
+        """What every create goes through: auth, JSON, request faults, the body rules."""
         if (denied := self._auth_error(request)) is not None:
             return denied
         try:
             raw = await request.json()
         except ValueError:
             return _error(400, 1200, "request body must be JSON")
-        subjects = _subjects(raw)
-        fault = self.faults.take("create", subjects, REQUEST_FAULTS["create"])
+        subjects = subjects_of(raw)
+        fault = self.faults.take(op, subjects, REQUEST_FAULTS[op])
         if fault is not None and fault.kind == "drop_before":
             raise _drop(request)
         if fault is not None and fault.kind in ("http_500", "code_1302", "code_1303"):
             return _fault_response(fault)
         try:
-            body = check_body(raw)
+            return check(raw), subjects, fault
         except Invalid as exc:
             return _error(400, 1201, str(exc))
+
+    async def _create(self, request: Request) -> Response:
+        admitted = await self._admit(request, "create", _subjects, check_body)
+        if isinstance(admitted, Response):
+            return admitted
+        body, subjects, fault = admitted
         now = self.clock()
         ext = body.external_task_id
         with self._lock:
@@ -1194,22 +1208,10 @@ class Emulator:
     # -- the element registry (§7.1) ------------------------------------------------
 
     async def _element_create(self, request: Request) -> Response:
-        if (denied := self._auth_error(request)) is not None:
-            return denied
-        try:
-            raw = await request.json()
-        except ValueError:
-            return _error(400, 1200, "request body must be JSON")
-        subjects = _element_subjects(raw)
-        fault = self.faults.take("element", subjects, REQUEST_FAULTS["element"])
-        if fault is not None and fault.kind == "drop_before":
-            raise _drop(request)
-        if fault is not None and fault.kind in ("http_500", "code_1302", "code_1303"):
-            return _fault_response(fault)
-        try:
-            body = check_element_body(raw)
-        except Invalid as exc:
-            return _error(400, 1201, str(exc))
+        admitted = await self._admit(request, "element", _element_subjects, check_element_body)
+        if isinstance(admitted, Response):
+            return admitted
+        body, subjects, fault = admitted
         now = self.clock()
         ext = body.external_task_id
         with self._lock:
