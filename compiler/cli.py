@@ -304,8 +304,12 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
             print(f"{shown}: never rendered (no {file.with_suffix('.lock').name})")
             continue
         lock = asyncio.run(refresh_status(file, backend))
+        # The estimate beside the charge, when the storyboard still compiles (no network).
+        compiled = compile_file(file, shown)
+        estimate = {t.scene: f"est. {t.units:g}" for t in compiled.tasks}
+        order = {t.scene: i for i, t in enumerate(compiled.tasks)}  # film order
         print(f"{shown}:")
-        for scene, entry in lock.scenes.items():
+        for scene, entry in sorted(lock.scenes.items(), key=lambda kv: order.get(kv[0], 1e9)):
             for take, task in sorted(entry.takes.items()):
                 label = scene if take == 1 else f"{scene}#{take}"
                 charged = f"{task.units_charged} units" if task.units_charged else ""
@@ -313,10 +317,11 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
                 why = f"  {task.status_msg}" if task.status == "failed" and task.status_msg else ""
                 print(
                     f"  {label:<24} {task.status:<11} {task.task_id or '-':<20} "
-                    f"{charged:<12} {clip}{why}".rstrip()
+                    f"{estimate.get(scene, ''):<10} {charged:<12} {clip}{why}".rstrip()
                 )
                 failed = failed or task.status == "failed"
-        print(f"  charged so far: {sum(e.units_charged() for e in lock.scenes.values()):g} units")
+        charged_units = sum(e.units_charged() for e in lock.scenes.values())
+        print(f"  charged so far: {charged_units:g} units (every attempt and take)")
     return ExitCode.FAILED if failed else ExitCode.OK
 
 

@@ -271,3 +271,30 @@ def test_hints_for_common_slips(
         "(storyboard:, scenes:, ...), not a list\n"
     ) in out
     assert out.splitlines()[-1] == "2 errors in 2 files"
+
+
+def test_render_then_status_on_the_built_in_emulator(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(project)
+    for name in ("KLING_API_KEY", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["render", "film.yaml"]) == 0
+    out, err = capsys.readouterr()
+    assert "render: using the built-in Kling EMULATOR" in err
+    assert "Plan: 3 to submit (6.60 units, ≈ $0.92 on Kling, free on the emulator); 3 new." in out
+    assert "film.yaml: film assembled: 10.00 s -> renders/film.mp4" in out
+
+    (project / "renders" / "film" / "climb.mp4").unlink()
+    assert main(["status", "film.yaml"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "film.yaml:"
+    assert [line.split()[:2] for line in lines[1:4]] == [
+        ["opening", "succeed"],
+        ["climb", "succeed"],
+        ["coda", "succeed"],
+    ]
+    assert "est. 2.4" in lines[2] and "2.4 units" in lines[2]
+    assert lines[2].endswith("clip deleted (render downloads it again)")
+    assert lines[1].endswith("clip ok")
+    assert lines[4] == "  charged so far: 6.6 units (every attempt and take)"

@@ -212,3 +212,20 @@ def test_killed_mid_download(project: Path, server: Server) -> None:
     )
     _kill(run)
     _finish(project, server)
+
+
+def test_a_failed_task_exits_3_naming_the_scene_and_reason(project: Path, server: Server) -> None:
+    server.fault(kind="fail_task", op="create", match="Gulls", message="risk control: gulls")
+    run = _render(project, server)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 3
+    task = _lock(project)["noon"]
+    assert task["status"] == "failed"
+    assert (
+        f"film.yaml: failed: scene 'noon': task {task['task_id']} failed: risk control: gulls"
+        in err
+    )
+    assert "film.yaml: no film yet: 1 scene(s) without a clip (noon)" in out
+    # Nothing was substituted: the other scenes are there, the failed one is not.
+    clips = sorted(p.name for p in (project / "renders" / "film").glob("*.mp4"))
+    assert clips == ["dawn.mp4", "dusk.mp4"]
