@@ -12,7 +12,11 @@ StoryboardError
 │   ├── TransportFailure     network error, timeout, dropped connection: outcome UNKNOWN
 │   └── DownloadError        bad status, truncated body, length mismatch
 ├── TaskFailed               .scene, .task_id, .reason (Kling's task_status_msg)
-└── PollTimeout              .scene, .task_id (slow is not failed)
+├── PollTimeout              .scene, .task_id (slow is not failed)
+├── GaveUp                   a request kept failing in a way that may pass; next run resumes
+├── ClipGone                 a finished clip can no longer be downloaded (results last 30 days)
+├── MediaChanged             a local image changed between compile and submit
+└── SourceFailed             a continuing scene's source has no clip
 ```
 
 No exception here holds a request, a response or a header: their text is built from the
@@ -119,7 +123,7 @@ class TaskFailed(StoryboardError):
 
 class PollTimeout(StoryboardError):
     """A task is still running at the poll deadline. Slow is not failed: the task id is in
-    the lockfile, and `storyboard status` re-attaches to it."""
+    the lockfile, and the next `storyboard render` re-attaches to it."""
 
     def __init__(self, scene: str, task_id: str) -> None:
         super().__init__(scene, task_id)
@@ -131,3 +135,25 @@ class PollTimeout(StoryboardError):
             f"scene {self.scene!r}: task {self.task_id} is still running; "
             "run `storyboard render` again later to pick it up (it is not paid twice)"
         )
+
+
+class GaveUp(StoryboardError):
+    """A request kept failing in a way that may pass (network, 5xx); enough for this run."""
+
+
+class ClipGone(StoryboardError):
+    """Kling no longer serves a finished task's clip (results are kept 30 days)."""
+
+    def __init__(self, label: str, error: Exception) -> None:
+        super().__init__(
+            f"scene '{label}': its clip can no longer be downloaded ({error}); "
+            f"`storyboard render --force {label.split('#')[0]}` pays for it again"
+        )
+
+
+class MediaChanged(StoryboardError):
+    """A local image changed between compiling and submitting."""
+
+
+class SourceFailed(StoryboardError):
+    """A scene waits for the last frame of a scene that has no clip."""

@@ -6,8 +6,8 @@ The money rules of design.md §5 live here:
   re-attaches instead of paying twice;
 - a create is resent only when Kling says none was made (1302, 1303) or when a lookup by
   `external_task_id` finds none (after a 5xx, a timeout or a dropped connection);
-- polls and downloads are retried freely; a failed task is recorded and reported, never
-  retried within the run.
+- polls and downloads are retried while the failure may pass (for a couple of minutes);
+  a failed task is recorded and reported, never retried within the run.
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ from typing import Any, Protocol, TypeVar
 
 from .client import ElementTaskInfo, KlingClient, TaskInfo
 from .errors import (
-    ApiError,
     ApiStatusError,
+    ClipGone,
     DownloadError,
+    GaveUp,
+    MediaChanged,
     PollTimeout,
+    SourceFailed,
     StoryboardError,
     TaskFailed,
     TransportFailure,
@@ -51,24 +54,6 @@ Clock = Callable[[], float]
 _CONTENT = re.compile(r"^(local|frame):(.*)@sha256:([0-9a-f]{64})$")
 _GONE = (403, 404, 410)  # a result URL that expired or was never there
 _KLING_CODE_EXISTS = 1201  # what a duplicate external_task_id most likely answers (R16)
-
-
-class GaveUp(StoryboardError):
-    """A request kept failing in a way that may pass (network, 5xx); enough for this run."""
-
-
-class ClipGone(StoryboardError):
-    """Kling no longer serves a finished task's clip (results are kept 30 days)."""
-
-    def __init__(self, label: str, error: Exception) -> None:
-        super().__init__(
-            f"scene '{label}': its clip can no longer be downloaded ({error}); "
-            f"`storyboard render --force {label.split('#')[0]}` pays for it again"
-        )
-
-
-class MediaChanged(StoryboardError):
-    """A local image changed between compiling and submitting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +163,8 @@ class SceneResult:
     scene: str
     outcome: str  # reused | rendered | downloaded | failed | pending
     clip: Path | None = None
-    error: StoryboardError | ApiError | None = None
+    error: StoryboardError | None = None
     take: int = 1
-
-
-class SourceFailed(StoryboardError):
-    """A scene waits for the last frame of a scene that has no clip."""
 
 
 def last_frame_png(clip: Path, dest: Path) -> str:
@@ -261,7 +242,7 @@ class Executor:
         except PollTimeout as exc:
             self.progress.update(job.label, "pending", "still running on Kling; run again")
             result = SceneResult(job.scene, "pending", error=exc, take=job.take)
-        except (TaskFailed, ApiError, StoryboardError) as exc:
+        except StoryboardError as exc:  # a failed task, the API, the network, media
             self.progress.update(job.label, "failed", str(exc))
             result = SceneResult(job.scene, "failed", error=exc, take=job.take)
         if source is not None and not source.done():
@@ -271,21 +252,22 @@ class Executor:
                 source.set_exception(SourceFailed(f"scene '{job.scene}' has no clip"))
         return result
 
-    async def _source_clip(self, scene: str) -> Path:
-        """The clip whose last frame a dependent scene starts from, once it exists."""
+    async def _source_clip(self, job: Job, scene: str) -> Path:
+        """The clip whose last frame `job` starts from, once it exists."""
         future = self._sources.get(scene)
         if future is not None:
             try:
                 return await asyncio.shield(future)
             except SourceFailed:
                 raise SourceFailed(
-                    f"it starts from the last frame of scene '{scene}', which has no clip"
+                    f"scene '{job.label}' starts from the last frame of scene '{scene}', "
+                    "which has no clip"
                 ) from None
         task = self.lock.task(scene, self.selected.get(scene, 1))
         if task is None or not self._clip_intact(task):
             raise SourceFailed(
-                f"it starts from the last frame of scene '{scene}', which is not rendered; "
-                f"render '{scene}' first"
+                f"scene '{job.label}' starts from the last frame of scene '{scene}', which "
+                f"is not rendered; render '{scene}' first"
             )
         assert task.clip is not None
         return self.clips_dir.parent / task.clip.file
@@ -294,7 +276,7 @@ class Executor:
         if job.after is None:
             return job.payload
         self.progress.update(job.label, "queued", f"waits for the last frame of '{job.after}'")
-        clip = await self._source_clip(job.after)
+        clip = await self._source_clip(job, job.after)
         png = self.clips_dir / f"{job.after}.last.png"
         sha = await asyncio.to_thread(last_frame_png, clip, png)
         return with_frame(job.payload, f"frame:{png.name}@sha256:{sha}")
@@ -316,8 +298,10 @@ class Executor:
         payload = await self._resolved_payload(job)
         entry = self._scene_lock(job, payload)
         task = entry.takes.get(job.take) or self._from_history(job, entry)
-        if task is not None and job.force and task.status != "creating":
-            entry.retire(job.take)
+        # A task still "creating" was left by a killed run: its create may have gone out.
+        resumed = task is not None and task.status == "creating"
+        if task is not None and (task.status == "failed" or (job.force and not resumed)):
+            entry.retire(job.take)  # a paid retry, or paid again on request
             task = self._new_task(job, entry, attempt=task.attempt + 1)
         if task is not None and task.status == "succeed":
             if self._clip_intact(task):
@@ -334,12 +318,7 @@ class Executor:
                 # An emulator's clips die with it, and making one again is free.
                 entry.retire(job.take)
                 task = self._new_task(job, entry, attempt=task.attempt + 1)
-        # A task still "creating" was left by a killed run: its create may have gone out.
-        resumed = task is not None and task.status == "creating"
-        if task is not None and task.status == "failed":
-            entry.retire(job.take)
-            task = self._new_task(job, entry, attempt=task.attempt + 1)
-        elif task is None:
+        if task is None:
             task = self._new_task(job, entry, attempt=1)
 
         if task.status == "creating":
