@@ -370,6 +370,18 @@ def load(file: Path, display_path: str | None = None) -> tuple[SourceDoc, list[D
     except _LoadFailed as failed:
         doc.data = None
         return doc, [failed.diagnostic]
+    except yaml.reader.ReaderError as exc:
+        # A control character: find its place in the text, since the error has no mark.
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        return SourceDoc(path, None), [
+            Diagnostic(
+                Location(path, line, col),
+                "yaml-encoding",
+                f"control character U+{exc.character:04X} is not allowed in YAML",
+                "delete it; it may have come in with pasted text",
+            )
+        ]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
