@@ -346,6 +346,7 @@ def cmd_emulator(args: argparse.Namespace) -> ExitCode:
         secret_key=args.secret_key or os.environ.get("KLING_SECRET_KEY"),
         api_key=os.environ.get("KLING_API_KEY"),
         clip_max_side=args.clip_max_side,
+        element_latency=args.element_latency,
     )
     access_key = args.access_key or os.environ.get("KLING_ACCESS_KEY")
     if access_key and (args.secret_key or os.environ.get("KLING_SECRET_KEY")):
@@ -528,6 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=4,
         help="the account's tasks in flight; more are refused with 1303 (default: 4)",
+    )
+    emulator.add_argument(
+        "--element-latency",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds an element takes to be created (default: 1)",
     )
     emulator.add_argument(
         "--clip-max-side",

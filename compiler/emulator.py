@@ -1390,7 +1390,7 @@ class Emulator:
             else:
                 parts = [(body.seconds, body.prompt or "")]
             cards = [
-                Card(float(seconds), f"{label} · shot {n}/{len(parts)}", text)
+                Card(float(seconds), f"{label} · shot {n}/{len(parts)}", _readable(text))
                 for n, (seconds, text) in enumerate(parts, 1)
             ]
             audio = body.sound == "on" or any(v.keep_original_sound == "yes" for v in body.videos)
@@ -1707,3 +1707,11 @@ def _card_label(external_task_id: str | None) -> str | None:
         return external_task_id
     take = int(match.group("take"))
     return match.group("scene") + (f" (take {take})" if take > 1 else "")
+
+
+_TOKEN = re.compile(r"<<<(image|element|video)_([0-9]+)>>>")
+
+
+def _readable(prompt: str) -> str:
+    """A prompt as a card shows it: `<<<image_1>>>` reads as `[image 1]`."""
+    return _TOKEN.sub(lambda m: f"[{m.group(1)} {m.group(2)}]", prompt)

@@ -402,3 +402,22 @@ def test_plan_json_is_stable_and_shows_charged_to_date(
         "charged_units": 6.6,
         "charged_usd": 0.924,
     }
+
+
+@pytest.mark.parametrize(("answer", "code"), [("n", 4), ("", 4)])
+def test_on_a_terminal_render_asks_before_paying(
+    paid_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    answer: str,
+    code: int,
+) -> None:
+    asked: list[str] = []
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer)
+    assert main(["render", "film.yaml"]) == code
+    assert asked == [
+        "render: this costs about $0.92 (film.yaml: $0.92, no budget_usd). Submit? [y/N] "
+    ]
+    assert "nothing was submitted" in capsys.readouterr().err
