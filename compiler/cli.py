@@ -12,7 +12,6 @@ import traceback
 from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
 
 from . import __version__
 from .diagnostics import REPORTERS, Diagnostic, did_you_mean, sort_diagnostics
@@ -22,6 +21,7 @@ from .lockfile import LockfileError, TaskLock
 from .pipeline import CompileResult, compile_file
 from .plan import Plan
 from .planview import plan_json, print_plan
+from .progress import Display, PlainProgress, RichProgress
 from .render import BackendError, Selection, backend_name, plan_board
 from .starter import starter_text
 from .validate import schema_path
@@ -191,7 +191,7 @@ def _backend_name(args: argparse.Namespace) -> str:
 
 
 def cmd_render(args: argparse.Namespace) -> ExitCode:
-    from .render import choose_backend, render_board
+    from .render import choose_backend, render_all
 
     results = _compiled(args)
     selection, plans = _plans(args, results, _backend_name(args))
@@ -214,27 +214,26 @@ def cmd_render(args: argparse.Namespace) -> ExitCode:
     if paid and not backend.free and not _approved(args, results, plans):
         return ExitCode.REFUSED_COST
 
-    failed = False
-    for result in results:
-        labels = [take.job.label for take in plans[result.path].takes]
-        with _progress(result.path, labels) as progress:
-            outcome = asyncio.run(
-                render_board(
-                    result,
-                    backend,
-                    Path(args.renders),
-                    progress,
-                    selection=selection,
-                    concurrency=args.concurrency,
-                    poll_timeout=args.timeout,
-                )
+    rows = [(r.path, take.job.label) for r in results for take in plans[r.path].takes]
+    with _display(rows) as display:
+        outcomes = asyncio.run(
+            render_all(
+                results,
+                backend,
+                Path(args.renders),
+                display,
+                selection=selection,
+                concurrency=args.concurrency,
+                poll_timeout=args.timeout,
             )
+        )
+    failed = False
+    for outcome in outcomes:
         for scene in outcome.failed:
             failed = True
-            print(f"{result.path}: {scene.outcome}: {scene.error}", file=sys.stderr)
-        print(
-            f"{result.path}: {outcome.film_note}" + (f" -> {outcome.film}" if outcome.film else "")
-        )
+            print(f"{outcome.storyboard}: {scene.outcome}: {scene.error}", file=sys.stderr)
+        film = f" -> {outcome.film}" if outcome.film else ""
+        print(f"{outcome.storyboard}: {outcome.film_note}{film}")
     return ExitCode.FAILED if failed else ExitCode.OK
 
 
@@ -274,12 +273,10 @@ def _approved(
     return False
 
 
-def _progress(board: str, scenes: list[str]) -> Any:
-    from .progress import PlainProgress, RichProgress
-
+def _display(rows: list[tuple[str, str]]) -> Display:
     if sys.stdout.isatty():
-        return RichProgress(board, scenes)
-    return PlainProgress(board)
+        return RichProgress(rows)
+    return PlainProgress()
 
 
 def cmd_preview(args: argparse.Namespace) -> ExitCode:

@@ -206,13 +206,19 @@ class Executor:
     progress: Progress = field(default_factory=SilentProgress)
     probe: Callable[[Path], float] | None = None
     selected: dict[str, int] = field(default_factory=dict)  # the take each scene shows
-    slots: AccountSlots = field(init=False)
     elements: dict[str, ElementRef] = field(default_factory=dict)  # the board's elements
+    slots: AccountSlots | None = None  # shared by the storyboards rendering at once
     _sources: dict[str, asyncio.Future[Path]] = field(init=False, default_factory=dict)
     _elements_made: dict[str, asyncio.Future[int]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.slots = AccountSlots(self.concurrency, self.sleep)
+        if self.slots is None:
+            self.slots = AccountSlots(self.concurrency, self.sleep)
+
+    @property
+    def account(self) -> AccountSlots:
+        assert self.slots is not None
+        return self.slots
 
     async def run(self, jobs: Sequence[Job]) -> list[SceneResult]:
         """Render every job concurrently; one scene's failure does not stop the others."""
@@ -322,20 +328,20 @@ class Executor:
             task = self._new_task(job, entry, attempt=1)
 
         if task.status == "creating":
-            await self.slots.acquire()
+            await self.account.acquire()
             try:
                 info = await self._create(job, payload, task, unsure=resumed)
             except BaseException:
-                await self.slots.release()
+                await self.account.release()
                 raise
         else:
-            self.slots.adopt()  # it is already running on the account
+            self.account.adopt()  # it is already running on the account
             self.progress.update(job.label, task.status, f"re-attached to task {task.task_id}")
             info = None
         try:
             info = await self._poll(job, task, info)
         finally:
-            await self.slots.release()
+            await self.account.release()
 
         if info.status == "failed":
             assert task.task_id is not None
@@ -425,7 +431,7 @@ class Executor:
             except ApiStatusError as exc:
                 if exc.code == 1303 and busy is not None:
                     await busy()
-                    await self.slots.refused(backoff)
+                    await self.account.refused(backoff)
                     unsure = False
                     continue
                 if exc.create_not_made:  # 1302 (or 1303 without slots): nothing was made
@@ -631,5 +637,5 @@ class Executor:
             duration=round(duration, 3),
         )
         self.lock.save()
-        self.progress.update(job.label, "done", f"{dest}, {got.bytes:,} bytes")
+        self.progress.update(job.label, "done", f"{dest.name}, {got.bytes:,} bytes")
         return dest

@@ -1,9 +1,12 @@
-"""Show render progress: a rich bar per scene on a terminal, plain lines anywhere else."""
+"""Show render progress: a rich bar per scene on a terminal, plain lines anywhere else.
+
+One display covers every storyboard of a run (they render at the same time, sharing the
+account); `for_board` hands each executor a view that prefixes its scenes.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
 from types import TracebackType
 from typing import TextIO
 
@@ -25,22 +28,16 @@ _STEPS = {
 _STYLE = {"failed": "bold red", "pending": "yellow", "done": "green"}
 
 
-class PlainProgress:
-    """One line per change of state, for logs and CI."""
+class Display:
+    """The parts both displays share: per-board views, and use as a context manager."""
 
-    def __init__(self, board: str, out: TextIO | None = None) -> None:
-        self.board = board
-        self.out = out or sys.stdout
-        self._last: dict[str, str] = {}
+    def show(self, board: str, scene: str, state: str, detail: str) -> None:
+        raise NotImplementedError
 
-    def update(self, scene: str, state: str, detail: str = "") -> None:
-        line = f"{self.board}: {scene}: {state}" + (f" ({detail})" if detail else "")
-        if self._last.get(scene) == line:
-            return
-        self._last[scene] = line
-        print(line, file=self.out, flush=True)
+    def for_board(self, board: str) -> BoardView:
+        return BoardView(self, board)
 
-    def __enter__(self) -> PlainProgress:
+    def __enter__(self) -> Display:
         return self
 
     def __exit__(
@@ -52,37 +49,64 @@ class PlainProgress:
         pass
 
 
-class RichProgress:
+class BoardView:
+    """What an executor reports to: its storyboard's rows of the display."""
+
+    def __init__(self, display: Display, board: str) -> None:
+        self.display = display
+        self.board = board
+
+    def update(self, scene: str, state: str, detail: str = "") -> None:
+        self.display.show(self.board, scene, state, detail)
+
+
+class PlainProgress(Display):
+    """One line per change of state, for logs and CI."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self._last: dict[tuple[str, str], str] = {}
+
+    def show(self, board: str, scene: str, state: str, detail: str) -> None:
+        line = f"{board}: {scene}: {state}" + (f" ({detail})" if detail else "")
+        if self._last.get((board, scene)) == line:
+            return
+        self._last[(board, scene)] = line
+        print(line, file=self.out, flush=True)
+
+
+class RichProgress(Display):
     """A bar per scene that moves through queued → submitted → processing → downloading."""
 
-    def __init__(self, board: str, scenes: list[str], console: Console | None = None) -> None:
-        self.board = board
+    def __init__(self, rows: list[tuple[str, str]], console: Console | None = None) -> None:
         self.console = console or Console()
+        boards = {board for board, _ in rows}
+        names = [f"{_stem(b)}/{s}" if len(boards) > 1 else s for b, s in rows]
+        width = min(32, max(map(len, names), default=8))
         self.bars = Progress(
-            TextColumn("[bold]{task.fields[scene]:<24}"),
-            BarColumn(bar_width=24),
-            TextColumn("{task.fields[state]:<12}"),
+            TextColumn(f"[bold]{{task.fields[scene]:<{width}}}"),
+            BarColumn(bar_width=16),
+            TextColumn("{task.fields[state]:<11}"),
             TimeElapsedColumn(),
             TextColumn("[dim]{task.fields[detail]}"),
             console=self.console,
         )
-        self.tasks: dict[str, TaskID] = {
-            scene: self.bars.add_task(
-                scene, total=_STEPS["done"], scene=scene, state="queued", detail=""
+        self.tasks: dict[tuple[str, str], TaskID] = {}
+        for (board, scene), shown in zip(rows, names, strict=True):
+            self.tasks[(board, scene)] = self.bars.add_task(
+                shown, total=_STEPS["done"], scene=shown, state="queued", detail=""
             )
-            for scene in scenes
-        }
-        self.started = time.monotonic()
 
-    def update(self, scene: str, state: str, detail: str = "") -> None:
-        task = self.tasks.get(scene)
-        if task is None:
+    def show(self, board: str, scene: str, state: str, detail: str) -> None:
+        task = self.tasks.get((board, scene))
+        if task is None:  # e.g. an element being created: print it above the bars
+            self.console.print(f"[dim]{board}: {scene}: {state}[/]")
             return
         style = _STYLE.get(state)
         shown = f"[{style}]{state}[/]" if style else state
-        self.bars.update(task, completed=_STEPS.get(state, 0), state=shown, detail=detail[:60])
+        self.bars.update(task, completed=_STEPS.get(state, 0), state=shown, detail=detail[:40])
         if state == "failed":
-            self.console.print(f"[bold red]{self.board}: {scene} failed:[/] {detail}")
+            self.console.print(f"[bold red]{board}: {scene} failed:[/] {detail}")
 
     def __enter__(self) -> RichProgress:
         self.bars.start()
@@ -95,3 +119,8 @@ class RichProgress:
         tb: TracebackType | None,
     ) -> None:
         self.bars.stop()
+
+
+def _stem(board: str) -> str:
+    name = board.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0]

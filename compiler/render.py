@@ -18,11 +18,21 @@ import httpx
 
 from .auth import ApiKeyAuth, credentials_from_env
 from .client import KlingClient
-from .execute import Clock, Executor, Job, Progress, SceneResult, Sleep, last_frame_png
+from .execute import (
+    AccountSlots,
+    Clock,
+    Executor,
+    Job,
+    Progress,
+    SceneResult,
+    Sleep,
+    last_frame_png,
+)
 from .fsutil import sha256_file
 from .lockfile import Film, Lockfile, TaskLock
 from .pipeline import CompileResult
 from .plan import Plan, plan
+from .progress import Display
 
 if TYPE_CHECKING:
     from .emulator import Emulator
@@ -160,6 +170,7 @@ async def render_board(
     selection: Selection = Selection(),
     concurrency: int = 4,
     poll_timeout: float = 3600.0,
+    slots: AccountSlots | None = None,
 ) -> BoardRender:
     """Execute the plan of one storyboard, then assemble its film when every clip exists."""
     from .media import probe
@@ -184,6 +195,7 @@ async def render_board(
             probe=lambda path: probe(path).duration,
             selected={task.scene: task.selected for task in result.tasks},
             elements=dict(result.board.refs.elements) if result.board else {},
+            slots=slots,
         )
         outcome.results = await executor.run(jobs_for(result, selection))
     finally:
@@ -193,6 +205,37 @@ async def render_board(
         assemble_film, lock, film, renders, file.stem
     )
     return outcome
+
+
+async def render_all(
+    results: list[CompileResult],
+    backend: Backend,
+    renders: Path,
+    display: Display,
+    *,
+    selection: Selection = Selection(),
+    concurrency: int = 4,
+    poll_timeout: float = 3600.0,
+) -> list[BoardRender]:
+    """Render several storyboards at once: they share the account's task slots."""
+    slots = AccountSlots(concurrency, backend.sleep)
+    return list(
+        await asyncio.gather(
+            *(
+                render_board(
+                    result,
+                    backend,
+                    renders,
+                    display.for_board(result.path),
+                    selection=selection,
+                    concurrency=concurrency,
+                    poll_timeout=poll_timeout,
+                    slots=slots,
+                )
+                for result in results
+            )
+        )
+    )
 
 
 def assemble_film(

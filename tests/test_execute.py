@@ -14,7 +14,7 @@ from compiler.execute import Job
 from compiler.lockfile import SceneLock, TaskLock, external_task_id, payload_digest
 from compiler.media import extract_frame, probe
 from compiler.pipeline import compile_file
-from compiler.render import emulator_backend, render_board
+from compiler.render import emulator_backend, render_all, render_board
 from tests.rendering import (
     SCENES,
     FakeTime,
@@ -266,3 +266,26 @@ def test_a_kling_clip_that_is_gone_asks_for_force(project: Path) -> None:
     assert coda.outcome == "failed"
     assert str(coda.error).startswith("scene 'coda': its clip can no longer be downloaded (")
     assert str(coda.error).endswith("`storyboard render --force coda` pays for it again")
+
+
+def test_storyboards_rendered_together_share_the_account(project: Path) -> None:
+    (project / "film2.yaml").write_text(
+        (project / "film.yaml").read_text(encoding="utf-8").replace("mode: std", "mode: pro"),
+        encoding="utf-8",
+    )
+    emulator = make_emulator(FakeTime(), concurrency=2)
+    results = [compile_file(project / name, name) for name in ("film.yaml", "film2.yaml")]
+
+    class Display(Recorder):
+        def for_board(self, board: str) -> Recorder:
+            return self
+
+    display = Display()
+    backend = emulator_backend(emulator, poll_interval=5.0)
+    outcomes = asyncio.run(
+        render_all(results, backend, project / "renders", display, concurrency=2)  # type: ignore[arg-type]
+    )
+    assert [o.film is not None for o in outcomes] == [True, True]
+    assert emulator.stats()["total_creates"] == 6
+    # Two boards, one account of 2 slots: the shared limit never asked for a third.
+    assert not [e for e in display.events if e[2] == "account busy (1303)"]
