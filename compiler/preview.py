@@ -149,8 +149,9 @@ def write_preview(result: CompileResult, renders: Path, backend: str = "emulator
     if result.board is None or not result.ok:
         raise ValueError(f"{result.path}: a storyboard with errors has no contact sheet")
     plan = plan_board(result, backend, renders)
-    sheet = _Sheet(result, result.board, renders, Lockfile.for_storyboard(result.file), plan)
-    html = _template().render(sheet.context(backend))
+    lock = Lockfile.for_storyboard(result.file)
+    sheet = _Sheet(result, result.board, renders, lock, plan, backend)
+    html = _template().render(sheet.context())
     index = sheet.folder / "index.html"
     atomic_write_text(index, html)
     sheet.prune_thumbs()
@@ -196,9 +197,16 @@ class _Sheet:
     """Everything one page needs, gathered once; thumbnails are made on the way."""
 
     def __init__(
-        self, result: CompileResult, board: Storyboard, renders: Path, lock: Lockfile, plan: Plan
+        self,
+        result: CompileResult,
+        board: Storyboard,
+        renders: Path,
+        lock: Lockfile,
+        plan: Plan,
+        backend: str,
     ) -> None:
         self.result = result
+        self.backend = backend
         self.board = board
         self.renders = renders
         self.name = result.file.stem
@@ -217,7 +225,8 @@ class _Sheet:
 
     # -- the whole page --------------------------------------------------------------------
 
-    def context(self, backend: str) -> dict[str, Any]:
+    def context(self) -> dict[str, Any]:
+        backend = self.backend
         cards = [self.card(number, task) for number, task in enumerate(self.result.tasks, 1)]
         film = self.film()
         return {
@@ -375,7 +384,8 @@ class _Sheet:
             takes=self.take_rows(task, entry),
             estimate=estimate,
             estimate_note=task.estimate_note,
-            charged=f"{charged:g} units · ${charged * usd_per_unit:.2f}",
+            charged=f"{charged:g} units · "
+            + ("emulated" if self.backend == "emulator" else f"${charged * usd_per_unit:.2f}"),
             ledger=_ledger(entry),
             after=task.after,
         )

@@ -194,7 +194,7 @@ def test_after_rendering_the_sheet_shows_the_film_clips_prompts_and_money(projec
     assert rows == [" selected", ""]  # take 1 is the selected one
     assert "★ selected" in coda and 'href="coda.take2.mp4"' in coda
     assert 'title="plan">unchanged<' in coda and ">succeed<" in coda
-    charged = "1.8 units · $0.25"  # std, silent: 0.6 units/s x 3 s
+    charged = "1.8 units · emulated"  # std, silent: 0.6 units/s x 3 s, not billed
     assert charged in _card(page, "opening")
     assert "<dt>charged to date</dt>" in page
     assert ">nothing<" in page  # nothing left to render
