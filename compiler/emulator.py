@@ -1109,16 +1109,22 @@ class Emulator:
             self._tasks[task.task_id] = task
             if ext is not None:
                 self._by_external[ext] = task
+        return await self._answer_created(request, fault, task.task_id, ext, task.created)
+
+    async def _answer_created(
+        self, request: Request, fault: Fault | None, task_id: str, ext: str | None, created: float
+    ) -> Response:
+        """The answer to a create that made a task: late, lost or on time, as faulted."""
         if fault is not None and fault.kind == "slow":
             await self.sleep(fault.delay)
         if fault is not None and fault.kind == "drop_after":
             raise _drop(request)
         data = {
-            "task_id": task.task_id,
+            "task_id": task_id,
             "task_status": "submitted",
             "task_info": {"external_task_id": ext or ""},
-            "created_at": self._ms(task.created),
-            "updated_at": self._ms(task.created),
+            "created_at": self._ms(created),
+            "updated_at": self._ms(created),
         }
         return JSONResponse(_envelope(data))
 
@@ -1233,18 +1239,7 @@ class Emulator:
             self._element_tasks[task.task_id] = task
             if ext is not None:
                 self._elements_by_external[ext] = task
-        if fault is not None and fault.kind == "slow":
-            await self.sleep(fault.delay)
-        if fault is not None and fault.kind == "drop_after":
-            raise _drop(request)
-        data = {
-            "task_id": task.task_id,
-            "task_status": "submitted",
-            "task_info": {"external_task_id": ext or ""},
-            "created_at": self._ms(task.created),
-            "updated_at": self._ms(task.created),
-        }
-        return JSONResponse(_envelope(data))
+        return await self._answer_created(request, fault, task.task_id, ext, task.created)
 
     async def _element_query(self, request: Request) -> Response:
         return await self._lookup(
