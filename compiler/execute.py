@@ -350,26 +350,15 @@ class Executor:
         return SceneResult(job.scene, "rendered", clip, take=job.take)
 
     def _from_history(self, job: Job, entry: SceneLock) -> TaskLock | None:
-        """A task for this very payload from before an edit that was since undone."""
-        prefix = external_task_id(job.scene, entry.digest, job.take)
-        for task in reversed(entry.history):
-            same = task.external_task_id == prefix or task.external_task_id.startswith(
-                prefix + "-a"
-            )
-            if same and task.status != "failed":
-                entry.history.remove(task)
-                entry.takes[job.take] = task
-                return task
-        return None
+        """Bring back the task of an edit that was since undone: it is paid for already."""
+        task = entry.earlier_task(job.scene, job.take)
+        if task is not None:
+            entry.history.remove(task)
+            entry.takes[job.take] = task
+        return task
 
     def _new_task(self, job: Job, entry: SceneLock, *, attempt: int) -> TaskLock:
-        prefix = external_task_id(job.scene, entry.digest, job.take)
-        used = [
-            t.attempt
-            for t in entry.history
-            if t.external_task_id == prefix or t.external_task_id.startswith(prefix + "-a")
-        ]
-        attempt = max([attempt, *(a + 1 for a in used)])
+        attempt = entry.next_attempt(job.scene, job.take, attempt)
         task = TaskLock(
             external_task_id(job.scene, entry.digest, job.take, attempt),
             "creating",

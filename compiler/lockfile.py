@@ -126,6 +126,24 @@ class SceneLock:
         if task is not None and (task.task_id or task.status == "creating"):
             self.history.append(task)
 
+    def _earlier(self, scene: str, take: int) -> list[TaskLock]:
+        """Superseded tasks that did this very work (same payload digest and take)."""
+        first = external_task_id(scene, self.digest, take)
+        return [
+            task
+            for task in self.history
+            if task.external_task_id == first or task.external_task_id.startswith(first + "-a")
+        ]
+
+    def earlier_task(self, scene: str, take: int) -> TaskLock | None:
+        """The latest unfailed task for this payload from before an edit since undone."""
+        done = [task for task in self._earlier(scene, take) if task.status != "failed"]
+        return done[-1] if done else None
+
+    def next_attempt(self, scene: str, take: int, at_least: int) -> int:
+        """An attempt number whose `external_task_id` this work has never used."""
+        return max([at_least, *(task.attempt + 1 for task in self._earlier(scene, take))])
+
     def units_charged(self) -> Decimal:
         """Units Kling reported charging for this scene, every attempt included."""
         total = Decimal(0)

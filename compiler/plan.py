@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from .execute import Job, with_frame
-from .lockfile import Lockfile, TaskLock, payload_digest
+from .lockfile import Lockfile, SceneLock, TaskLock, payload_digest
 
 PAID_STATES = ("new", "changed", "failed-before", "interrupted", "forced")
 
@@ -89,9 +89,20 @@ def _plan_take(job: Job, lock: Lockfile, backend: str, frames: dict[str, str]) -
         return PlannedTake(job, "new")
     if entry.backend != backend:
         return PlannedTake(job, "changed", (f"rendered on {entry.backend} before",))
-    if entry.digest != payload_digest(payload):
-        return PlannedTake(job, "changed", tuple(what_changed(entry.payload, payload)))
-    task = entry.takes.get(job.take)
+    digest = payload_digest(payload)
+    reasons: tuple[str, ...] = ()
+    if entry.digest != digest:
+        # As the executor will: retire the old work, then look for an earlier task that
+        # made this very payload (an edit since undone is not paid again).
+        retired = [*entry.history, *entry.takes.values()]
+        task = SceneLock(digest, payload, backend, history=retired).earlier_task(
+            job.scene, job.take
+        )
+        if task is None:
+            return PlannedTake(job, "changed", tuple(what_changed(entry.payload, payload)))
+        reasons = ("as rendered before the last edit",)
+    else:
+        task = entry.takes.get(job.take) or entry.earlier_task(job.scene, job.take)
     if task is None:
         return PlannedTake(job, "new", (f"take {job.take}",) if job.take > 1 else ())
     if job.force:
@@ -101,8 +112,8 @@ def _plan_take(job: Job, lock: Lockfile, backend: str, frames: dict[str, str]) -
     if task.status == "creating":
         return PlannedTake(job, "interrupted", ("a killed run may have created it",))
     if task.in_flight:
-        return PlannedTake(job, "in-flight", (f"task {task.task_id}",))
-    return PlannedTake(job, "unchanged")
+        return PlannedTake(job, "in-flight", (f"task {task.task_id}", *reasons))
+    return PlannedTake(job, "unchanged", reasons)
 
 
 def what_changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -421,3 +421,24 @@ def test_on_a_terminal_render_asks_before_paying(
         "render: this costs about $0.92 (film.yaml: $0.92, no budget_usd). Submit? [y/N] "
     ]
     assert "nothing was submitted" in capsys.readouterr().err
+
+
+def test_undoing_an_edit_brings_back_the_earlier_clip_unpaid(project: Path) -> None:
+    emulator = make_emulator(FakeTime())
+    render(project, emulator)
+    _edit("Dolly in over", "Crane up over")(project)
+    render(project, emulator)
+    assert emulator.stats()["total_creates"] == 4
+    _edit("Crane up over", "Dolly in over")(project)
+    result = compile_file(project / "film.yaml", "film.yaml")
+    plan = plan_board(result, "emulator", project / "renders")
+    assert [(t.job.scene, t.state, t.reasons) for t in plan.takes][0] == (
+        "opening",
+        "unchanged",
+        ("as rendered before the last edit",),
+    )
+    assert plan.paid == ()
+    outcome = render(project, emulator)
+    assert emulator.stats()["total_creates"] == 4
+    # Its file was overwritten by the edited clip: downloaded again, not paid again.
+    assert {r.scene: r.outcome for r in outcome.results}["opening"] == "downloaded"
