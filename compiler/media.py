@@ -1,23 +1,21 @@
-"""Make and join MP4 clips: cards → placeholder MP4; MP4 → ClipInfo or a frame; MP4s → film.
+"""Read and join MP4 clips: MP4 → ClipInfo or a frame; MP4s → film.
 
-PyAV (libav* bundled in its wheel) and Pillow only; no system ffmpeg. Everything encodes
-H.264 (x264 preset ultrafast, yuv420p) with time_base 1/fps, so a clip lasts exactly its
-frame count, and AAC at 48 kHz where there is sound.
+PyAV (libav* bundled in its wheel) and Pillow only; no system ffmpeg. The film encodes
+H.264 (x264 preset ultrafast, yuv420p) with time_base 1/fps, so it lasts exactly its
+frame count, and AAC at 48 kHz where there is sound. (The emulator's placeholder clips
+are encoded by `compiler.emulator.clips`, which keeps its own copy of the stream setup.)
 """
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
-from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Literal, TypeAlias
+from typing import Literal
 
 import av
 from av.audio.stream import AudioStream
@@ -25,18 +23,11 @@ from av.container import InputContainer, OutputContainer
 from av.filter import Graph
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image
 
 from .fsutil import publish
 
-__all__ = ["Card", "ClipInfo", "assemble", "encode_placeholder", "extract_frame", "probe"]
-
-
-@dataclass(frozen=True, slots=True)
-class Card:
-    seconds: float  # how long this card shows
-    title: str  # e.g. "opening · shot 1/3"
-    text: str  # the shot prompt (wrapped, truncated to fit)
+__all__ = ["ClipInfo", "assemble", "extract_frame", "probe"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,270 +39,14 @@ class ClipInfo:
     has_audio: bool
 
 
-# x264 "ultrafast" on still frames: a 15 s 1080p card clip encodes in about 0.7 s on the
-# dev box, where the default preset takes several seconds (design.md §3).
+# x264 "ultrafast", as for the emulator's placeholder clips: speed over file size
+# (design.md §3).
 _X264_OPTIONS = {"preset": "ultrafast"}
 _SAMPLE_RATE = 48_000
-_TONE_HZ = 220  # a whole number of cycles per second, so one second of tone loops seamlessly
-_TONE_LEVEL = 0.05  # about -26 dBFS: audible, not loud
 _AAC_FRAME = 1024  # samples per AAC frame
 
-_BACKGROUND = (18, 20, 28)
-_TITLE_COLOUR = (245, 245, 240)
-_TEXT_COLOUR = (190, 195, 205)
-_ACCENT_COLOUR = (232, 168, 56)
-_ELLIPSIS = "…"
 
-_Font: TypeAlias = ImageFont.FreeTypeFont | ImageFont.ImageFont
-
-
-# ── encode_placeholder ──────────────────────────────────────────────────────────────────
-
-
-def encode_placeholder(
-    dest: BinaryIO | Path,
-    *,
-    width: int,
-    height: int,
-    cards: Sequence[Card],
-    fps: int = 24,
-    audio: bool = False,
-    first_image: Image.Image | None = None,
-    last_image: Image.Image | None = None,
-) -> None:
-    """Write a real H.264 MP4 showing one title card per shot.
-
-    It lasts sum(card.seconds) rounded to whole frames; each card covers the frames between
-    its rounded start and end. If first_image is given, the very first frame is that image
-    scaled to cover width x height (centre-cropped, no text over it); likewise last_image
-    for the very last frame (first_image wins in a one-frame clip). audio=True adds an AAC
-    track of exactly the same length: a quiet 220 Hz tone.
-
-    `dest` is a Path (written atomically: temp file in its folder, then os.replace) or a
-    seekable binary file object (MP4 writes its index last). width and height must be even
-    (yuv420p).
-
-        encode_placeholder(Path("shot.mp4"), width=1280, height=720,
-                           cards=[Card(5.0, "opening · shot 1/1", "A lighthouse at dusk")])
-    """
-    if width <= 0 or height <= 0 or width % 2 or height % 2:
-        raise ValueError(f"width and height must be positive and even, got {width}x{height}")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if not cards:
-        raise ValueError("encode_placeholder needs at least one card")
-    if any(card.seconds < 0 for card in cards):
-        raise ValueError("card seconds must not be negative")
-    total = round(math.fsum(card.seconds for card in cards) * fps)
-    if total < 1:
-        raise ValueError("the cards last less than one frame")
-
-    segments = _segments(cards, total, fps, width, height, first_image, last_image)
-    if isinstance(dest, Path):
-        with _atomic_output(dest) as tmp:
-            _encode_segments(str(tmp), segments, width, height, fps, audio)
-    else:
-        _encode_segments(dest, segments, width, height, fps, audio)
-
-
-@dataclass(frozen=True, slots=True)
-class _Segment:
-    frame: VideoFrame  # converted once, re-sent with new pts: still frames cost almost nothing
-    count: int
-
-
-def _segments(
-    cards: Sequence[Card],
-    total: int,
-    fps: int,
-    width: int,
-    height: int,
-    first_image: Image.Image | None,
-    last_image: Image.Image | None,
-) -> list[_Segment]:
-    """Split `total` frames into runs of one still frame each, in display order."""
-    segments: list[_Segment] = []
-    start, elapsed = 0, 0.0
-    for number, card in enumerate(cards, start=1):
-        elapsed += card.seconds
-        # The last card ends at `total` exactly, whatever the float sum rounds to.
-        stop = total if number == len(cards) else min(round(elapsed * fps), total)
-        if stop > start:
-            image = _render_card(card, width, height)
-            segments.append(_Segment(_to_yuv(image), stop - start))
-            start = stop
-    if last_image is not None and (first_image is None or total > 1):
-        segments = _replace_end(segments, _to_yuv(_cover(last_image, width, height)))
-    if first_image is not None:
-        segments = _replace_start(segments, _to_yuv(_cover(first_image, width, height)))
-    return segments
-
-
-def _replace_start(segments: list[_Segment], frame: VideoFrame) -> list[_Segment]:
-    head = segments[0]
-    rest = [_Segment(head.frame, head.count - 1)] if head.count > 1 else []
-    return [_Segment(frame, 1), *rest, *segments[1:]]
-
-
-def _replace_end(segments: list[_Segment], frame: VideoFrame) -> list[_Segment]:
-    tail = segments[-1]
-    rest = [_Segment(tail.frame, tail.count - 1)] if tail.count > 1 else []
-    return [*segments[:-1], *rest, _Segment(frame, 1)]
-
-
-def _encode_segments(
-    target: str | BinaryIO,
-    segments: Sequence[_Segment],
-    width: int,
-    height: int,
-    fps: int,
-    audio: bool,
-) -> None:
-    with av.open(target, "w", format="mp4") as container:
-        video = _add_video_stream(container, width, height, Fraction(fps))
-        sound = _AudioWriter(container, "mono") if audio else None
-        index = 0
-        for segment in segments:
-            for _ in range(segment.count):
-                segment.frame.pts = index
-                container.mux(video.encode(segment.frame))
-                index += 1
-                if sound is not None:
-                    target_samples = index * _SAMPLE_RATE // fps
-                    sound.write([_tone(sound.written, target_samples)])
-        container.mux(video.encode())
-        if sound is not None:
-            sound.close()
-
-
-def _render_card(card: Card, width: int, height: int) -> Image.Image:
-    """Draw a dark title card: title line, accent rule, the prompt wrapped to fit."""
-    image = Image.new("RGB", (width, height), _BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    margin = max(2, round(min(width, height) * 0.07))
-    inner = width - 2 * margin
-    # Size type by area, as if the card were landscape 16:9, so portrait cards read alike.
-    scale = math.sqrt(width * height * 9 / 16)
-    title_font = _font(max(6, round(scale / 13)))
-    text_size = max(5, round(scale / 24))
-    text_font = _font(text_size)
-
-    title = _ellipsize(draw, " ".join(card.title.split()), title_font, inner)
-    draw.text((margin, margin), title, font=title_font, fill=_TITLE_COLOUR)
-    title_bottom = margin + _line_height(title_font)
-    rule_top = title_bottom + max(1, height // 90)
-    rule = max(1, height // 270)
-    draw.rectangle((margin, rule_top, margin + inner - 1, rule_top + rule - 1), fill=_ACCENT_COLOUR)
-
-    top = rule_top + rule + max(2, height // 40)
-    line_height = max(round(text_size * 1.3), _line_height(text_font))
-    max_lines = (height - margin - top) // line_height
-    for number, line in enumerate(_wrap(draw, card.text, text_font, inner, max_lines)):
-        draw.text((margin, top + number * line_height), line, font=text_font, fill=_TEXT_COLOUR)
-    return image
-
-
-def _font(size: int) -> _Font:
-    # Pillow >= 10.1 ships a scalable default font (Aileron) when FreeType is available.
-    # Loading it takes microseconds; not caching keeps FreeType faces out of shared state
-    # (the emulator encodes in worker threads).
-    return ImageFont.load_default(size=size)
-
-
-def _line_height(font: _Font) -> int:
-    return int(font.getbbox("Ag")[3])  # bottom of the descender, measured from the top
-
-
-def _wrap(
-    draw: ImageDraw.ImageDraw, text: str, font: _Font, max_width: int, max_lines: int
-) -> list[str]:
-    """Greedy word wrap; words wider than a line are split; the last line gets '…' if cut."""
-    if max_lines <= 0:
-        return []
-    lines: list[str] = []
-    words = [word for paragraph in text.splitlines() for word in paragraph.split()]
-    line = ""
-    for word in words:
-        candidate = f"{line} {word}" if line else word
-        if draw.textlength(candidate, font=font) <= max_width:
-            line = candidate
-            continue
-        if line:
-            lines.append(line)
-        line = word
-        while len(line) > 1 and draw.textlength(line, font=font) > max_width:
-            cut = _fitting_prefix(draw, line, font, max_width)
-            lines.append(line[:cut])
-            line = line[cut:]
-        if len(lines) > max_lines:
-            break
-    if line:
-        lines.append(line)
-    if len(lines) > max_lines:
-        lines = lines[:max_lines]
-        lines[-1] = _ellipsize(draw, lines[-1], font, max_width, cut=True)
-    return lines
-
-
-def _fitting_prefix(draw: ImageDraw.ImageDraw, text: str, font: _Font, max_width: int) -> int:
-    """Length of the longest prefix of `text` no wider than max_width (at least 1)."""
-    low, high = 1, len(text)
-    while low < high:
-        mid = (low + high + 1) // 2
-        if draw.textlength(text[:mid], font=font) <= max_width:
-            low = mid
-        else:
-            high = mid - 1
-    return low
-
-
-def _ellipsize(
-    draw: ImageDraw.ImageDraw, text: str, font: _Font, max_width: int, *, cut: bool = False
-) -> str:
-    """`text` if it fits (and is not `cut`), else its longest prefix + '…' that fits."""
-    if not cut and draw.textlength(text, font=font) <= max_width:
-        return text
-    low, high = 0, len(text)
-    while low < high:
-        mid = (low + high + 1) // 2
-        if draw.textlength(text[:mid].rstrip() + _ELLIPSIS, font=font) <= max_width:
-            low = mid
-        else:
-            high = mid - 1
-    return text[:low].rstrip() + _ELLIPSIS if low else ""
-
-
-def _cover(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Scale to cover width x height and crop the centre (CSS object-fit: cover)."""
-    return ImageOps.fit(image.convert("RGB"), (width, height), Image.Resampling.LANCZOS)
-
-
-def _to_yuv(image: Image.Image) -> VideoFrame:
-    frame: VideoFrame = VideoFrame.from_image(image)  # type: ignore[no-untyped-call]
-    return frame.reformat(format="yuv420p")
-
-
-@lru_cache(maxsize=1)
-def _tone_second() -> bytes:
-    """One second of the tone as native float32 samples (it loops seamlessly)."""
-    step = 2 * math.pi * _TONE_HZ / _SAMPLE_RATE
-    samples = array("f", (_TONE_LEVEL * math.sin(step * i) for i in range(_SAMPLE_RATE)))
-    return samples.tobytes()
-
-
-def _tone(start: int, stop: int) -> bytes:
-    """Tone samples [start, stop) as float32 bytes."""
-    second = _tone_second()
-    chunks = []
-    while start < stop:
-        offset = start % _SAMPLE_RATE
-        take = min(stop - start, _SAMPLE_RATE - offset)
-        chunks.append(second[offset * 4 : (offset + take) * 4])
-        start += take
-    return b"".join(chunks)
-
-
-# ── shared encoding helpers ─────────────────────────────────────────────────────────────
+# ── encoding helpers ────────────────────────────────────────────────────────────────────
 
 
 def _add_video_stream(

@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from io import BytesIO
 from typing import Any, TypeVar
 
@@ -15,9 +16,11 @@ import av
 import httpx
 import jwt
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops, ImageDraw, ImageStat
 
-from compiler.emulator import Emulator
+from compiler.emulator import Emulator, clips
+from compiler.emulator.clips import task_cards
+from compiler.emulator.rules import check_body
 
 from .conftest import CASES
 
@@ -720,7 +723,7 @@ def test_transport_reports_app_bugs(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(raw: Any) -> Any:
         raise RuntimeError("bug in the emulator")
 
-    monkeypatch.setattr("compiler.emulator.check_body", broken)
+    monkeypatch.setattr("compiler.emulator.app.check_body", broken)
     with pytest.raises(RuntimeError, match="bug in the emulator"):
         post(emu, text_payload())
 
@@ -729,3 +732,78 @@ def test_task_ids_are_not_reused_across_emulators() -> None:
     first = data(post(make(FakeClock()), text_payload()))["task_id"]
     second = data(post(make(FakeClock()), text_payload()))["task_id"]
     assert first != second and first.isdecimal()
+
+
+# -- title cards ------------------------------------------------------------------------
+
+LONG_ID = "sb-the-lighthouse-keepers-long-night-0123456789abcdef0123456789abcdef-t2"
+
+
+@pytest.mark.parametrize(
+    ("changes", "titles"),
+    [
+        ({}, ["shot 1/1"]),
+        ({**MULTI, "duration": "4", "multi_prompt": shots("1", "3")}, ["shot 1/2", "shot 2/2"]),
+    ],
+)
+def test_cards_show_the_external_task_id_verbatim(
+    changes: dict[str, Any], titles: list[str]
+) -> None:
+    body = check_body(text_payload(external_task_id=LONG_ID, **changes))
+    cards = task_cards(body)
+    assert [card.title for card in cards] == titles
+    assert [card.label for card in cards] == [LONG_ID] * len(titles)
+
+
+def test_cards_show_no_label_without_an_external_task_id() -> None:
+    image = {"image_url": "https://example.com/keeper.png"}
+    payload = text_payload(external_task_id=None, prompt="See <<<image_1>>>.", image_list=[image])
+    cards = task_cards(check_body(payload))
+    assert [(c.title, c.label, c.text) for c in cards] == [("shot 1/1", "", "See [image 1].")]
+
+
+def test_a_long_label_wraps_keeping_every_character() -> None:
+    draw = ImageDraw.Draw(Image.new("RGB", (160, 90)))
+    font = clips._font(12)
+
+    lines = clips._wrap_verbatim(draw, LONG_ID, font, 140, 10)
+    assert len(lines) > 1 and "".join(lines) == LONG_ID
+    assert all(draw.textlength(line, font=font) <= 140 for line in lines)
+
+    cut = clips._wrap_verbatim(draw, LONG_ID, font, 140, 2)
+    assert len(cut) == 2 and cut[-1].endswith("…")
+    assert LONG_ID.startswith("".join(cut)[:-1])
+
+
+@pytest.mark.parametrize(("width", "height"), [(160, 90), (90, 160), (1280, 720), (720, 1280)])
+def test_a_labelled_card_stays_inside_the_margins(width: int, height: int) -> None:
+    card = clips.Card(5.0, "shot 1/3", "A lighthouse at dusk. " * 60, LONG_ID * 3)
+
+    image = clips._render_card(card, width, height)
+
+    margin = max(2, round(min(width, height) * 0.07)) // 2  # glyphs may reach past a bit
+    background = Image.new("RGB", image.size, clips._BACKGROUND)
+    for box in [
+        (0, 0, width, margin),
+        (0, height - margin, width, height),
+        (0, 0, margin, height),
+        (width - margin, 0, width, height),
+    ]:
+        assert ImageChops.difference(image.crop(box), background.crop(box)).getbbox() is None
+    unlabelled = clips._render_card(replace(card, label=""), width, height)
+    assert ImageChops.difference(image, unlabelled).getbbox() is not None
+
+
+def test_a_clip_shows_its_external_task_id_and_nothing_in_its_place() -> None:
+    clock = FakeClock()
+    emu = make(clock, fps=12, latency=1.0)
+
+    def first_frame(**changes: Any) -> Image.Image:
+        task = finished(emu, clock, text_payload(duration="3", **changes))
+        return probe(download(emu, task["task_result"]["videos"][0]["url"]).content)[4]
+
+    labelled = first_frame(external_task_id=LONG_ID)
+    bare = [first_frame(external_task_id=None) for _ in range(2)]
+    # Two tasks without an id look alike (no task id stands in); an id adds its text.
+    assert max(ImageStat.Stat(ImageChops.difference(*bare)).extrema[0]) <= 8
+    assert max(ImageStat.Stat(ImageChops.difference(labelled, bare[0])).extrema[0]) > 64

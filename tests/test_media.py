@@ -11,7 +11,9 @@ import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageOps, ImageStat
 
 from compiler import media
-from compiler.media import Card, ClipInfo, assemble, encode_placeholder, extract_frame, probe
+from compiler.emulator import clips
+from compiler.emulator.clips import Card, encode_placeholder
+from compiler.media import ClipInfo, assemble, extract_frame, probe
 
 FRAME = 1 / 24  # the tolerance the spec promises: one frame at 24 fps
 PROMPT = "A lighthouse keeper climbs the spiral stairs at dusk, lantern in hand."
@@ -207,11 +209,11 @@ def test_placeholder_rejects_bad_arguments(
 def test_card_text_stays_inside_the_margins(width: int, height: int) -> None:
     card = Card(5.0, "a very long scene title · shot 1/3 " * 4, PROMPT * 40 + " x" * 500)
 
-    image = media._render_card(card, width, height)
+    image = clips._render_card(card, width, height)
 
     # Half the card's margin: glyph bearings and antialiasing may reach a pixel past it.
     margin = max(2, round(min(width, height) * 0.07)) // 2
-    background = Image.new("RGB", image.size, media._BACKGROUND)
+    background = Image.new("RGB", image.size, clips._BACKGROUND)
     for box in [
         (0, 0, width, margin),  # top
         (0, height - margin, width, height),  # bottom
@@ -225,9 +227,9 @@ def test_card_text_stays_inside_the_margins(width: int, height: int) -> None:
 def test_long_prompt_is_cut_with_an_ellipsis() -> None:
     image = Image.new("RGB", (160, 90))
     draw = ImageDraw.Draw(image)
-    font = media._font(12)
+    font = clips._font(12)
 
-    lines = media._wrap(draw, PROMPT * 10, font, 140, 3)
+    lines = clips._wrap(draw, PROMPT * 10, font, 140, 3)
 
     assert len(lines) == 3
     assert lines[-1].endswith("…")

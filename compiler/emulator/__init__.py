@@ -1,0 +1,39 @@
+"""Emulate the Kling Omni-Video API offline. HTTP requests → Kling-shaped JSON and MP4 clips.
+
+The emulator is a Starlette app that keeps the contract of kling-api.md: auth (§1.2, §1.3),
+its own reading of the body rules R1-R16 (§3: a bad body is HTTP 400, code 1201 with a
+message naming the field), unique `external_task_id`, the account's concurrency cap (1303),
+the task timeline submitted → processing → succeed | failed on an injected clock, and real
+MP4 placeholder clips of the paid length and aspect, encoded lazily on first download.
+
+It also keeps an element registry (§7.1, `/v1/general/advanced-custom-elements`): element
+creates are checked (1201), take `element_latency` seconds on the same clock, hold no
+video concurrency slot, and end with an integer `element_id` that video creates accept in
+`element_list` (as they accept any positive id from the user's own library).
+
+It reads the rules independently of `compiler.rules` on purpose: it exists to catch the
+compiler's bugs. For the same reason the package imports nothing from the rest of the
+compiler (tests/test_emulator_imports.py holds it to that): it knows Kling, not
+storyboards, and shows an `external_task_id` as it was sent.
+
+Use it in-process::
+
+    emulator = Emulator(latency=2.0, clock=fake_clock, sleep=fake_sleep)
+    async with httpx.AsyncClient(transport=emulator.transport(), base_url="http://emulator") as c:
+        ...
+
+or as a server with `serve(host, port, emulator)`. Faults are injected through
+`emulator.faults` (or `POST /_emulator/faults`) for the client's and executor's tests.
+
+The modules, one concern each: `app` (the Emulator: routes, auth, admission, timeline,
+stats), `rules` (create and element bodies), `faults`, `elements` (the registry's state
+and views), `clips` (placeholder MP4s) and `transport` (in-process and uvicorn).
+"""
+
+from __future__ import annotations
+
+from .app import Emulator
+from .faults import Fault, FaultPlan
+from .transport import ConnectionDropped, serve
+
+__all__ = ["ConnectionDropped", "Emulator", "Fault", "FaultPlan", "serve"]

@@ -1,0 +1,588 @@
+"""The emulator's HTTP app: routes, auth, admission, the task timeline and its stats.
+
+`Emulator` holds the account's state (video tasks, the element registry, the fault plan)
+and answers Kling's endpoints with Kling's envelopes. What a body may hold is `rules`'
+business, what a clip shows `clips`', how requests reach the app `transport`'s; this
+module decides what happens to a request, and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import random
+import secrets
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import httpx
+import jwt
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .clips import placeholder_clip
+from .elements import ELEMENTS_PATH, ElementRegistry, ElementTask, element_json, element_subjects
+from .faults import REQUEST_FAULTS, Fault, FaultPlan, Op
+from .rules import Body, Invalid, check_body, check_element_body, units_charged
+from .transport import SERVER, DropGuard, InProcessTransport, drop
+
+CHUNK = 64 * 1024
+BLOB_CHUNK = 1024 * 1024
+
+B = TypeVar("B")  # a checked request body
+
+
+@dataclass(slots=True)
+class _Task:
+    """A video task: its checked body, its times on the emulator's clock, its clip once made."""
+
+    task_id: str
+    external_task_id: str | None
+    body: Body
+    created: float  # on the emulator's clock
+    finishes: float
+    fail_message: str | None
+    units: str
+    clip: bytes | None = None
+    encode_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# -- answers --------------------------------------------------------------------------
+
+
+def _envelope(data: Any) -> dict[str, Any]:
+    return {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data}
+
+
+def _error(status: int, code: int, message: str) -> JSONResponse:
+    body = {"code": code, "message": message, "request_id": str(uuid.uuid4())}
+    return JSONResponse(body, status_code=status)
+
+
+def _fault_response(fault: Fault) -> JSONResponse:
+    if fault.kind == "code_1302":
+        return _error(429, 1302, fault.message or "request too fast, please slow down")
+    if fault.kind == "code_1303":
+        return _error(429, 1303, fault.message or "parallel task over resource pack limit")
+    return _error(500, 5000, fault.message or "internal server error")
+
+
+class Emulator:
+    """An offline Kling Omni-Video API: Starlette `app`, in-process `transport()`, `faults`.
+
+    `clock` and `sleep` stay public so a caller can share the emulator's time (a fake one
+    in tests). `auth_clock` is the wall clock that JWT `exp`/`nbf` are checked against.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: float = 2.0,
+        element_latency: float = 1.0,
+        concurrency: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        api_key: str | None = None,
+        clip_max_side: int | None = None,
+        fps: int = 24,
+        auth_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if (access_key is None) != (secret_key is None):
+            raise ValueError("give both access_key and secret_key, or neither")
+        self.latency = latency
+        self.element_latency = element_latency
+        self.concurrency = concurrency
+        self.clip_max_side = clip_max_side
+        self.fps = fps
+        self.faults = FaultPlan()
+        self.clock = clock
+        self.sleep = sleep
+        self._auth_clock = auth_clock  # JWT exp/nbf are wall-clock times
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._api_key = api_key
+        # Kling's created_at/updated_at are Unix ms; anchor the task clock to the wall.
+        self._wall0 = time.time()
+        self._clock0 = clock()
+        self._tasks: dict[str, _Task] = {}
+        self._by_external: dict[str, _Task] = {}
+        # The element registry (§7.1): its own tasks and external_task_id namespace.
+        self._elements = ElementRegistry()
+        self._lock = threading.Lock()
+        self.app = Starlette(
+            routes=[
+                Route("/v1/videos/omni-video", self._create, methods=["POST"]),
+                Route("/v1/videos/omni-video", self._list, methods=["GET"]),
+                Route("/v1/videos/omni-video/{id}", self._query, methods=["GET"]),
+                Route(ELEMENTS_PATH, self._element_create, methods=["POST"]),
+                Route(ELEMENTS_PATH, self._element_list, methods=["GET"]),
+                Route(ELEMENTS_PATH + "/{id}", self._element_query, methods=["GET"]),
+                Route(
+                    "/_emulator/element-images/{task_id}/{n:int}",
+                    self._element_image,
+                    methods=["GET"],
+                ),
+                Route("/_emulator/clips/{task_id}.mp4", self._download, methods=["GET"]),
+                Route("/_emulator/blob", self._blob, methods=["GET"]),
+                Route("/_emulator/stats", self._stats, methods=["GET"]),
+                Route("/_emulator/faults", self._faults_get, methods=["GET"]),
+                Route("/_emulator/faults", self._faults_post, methods=["POST"]),
+                Route("/_emulator/faults", self._faults_delete, methods=["DELETE"]),
+            ],
+            exception_handlers={HTTPException: _http_exception},
+        )
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """An in-process transport: streams like a socket, drops become RemoteProtocolError."""
+        return InProcessTransport(DropGuard(self.app, server=False))
+
+    def stats(self) -> dict[str, Any]:
+        """Tasks actually created (a refused create makes none).
+
+        `total_creates` and `creates` (per external_task_id) count video tasks only;
+        `element_creates` and `elements` count element tasks, the latter per
+        external_task_id, or per element_name for a task sent without one.
+        """
+        with self._lock:
+            creates: dict[str, int] = {}
+            for task in self._tasks.values():
+                if task.external_task_id is not None:
+                    creates[task.external_task_id] = creates.get(task.external_task_id, 0) + 1
+            elements: dict[str, int] = {}
+            for element in self._elements.tasks.values():
+                elements[element.stats_key] = elements.get(element.stats_key, 0) + 1
+            return {
+                "total_creates": len(self._tasks),
+                "creates": creates,
+                "element_creates": len(self._elements.tasks),
+                "elements": elements,
+            }
+
+    # -- timeline -------------------------------------------------------------------
+
+    def _status(self, task: _Task, now: float) -> str:
+        if now >= task.finishes:
+            return "failed" if task.fail_message is not None else "succeed"
+        return "submitted" if now - task.created < self._submitted_for() else "processing"
+
+    def _submitted_for(self) -> float:
+        return min(1.0, self.latency / 4)
+
+    def _ms(self, clock_time: float) -> int:
+        return int((self._wall0 + clock_time - self._clock0) * 1000)
+
+    def _in_flight(self, now: float) -> int:
+        return sum(1 for task in self._tasks.values() if task.finishes > now)
+
+    def _task_json(self, task: _Task, base_url: str) -> dict[str, Any]:
+        now = self.clock()
+        status = self._status(task, now)
+        changed = {
+            "submitted": task.created,
+            "processing": task.created + self._submitted_for(),
+        }.get(status, task.finishes)
+        data: dict[str, Any] = {
+            "task_id": task.task_id,
+            "task_status": status,
+            "task_status_msg": task.fail_message if status == "failed" else "",
+            "task_info": {"external_task_id": task.external_task_id or ""},
+            "watermark_info": {"enabled": task.body.watermark},
+            "final_unit_deduction": task.units if status == "succeed" else "0",
+            "created_at": self._ms(task.created),
+            "updated_at": self._ms(changed),
+        }
+        if status == "succeed":
+            url = f"{base_url}_emulator/clips/{task.task_id}.mp4"
+            frames = round(task.body.seconds * self.fps)
+            video = {"id": task.task_id, "url": url, "duration": f"{frames / self.fps:.3g}"}
+            if task.body.watermark:
+                video["watermark_url"] = url
+            data["task_result"] = {"videos": [video]}
+        return data
+
+    # -- auth -----------------------------------------------------------------------
+
+    def _auth_error(self, request: Request) -> JSONResponse | None:
+        header = request.headers.get("authorization", "").strip()
+        if not header:
+            return _error(401, 1001, "Authorization header is empty")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return _error(401, 1002, "Authorization is invalid: expected 'Bearer <token>'")
+        if self._api_key is None and self._secret_key is None:
+            return None  # no keys configured: any Bearer token will do
+        if self._api_key is not None and hmac.compare_digest(token, self._api_key):
+            return None
+        if self._access_key is None or self._secret_key is None:
+            return _error(401, 1002, "Authorization is invalid: unknown API key")
+        try:
+            with warnings.catch_warnings():
+                # PyJWT warns about secrets under 32 bytes; the key is the account's choice.
+                warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+                claims = jwt.decode(
+                    token,
+                    self._secret_key,
+                    algorithms=["HS256"],
+                    options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+                )
+        except jwt.InvalidTokenError:
+            return _error(401, 1002, "Authorization is invalid: bad token or signature")
+        if claims.get("iss") != self._access_key:
+            return _error(401, 1002, "Authorization is invalid: unknown access key (iss)")
+        now = self._auth_clock()
+        nbf, exp = claims.get("nbf"), claims.get("exp")
+        if isinstance(nbf, int | float) and now < nbf:
+            return _error(401, 1003, "Token is not yet valid (nbf)")
+        if isinstance(exp, int | float) and now >= exp:
+            return _error(401, 1004, "Token has expired (exp)")
+        return None
+
+    # -- handlers -------------------------------------------------------------------
+
+    async def _admit(
+        self,
+        request: Request,
+        op: Op,
+        subjects_of: Callable[[Any], list[str]],
+        check: Callable[[Any], B],
+    ) -> tuple[B, list[str], Fault | None] | Response:
+        """What every create goes through: auth, JSON, request faults, the body rules."""
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        try:
+            raw = await request.json()
+        except ValueError:
+            return _error(400, 1200, "request body must be JSON")
+        subjects = subjects_of(raw)
+        fault = self.faults.take(op, subjects, REQUEST_FAULTS[op])
+        if fault is not None and fault.kind == "drop_before":
+            raise drop(request)
+        if fault is not None and fault.kind in ("http_500", "code_1302", "code_1303"):
+            return _fault_response(fault)
+        try:
+            return check(raw), subjects, fault
+        except Invalid as exc:
+            return _error(400, 1201, str(exc))
+
+    async def _create(self, request: Request) -> Response:
+        admitted = await self._admit(request, "create", _subjects, check_body)
+        if isinstance(admitted, Response):
+            return admitted
+        body, subjects, fault = admitted
+        now = self.clock()
+        ext = body.external_task_id
+        with self._lock:
+            if ext is not None and ext in self._by_external:
+                return _error(400, 1201, f"external_task_id must be unique: {ext!r} exists")
+            if self._in_flight(now) >= self.concurrency:
+                return _error(429, 1303, "parallel task over resource pack limit")
+            failing = self.faults.take("create", subjects, {"fail_task"})
+            task = _Task(
+                task_id=self._new_task_id(),
+                external_task_id=ext,
+                body=body,
+                created=now,
+                finishes=now + self.latency,
+                fail_message=(failing.message or "task failed (emulated)") if failing else None,
+                units=units_charged(body),
+            )
+            self._tasks[task.task_id] = task
+            if ext is not None:
+                self._by_external[ext] = task
+        return await self._answer_created(request, fault, task.task_id, ext, task.created)
+
+    async def _answer_created(
+        self, request: Request, fault: Fault | None, task_id: str, ext: str | None, created: float
+    ) -> Response:
+        """The answer to a create that made a task: late, lost or on time, as faulted."""
+        if fault is not None and fault.kind == "slow":
+            await self.sleep(fault.delay)
+        if fault is not None and fault.kind == "drop_after":
+            raise drop(request)
+        data = {
+            "task_id": task_id,
+            "task_status": "submitted",
+            "task_info": {"external_task_id": ext or ""},
+            "created_at": self._ms(created),
+            "updated_at": self._ms(created),
+        }
+        return JSONResponse(_envelope(data))
+
+    def _new_task_id(self) -> str:
+        # Random, like Kling's: a restarted emulator must not answer for old task ids.
+        while True:
+            task_id = str(secrets.randbelow(9 * 10**17) + 10**17)
+            if task_id not in self._tasks and task_id not in self._elements.tasks:
+                return task_id
+
+    async def _request_fault(self, request: Request, op: Op, subject: str) -> Fault | None:
+        """Apply the faults that come before the answer; return the one still to apply."""
+        fault = self.faults.take(op, [subject], REQUEST_FAULTS[op])
+        if fault is None:
+            return None
+        if fault.kind == "drop_before":
+            raise drop(request)
+        if fault.kind == "slow":
+            await self.sleep(fault.delay)
+            return None
+        return fault
+
+    async def _query(self, request: Request) -> Response:
+        return await self._lookup(request, "query", self._tasks, self._by_external, self._task_json)
+
+    async def _list(self, request: Request) -> Response:
+        return await self._listing(request, "query", self._tasks, self._task_json)
+
+    async def _lookup(
+        self,
+        request: Request,
+        op: Op,
+        by_id: Mapping[str, Any],
+        by_external: Mapping[str, Any],
+        as_json: Callable[[Any, str], dict[str, Any]],
+    ) -> Response:
+        """GET one task (video or element) by its task id or its external_task_id."""
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        key = request.path_params["id"]
+        fault = await self._request_fault(request, op, key)
+        if fault is not None and fault.kind != "drop_after":
+            return _fault_response(fault)
+        with self._lock:
+            task = by_id.get(key) or by_external.get(key)
+        if task is None:
+            return _error(404, 1203, f"task not found: {key}")
+        data = as_json(task, str(request.base_url))
+        if fault is not None:
+            raise drop(request)
+        return JSONResponse(_envelope(data))
+
+    async def _listing(
+        self,
+        request: Request,
+        op: Op,
+        by_id: Mapping[str, Any],
+        as_json: Callable[[Any, str], dict[str, Any]],
+    ) -> Response:
+        """GET a page of tasks (video or element), newest first."""
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        fault = await self._request_fault(request, op, "")
+        if fault is not None and fault.kind != "drop_after":
+            return _fault_response(fault)
+        try:
+            page = _int_param(request, "pageNum", 1, 1, 1000)
+            size = _int_param(request, "pageSize", 30, 1, 500)
+        except Invalid as exc:
+            return _error(400, 1201, str(exc))
+        with self._lock:
+            tasks = sorted(by_id.values(), key=lambda t: t.created, reverse=True)
+        chosen = tasks[(page - 1) * size : page * size]
+        data = [as_json(task, str(request.base_url)) for task in chosen]
+        if fault is not None:
+            raise drop(request)
+        return JSONResponse(_envelope(data))
+
+    # -- the element registry (§7.1) ------------------------------------------------
+
+    async def _element_create(self, request: Request) -> Response:
+        admitted = await self._admit(request, "element", element_subjects, check_element_body)
+        if isinstance(admitted, Response):
+            return admitted
+        body, subjects, fault = admitted
+        now = self.clock()
+        ext = body.external_task_id
+        with self._lock:
+            if ext is not None and ext in self._elements.by_external:
+                return _error(400, 1201, f"external_task_id must be unique: {ext!r} exists")
+            # No concurrency check: element tasks hold no video slot (§6.1 counts per type).
+            failing = self.faults.take("element", subjects, {"fail_task"})
+            task = ElementTask(
+                task_id=self._new_task_id(),
+                external_task_id=ext,
+                body=body,
+                element_id=self._elements.new_element_id(),
+                created=now,
+                finishes=now + self.element_latency,
+                fail_message=(failing.message or "element creation failed (emulated)")
+                if failing
+                else None,
+            )
+            self._elements.add(task)
+        return await self._answer_created(request, fault, task.task_id, ext, task.created)
+
+    async def _element_query(self, request: Request) -> Response:
+        return await self._lookup(
+            request, "element", self._elements.tasks, self._elements.by_external, self._element_json
+        )
+
+    async def _element_list(self, request: Request) -> Response:
+        return await self._listing(request, "element", self._elements.tasks, self._element_json)
+
+    async def _element_image(self, request: Request) -> Response:
+        """An element's Base64 image as Kling would serve it back: by URL, without auth."""
+        task_id, n = request.path_params["task_id"], request.path_params["n"]
+        fault = await self._request_fault(request, "download", task_id)
+        if fault is not None and fault.kind not in ("drop_after", "truncate"):
+            return _fault_response(fault)
+        with self._lock:
+            task = self._elements.tasks.get(task_id)
+        images = task.body.images if task is not None else ()
+        picture = images[n] if 0 <= n < len(images) else None
+        if picture is None or picture.data is None:
+            return _error(404, 1203, f"no image {n} for element task {task_id}")
+        media_type = "image/png" if picture.format == "PNG" else "image/jpeg"
+        return _stream(request, picture.data, len(picture.data), fault, media_type)
+
+    def _element_json(self, task: ElementTask, base_url: str) -> dict[str, Any]:
+        return element_json(task, self.clock(), base_url, self._ms)
+
+    async def _download(self, request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        fault = await self._request_fault(request, "download", task_id)
+        if fault is not None and fault.kind not in ("drop_after", "truncate"):
+            return _fault_response(fault)
+        with self._lock:
+            task = self._tasks.get(task_id)
+        if task is None or self._status(task, self.clock()) != "succeed":
+            return _error(404, 1203, f"no clip for task {task_id}")
+        clip = task.clip
+        if clip is None:
+            clip = await anyio.to_thread.run_sync(self._encode, task)
+        return _stream(request, clip, len(clip), fault, "video/mp4")
+
+    async def _blob(self, request: Request) -> Response:
+        try:
+            size = _int_param(request, "bytes", 0, 0, 1 << 40)
+            seed = _int_param(request, "seed", 0, 0, 1 << 63)
+        except Invalid as exc:
+            return _error(400, 1201, str(exc))
+        fault = await self._request_fault(request, "download", "blob")
+        if fault is not None and fault.kind not in ("drop_after", "truncate"):
+            return _fault_response(fault)
+        return _stream(request, _random_chunks(size, seed), size, fault)
+
+    async def _stats(self, request: Request) -> Response:
+        return JSONResponse(self.stats())
+
+    async def _faults_get(self, request: Request) -> Response:
+        return JSONResponse(_envelope([f.to_json() for f in self.faults.pending()]))
+
+    async def _faults_post(self, request: Request) -> Response:
+        try:
+            raw = await request.json()
+            if not isinstance(raw, dict):
+                raise ValueError("a fault is a JSON object")
+            unknown = set(raw) - {"kind", "op", "times", "delay", "message", "match"}
+            if unknown:
+                raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
+            fault = self.faults.add(
+                raw.get("kind", ""),
+                raw.get("op", "any"),
+                raw.get("times", 1),
+                raw.get("delay", 0.0),
+                raw.get("message"),
+                raw.get("match"),
+            )
+        except ValueError as exc:
+            return _error(400, 1201, str(exc))
+        return JSONResponse(_envelope(fault.to_json()))
+
+    async def _faults_delete(self, request: Request) -> Response:
+        self.faults.clear()
+        return JSONResponse(_envelope(None))
+
+    # -- clips ----------------------------------------------------------------------
+
+    def _encode(self, task: _Task) -> bytes:
+        """Encode a task's placeholder clip once (runs in a worker thread)."""
+        with task.encode_lock:
+            if task.clip is None:
+                task.clip = placeholder_clip(task.body, max_side=self.clip_max_side, fps=self.fps)
+            return task.clip
+
+
+# -- reading requests, streaming answers ----------------------------------------------
+
+
+def _subjects(raw: Any) -> list[str]:
+    """What a create fault's `match` is compared with: prompts and external_task_id."""
+    if not isinstance(raw, dict):
+        return []
+    texts = [raw.get("prompt"), raw.get("external_task_id")]
+    shots = raw.get("multi_prompt")
+    if isinstance(shots, list):
+        texts += [shot.get("prompt") for shot in shots if isinstance(shot, dict)]
+    return [text for text in texts if isinstance(text, str)]
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    if not value.isdecimal() or not low <= int(value) <= high:
+        raise Invalid(f"{name} must be an integer from {low} to {high}")
+    return int(value)
+
+
+async def _random_chunks(size: int, seed: int) -> AsyncIterator[bytes]:
+    rng = random.Random(seed)
+    left = size
+    while left > 0:
+        n = min(BLOB_CHUNK, left)
+        yield rng.randbytes(n)
+        left -= n
+
+
+async def _slices(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(data), CHUNK):
+        yield bytes(view[start : start + CHUNK])
+
+
+def _stream(
+    request: Request,
+    body: bytes | AsyncIterator[bytes],
+    size: int,
+    fault: Fault | None,
+    media_type: str = "application/octet-stream",
+) -> StreamingResponse:
+    """Stream `size` bytes with Content-Length; a truncate or drop_after fault cuts it at half."""
+    chunks = _slices(body) if isinstance(body, bytes) else body
+
+    async def content() -> AsyncIterator[bytes]:
+        if fault is None:
+            async for chunk in chunks:
+                yield chunk
+            return
+        left = size // 2
+        async for chunk in chunks:
+            if left <= 0:
+                break
+            yield chunk[:left]
+            left -= len(chunk)
+        # Under uvicorn a short body must end the connection; in-process it just ends.
+        if fault.kind == "drop_after" or request.scope.get(SERVER):
+            raise drop(request)
+
+    headers = {"content-length": str(size)}
+    return StreamingResponse(content(), headers=headers, media_type=media_type)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return _error(404, 1202, "Invalid HTTP method")
+    return _error(exc.status_code, 1203 if exc.status_code == 404 else 1200, str(exc.detail))

@@ -1,0 +1,639 @@
+"""The emulator's own reading of Kling's body rules: a create body → Body, or Invalid.
+
+The emulator reads the rules independently of `compiler.rules` on purpose: it exists to
+catch the compiler's bugs, so it must not share the compiler's mistakes. Where the facts
+are disputed it is no stricter than a rule it can cite (kling-api.md §9.14), and it reads
+an empty string, list or null as an absent field (§9.13). Element creates (§7.1) are read
+here too, and `units_charged` is what a task bills (§6.2).
+
+No I/O: Base64 images are decoded and measured in memory, https URLs are not fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from io import BytesIO
+from typing import Any
+
+from PIL import Image
+
+MODELS = ("kling-video-o1", "kling-v3-omni")
+DEFAULT_MODEL = "kling-video-o1"  # §2.1: an omitted model_name selects O1
+MODES = {"kling-video-o1": ("std", "pro"), "kling-v3-omni": ("std", "pro", "4k")}  # R15
+ASPECTS = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1)}
+PROMPT_CHARS = 2500  # R1
+SHOT_PROMPT_CHARS = 512  # R4
+MAX_SHOTS = 6  # R4
+IMAGE_BYTES = 10 * 1024 * 1024  # §2.1 media limits
+IMAGE_MIN_SIDE = 300
+IMAGE_ASPECT = (0.4, 2.5)
+BASE_EDIT_SECONDS = 5  # the emulator cannot fetch the input video to learn its length
+
+# Units per second of output (§6.2): silent, native audio, with video input.
+UNITS_PER_SECOND = {
+    "kling-v3-omni": {
+        "std": ("0.6", "0.8", "0.9"),
+        "pro": ("0.8", "1.0", "1.2"),
+        "4k": ("3.0", "3.0", "3.0"),
+    },
+    "kling-video-o1": {"std": ("0.6", "0.6", "0.9"), "pro": ("0.8", "0.8", "1.2")},
+}
+
+TOKEN = re.compile(r"<<<(image|element|video)_(\d+)>>>")
+
+
+# -- reading a create body ------------------------------------------------------------
+
+
+class Invalid(Exception):
+    """A create body breaks a rule: HTTP 400, code 1201, with this message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shot:
+    """One item of multi_prompt."""
+
+    index: int
+    prompt: str
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageItem:
+    """One item of image_list."""
+
+    type: str | None  # first_frame | end_frame | None (a reference image)
+    data: bytes | None  # decoded Base64; None for a URL
+    size: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class VideoItem:
+    """One item of video_list."""
+
+    refer_type: str
+    keep_original_sound: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A create body after the type and enum checks, defaults applied (§3.2)."""
+
+    model: str
+    mode: str
+    sound: str
+    aspect_ratio: str | None
+    duration: int | None  # None: absent (defaults to 5) or ignored by a base edit
+    prompt: str | None
+    multi_shot: bool
+    shot_type: str | None
+    shots: tuple[Shot, ...]
+    images: tuple[ImageItem, ...]
+    elements: int
+    videos: tuple[VideoItem, ...]
+    external_task_id: str | None
+    watermark: bool
+
+    @property
+    def base_edit(self) -> bool:
+        return any(v.refer_type == "base" for v in self.videos)
+
+    def frame(self, kind: str) -> ImageItem | None:
+        return next((image for image in self.images if image.type == kind), None)
+
+    @property
+    def seconds(self) -> int:
+        """Output length: what Kling bills (§6.2) and the clip lasts."""
+        if self.base_edit and not self.multi_shot:
+            return BASE_EDIT_SECONDS
+        return self.duration if self.duration is not None else 5
+
+    @property
+    def texts(self) -> list[str]:
+        """The prompts Kling reads: customize multi-shot ignores the top-level prompt (R2)."""
+        if self.multi_shot and self.shot_type == "customize":
+            return [shot.prompt for shot in self.shots]
+        return [self.prompt or ""]
+
+
+def _present(raw: dict[str, Any], key: str) -> Any:
+    """The value of `key`, or None when it is absent, null, "" or [] (§9.13)."""
+    value = raw.get(key)
+    return None if value is None or value == "" or value == [] else value
+
+
+def _string(raw: dict[str, Any], key: str, where: str = "") -> str | None:
+    value = _present(raw, key)
+    if value is not None and not isinstance(value, str):
+        raise Invalid(f"{where}{key} must be a string")
+    return value
+
+
+def _enum(raw: dict[str, Any], key: str, allowed: Sequence[str], suffix: str = "") -> str | None:
+    value = _string(raw, key)
+    if value is not None and value not in allowed:
+        raise Invalid(f"{key} must be one of {', '.join(allowed)}{suffix}")
+    return value
+
+
+def _list(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = _present(raw, key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise Invalid(f"{key} must be an array of objects")
+    return value
+
+
+def _seconds(value: Any, where: str) -> int:
+    # §2.1, §9.3: durations are strings on /v1 ("5"), also inside multi_prompt.
+    if not isinstance(value, str):
+        raise Invalid(f'{where} must be a string such as "5"')
+    if not value.isdecimal():
+        raise Invalid(f'{where} must be a whole number of seconds such as "5"')
+    return int(value)
+
+
+def read_body(raw: dict[str, Any]) -> Body:
+    """Check types and enums of a create body (§2.1) and apply Kling's defaults."""
+    model = _enum(raw, "model_name", MODELS) or DEFAULT_MODEL
+    mode = _enum(raw, "mode", MODES[model], f" for {model}") or "pro"
+    sound = _enum(raw, "sound", ("on", "off")) or "off"
+    aspect = _enum(raw, "aspect_ratio", tuple(ASPECTS))
+    prompt = _string(raw, "prompt")
+    multi_shot = raw.get("multi_shot")
+    if multi_shot is None or multi_shot == "":
+        multi_shot = False
+    if not isinstance(multi_shot, bool):
+        raise Invalid("multi_shot must be a boolean")
+    shot_type = _enum(raw, "shot_type", ("customize", "intelligence"))
+    videos = tuple(_read_video(item, i) for i, item in enumerate(_list(raw, "video_list")))
+    base_edit = any(v.refer_type == "base" for v in videos)
+    duration = _present(raw, "duration")
+    # R13: a base edit ignores duration (its length follows the input video).
+    seconds = (
+        None
+        if duration is None or (base_edit and not multi_shot)
+        else _seconds(duration, "duration")
+    )
+    shots: tuple[Shot, ...] = ()
+    if multi_shot and shot_type == "customize":
+        shots = tuple(_read_shot(item, i) for i, item in enumerate(_list(raw, "multi_prompt")))
+    images = tuple(_read_image(item, i) for i, item in enumerate(_list(raw, "image_list")))
+    elements = _list(raw, "element_list")
+    for i, item in enumerate(elements):
+        element_id = item.get("element_id")
+        # §7.2: a long on /v1; the official examples also quote it as a string. Any
+        # positive id passes: one this emulator created, or one from the user's library.
+        if _element_id(element_id) is None:
+            raise Invalid(f"element_list[{i}].element_id must be an integer element id")
+    watermark = _present(raw, "watermark_info") or {}
+    if not isinstance(watermark, dict) or not isinstance(watermark.get("enabled", False), bool):
+        raise Invalid('watermark_info must be an object such as {"enabled": true}')
+    _string(raw, "callback_url")
+    return Body(
+        model=model,
+        mode=mode,
+        sound=sound,
+        aspect_ratio=aspect,
+        duration=seconds,
+        prompt=prompt,
+        multi_shot=multi_shot,
+        shot_type=shot_type,
+        shots=shots,
+        images=images,
+        elements=len(elements),
+        videos=videos,
+        external_task_id=_string(raw, "external_task_id"),
+        watermark=bool(watermark.get("enabled", False)),
+    )
+
+
+def _element_id(value: Any) -> int | None:
+    """A positive element id sent as a JSON number or a decimal string, else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdecimal() and int(value) > 0:
+        return int(value)
+    return None
+
+
+def _read_shot(item: dict[str, Any], i: int) -> Shot:
+    where = f"multi_prompt[{i}]"
+    index = item.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or index < 1:
+        raise Invalid(f"{where}.index must be an integer counting from 1")
+    prompt = _string(item, "prompt", f"{where}.")
+    if prompt is None:
+        raise Invalid(f"{where}.prompt is required")
+    if len(prompt) > SHOT_PROMPT_CHARS:
+        raise Invalid(f"{where}.prompt must be at most {SHOT_PROMPT_CHARS} characters")
+    duration = _present(item, "duration")
+    if duration is None:
+        raise Invalid(f"{where}.duration is required")
+    return Shot(index, prompt, _seconds(duration, f"{where}.duration"))
+
+
+def _read_video(item: dict[str, Any], i: int) -> VideoItem:
+    where = f"video_list[{i}]"
+    url = _string(item, "video_url", f"{where}.")
+    if url is None:
+        raise Invalid(f"{where}.video_url is required")
+    if not url.startswith("https://"):
+        # §2.1: a video is passed by URL only; §9.12: public https URLs.
+        raise Invalid(f"{where}.video_url must be an https URL")
+    refer_type = _string(item, "refer_type", f"{where}.") or "base"  # §2.1: default base
+    if refer_type not in ("feature", "base"):
+        raise Invalid(f"{where}.refer_type must be one of feature, base")
+    keep = _string(item, "keep_original_sound", f"{where}.")
+    if keep not in (None, "yes", "no"):
+        raise Invalid(f"{where}.keep_original_sound must be one of yes, no")
+    return VideoItem(refer_type, keep)
+
+
+def _read_image(item: dict[str, Any], i: int) -> ImageItem:
+    where = f"image_list[{i}]"
+    kind = _string(item, "type", f"{where}.")
+    if kind not in (None, "first_frame", "end_frame"):
+        raise Invalid(f"{where}.type must be one of first_frame, end_frame")
+    value = _string(item, "image_url", f"{where}.")
+    if value is None:
+        raise Invalid(f"{where}.image_url is required")
+    picture = read_picture(value, f"{where}.image_url")
+    return ImageItem(kind, picture.data, picture.size)
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """An image as sent: an https URL (not fetched), or decoded Base64 checked in full."""
+
+    url: str | None
+    data: bytes | None
+    format: str | None = None  # JPEG | PNG, for Base64
+    size: tuple[int, int] | None = None
+
+    @property
+    def identity(self) -> str | bytes:
+        """What makes two pictures the same: the URL, or the decoded bytes."""
+        return self.data if self.data is not None else self.url or ""
+
+
+def read_picture(value: str, where: str) -> Picture:
+    """Check one image value (§2.1 media limits); `where` names the field in messages."""
+    if value.startswith("local:"):
+        raise Invalid(f"{where} must be an https URL or Base64, not a local file")
+    if value.startswith("data:"):
+        # §2.1, §9.12: Base64 must be bare.
+        raise Invalid(f"{where} Base64 must not carry a data: prefix")
+    if "://" in value:
+        if not value.startswith("https://"):
+            raise Invalid(f"{where} must be an https URL or Base64")
+        return Picture(value, None)
+    try:
+        data = base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid(f"{where} is neither an https URL nor valid Base64") from None
+    if len(data) > IMAGE_BYTES:
+        raise Invalid(f"{where} image must be at most 10MB")
+    try:
+        with Image.open(BytesIO(data)) as image:
+            fmt, size = image.format, image.size
+    except (OSError, Image.DecompressionBombError):
+        raise Invalid(f"{where} Base64 is not a readable image") from None
+    if fmt not in ("JPEG", "PNG"):
+        raise Invalid(f"{where} image must be jpg, jpeg or png")
+    width, height = size
+    if min(width, height) < IMAGE_MIN_SIDE:
+        raise Invalid(
+            f"{where} image sides must be at least {IMAGE_MIN_SIDE}px, got {width}x{height}"
+        )
+    if not IMAGE_ASPECT[0] <= width / height <= IMAGE_ASPECT[1]:
+        raise Invalid(
+            f"{where} image aspect ratio must be between 1:2.5 and 2.5:1, got {width}x{height}"
+        )
+    return Picture(None, data, fmt, (width, height))
+
+
+# -- the rules (kling-api.md §3), one small function each -----------------------------
+
+BodyRule = Callable[[Body], str | None]
+BODY_RULES: list[BodyRule] = []
+
+
+def body_rule(fn: BodyRule) -> BodyRule:
+    BODY_RULES.append(fn)
+    return fn
+
+
+@body_rule
+def _r15_model(b: Body) -> str | None:
+    if b.model == "kling-video-o1" and b.multi_shot:
+        return "multi_shot is not supported by kling-video-o1"
+    if b.model == "kling-video-o1" and b.sound == "on":
+        return "sound must be off for kling-video-o1"
+    return None
+
+
+@body_rule
+def _r1_prompt(b: Body) -> str | None:
+    if b.prompt is not None and len(b.prompt) > PROMPT_CHARS:
+        return f"prompt must be at most {PROMPT_CHARS} characters"
+    if b.prompt is None and (not b.multi_shot or b.shot_type == "intelligence"):
+        return "prompt is required" + (" when shot_type is intelligence" if b.multi_shot else "")
+    return None
+
+
+@body_rule
+def _r3_shot_type(b: Body) -> str | None:
+    if b.multi_shot and b.shot_type is None:
+        return "shot_type is required when multi_shot is true"
+    return None
+
+
+@body_rule
+def _r4_shots(b: Body) -> str | None:
+    if not b.multi_shot or b.shot_type != "customize":
+        return None
+    if not b.shots:
+        return "multi_prompt is required when shot_type is customize"
+    if len(b.shots) > MAX_SHOTS:
+        return f"multi_prompt must have 1 to {MAX_SHOTS} items"
+    if len({shot.index for shot in b.shots}) != len(b.shots):
+        return "multi_prompt index values must be unique"
+    total = b.duration if b.duration is not None else 5
+    for i, shot in enumerate(b.shots):
+        if not 1 <= shot.seconds <= total:
+            return f"multi_prompt[{i}].duration must be between 1 and duration ({total})"
+    shots_total = sum(shot.seconds for shot in b.shots)
+    if shots_total != total:
+        return f"multi_prompt durations add up to {shots_total}, but duration is {total}"
+    return None
+
+
+@body_rule
+def _r5_duration(b: Body) -> str | None:
+    if b.duration is None:
+        return None  # absent: Kling's default "5" fits every case
+    allowed, text = _durations(b)
+    if b.duration not in allowed:
+        return f"duration must be one of {text}"
+    return None
+
+
+def _durations(b: Body) -> tuple[range | tuple[int, ...], str]:
+    """Allowed output seconds by model and case (§3.3, the capability map)."""
+    if b.model == "kling-v3-omni":
+        return range(3, 16), f"3..15 for {b.model}"
+    first_frame_only = len(b.images) == 1 and b.images[0].type == "first_frame"
+    if not b.videos and not b.elements and (not b.images or first_frame_only):
+        return (5, 10), f"5, 10 for {b.model} text-to-video and first-frame-only tasks"
+    return range(3, 11), f"3..10 for {b.model}"
+
+
+@body_rule
+def _r14_aspect(b: Body) -> str | None:
+    if b.aspect_ratio is None and b.frame("first_frame") is None and not b.base_edit:
+        return (
+            "aspect_ratio is required unless image_list has a first_frame "
+            "or video_list edits a video (refer_type base)"
+        )
+    return None
+
+
+@body_rule
+def _frames_once(b: Body) -> str | None:
+    for kind in ("first_frame", "end_frame"):
+        if sum(image.type == kind for image in b.images) > 1:
+            return f"image_list may hold only one {kind}"
+    return None
+
+
+@body_rule
+def _r7_end_frame(b: Body) -> str | None:
+    if b.frame("end_frame") is not None and b.frame("first_frame") is None:
+        return "end_frame requires a first_frame in image_list"
+    return None
+
+
+@body_rule
+def _r2_multi_shot_frames(b: Body) -> str | None:
+    # R2 forbids start & end frames; a lone first frame is disputed, so it passes.
+    if b.multi_shot and b.frame("end_frame") is not None:
+        return "end_frame is not supported when multi_shot is true"
+    return None
+
+
+@body_rule
+def _r8_frames_base_edit(b: Body) -> str | None:
+    if b.base_edit and (b.frame("first_frame") or b.frame("end_frame")):
+        return "first_frame and end_frame are not supported with video editing (refer_type base)"
+    return None
+
+
+@body_rule
+def _r9_o1_frames(b: Body) -> str | None:
+    has_frames = b.frame("first_frame") is not None or b.frame("end_frame") is not None
+    if b.model == "kling-video-o1" and has_frames and len(b.images) > 2:
+        return "kling-video-o1 supports no first_frame or end_frame with more than 2 images"
+    return None
+
+
+@body_rule
+def _r6_ref_count(b: Body) -> str | None:
+    limit = 4 if b.videos else 7
+    if len(b.images) + b.elements > limit:
+        where = " with a reference video" if b.videos else ""
+        return f"image_list and element_list may hold at most {limit} items in total{where}"
+    return None
+
+
+@body_rule
+def _r10_elements(b: Body) -> str | None:
+    first, end = b.frame("first_frame"), b.frame("end_frame")
+    if first is None:
+        return None
+    if end is not None and b.model == "kling-video-o1" and b.elements:
+        return "element_list is not supported with first_frame and end_frame on kling-video-o1"
+    if b.elements > 3:
+        return "element_list may hold at most 3 elements with a first_frame"
+    return None
+
+
+@body_rule
+def _r11_videos(b: Body) -> str | None:
+    if len(b.videos) > 1:
+        return "video_list may hold at most 1 video"
+    return None
+
+
+@body_rule
+def _r12_sound(b: Body) -> str | None:
+    if b.videos and b.sound == "on":
+        return "sound must be off when video_list is provided"
+    return None
+
+
+@body_rule
+def _tokens(b: Body) -> str | None:
+    # §2.3: <<<image_N>>> is the N-th item of image_list (likewise element, video).
+    counts = {"image": len(b.images), "element": b.elements, "video": len(b.videos)}
+    for text in b.texts:
+        for match in TOKEN.finditer(text):
+            kind, n = match.group(1), int(match.group(2))
+            if not 1 <= n <= counts[kind]:
+                return f"{match.group(0)} refers to no item of {kind}_list ({counts[kind]} items)"
+    return None
+
+
+def check_body(raw: Any) -> Body:
+    """Read a create body and check it against R1-R16; raises Invalid on the first error."""
+    if not isinstance(raw, dict):
+        raise Invalid("request body must be a JSON object")
+    body = read_body(raw)
+    for rule in BODY_RULES:
+        message = rule(body)
+        if message is not None:
+            raise Invalid(message)
+    return body
+
+
+def units_charged(body: Body) -> str:
+    """final_unit_deduction as Kling sends it: units per second x seconds, e.g. "4" or "4.5"."""
+    silent, sound, video = UNITS_PER_SECOND[body.model][body.mode]
+    rate = video if body.videos else sound if body.sound == "on" else silent
+    units = Decimal(rate) * body.seconds
+    return _decimal(units)
+
+
+def _decimal(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+# -- element creates (kling-api.md §7.1) ----------------------------------------------
+
+ELEMENT_NAME_CHARS = 20
+ELEMENT_DESCRIPTION_CHARS = 100
+REFERENCE_TYPES = ("image_refer", "video_refer")
+MAX_REFER_IMAGES = 3
+ELEMENT_TAGS = tuple(f"o_{n}" for n in range(101, 109))  # hot meme, character, ... other
+
+
+@dataclass(frozen=True, slots=True)
+class ElementBody:
+    """An element create body (§7.1) after its checks."""
+
+    name: str
+    description: str
+    reference_type: str  # image_refer | video_refer
+    images: tuple[Picture, ...]  # image_refer: the frontal image first, then 1-3 more
+    video_url: str | None  # video_refer: the one reference video
+    tags: tuple[str, ...]
+    voice_id: str | None
+    external_task_id: str | None
+
+
+def check_element_body(raw: Any) -> ElementBody:
+    """Read an element create body and check it (§7.1); raises Invalid on the first error.
+
+    Like the video rules it is no stricter than the fact sheet: a video is passed by URL
+    and cannot be fetched, so its length, resolution and content go unchecked.
+    """
+    if not isinstance(raw, dict):
+        raise Invalid("request body must be a JSON object")
+    name = _required_text(raw, "element_name", ELEMENT_NAME_CHARS)
+    description = _required_text(raw, "element_description", ELEMENT_DESCRIPTION_CHARS)
+    reference_type = _enum(raw, "reference_type", REFERENCE_TYPES)
+    if reference_type is None:
+        raise Invalid("reference_type is required")
+    images: tuple[Picture, ...] = ()
+    video_url = None
+    if reference_type == "image_refer":
+        images = _element_images(raw)
+    else:
+        video_url = _element_video(raw)
+    tags = []
+    for i, item in enumerate(_list(raw, "tag_list")):
+        tag = item.get("tag_id")
+        if tag not in ELEMENT_TAGS:
+            raise Invalid(f"tag_list[{i}].tag_id must be one of {', '.join(ELEMENT_TAGS)}")
+        tags.append(tag)
+    voice_id = _present(raw, "element_voice_id")
+    if voice_id is not None and (isinstance(voice_id, bool) or not isinstance(voice_id, str | int)):
+        raise Invalid("element_voice_id must be a voice id")
+    _string(raw, "callback_url")
+    return ElementBody(
+        name=name,
+        description=description,
+        reference_type=reference_type,
+        images=images,
+        video_url=video_url,
+        tags=tuple(tags),
+        voice_id=None if voice_id is None else str(voice_id),
+        external_task_id=_string(raw, "external_task_id"),
+    )
+
+
+def _required_text(raw: dict[str, Any], key: str, limit: int) -> str:
+    value = _string(raw, key)
+    if value is None:
+        raise Invalid(f"{key} is required")
+    if len(value) > limit:
+        raise Invalid(f"{key} must be at most {limit} characters")
+    return value
+
+
+def _element_images(raw: dict[str, Any]) -> tuple[Picture, ...]:
+    where = "element_image_list"
+    images = _present(raw, where)
+    if images is None:
+        raise Invalid(f"{where} is required when reference_type is image_refer")
+    if not isinstance(images, dict):
+        raise Invalid(f"{where} must be an object with frontal_image and refer_images")
+    frontal_value = _string(images, "frontal_image", f"{where}.")
+    if frontal_value is None:
+        raise Invalid(f"{where}.frontal_image is required")
+    frontal = read_picture(frontal_value, f"{where}.frontal_image")
+    refers = _present(images, "refer_images")
+    if refers is None:
+        raise Invalid(f"{where}.refer_images is required (1 to {MAX_REFER_IMAGES} images)")
+    if not isinstance(refers, list) or not all(isinstance(item, dict) for item in refers):
+        raise Invalid(f"{where}.refer_images must be an array of objects")
+    if len(refers) > MAX_REFER_IMAGES:
+        raise Invalid(f"{where}.refer_images must have 1 to {MAX_REFER_IMAGES} items")
+    pictures = [frontal]
+    for i, item in enumerate(refers):
+        field = f"{where}.refer_images[{i}].image_url"
+        value = _string(item, "image_url", f"{where}.refer_images[{i}].")
+        if value is None:
+            raise Invalid(f"{field} is required")
+        picture = read_picture(value, field)
+        if picture.identity == frontal.identity:
+            # §7.1: the further images differ from the frontal one.
+            raise Invalid(f"{field} must differ from frontal_image")
+        pictures.append(picture)
+    return tuple(pictures)
+
+
+def _element_video(raw: dict[str, Any]) -> str:
+    where = "element_video_list"
+    videos = _present(raw, where)
+    if videos is None:
+        raise Invalid(f"{where} is required when reference_type is video_refer")
+    if not isinstance(videos, dict):
+        raise Invalid(f"{where} must be an object with refer_videos")
+    refers = _present(videos, "refer_videos") or []
+    if not isinstance(refers, list) or not all(isinstance(item, dict) for item in refers):
+        raise Invalid(f"{where}.refer_videos must be an array of objects")
+    if len(refers) != 1:
+        raise Invalid(f"{where}.refer_videos must hold exactly 1 video")
+    url = _string(refers[0], "video_url", f"{where}.refer_videos[0].")
+    if url is None:
+        raise Invalid(f"{where}.refer_videos[0].video_url is required")
+    if not url.startswith("https://"):
+        raise Invalid(f"{where}.refer_videos[0].video_url must be an https URL")
+    return url
