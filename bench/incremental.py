@@ -24,10 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from compiler.backends import emulator_backend  # noqa: E402
 from compiler.emulator import Emulator  # noqa: E402
-from compiler.lockfile import Clip, Lockfile, SceneLock, TaskLock, external_task_id, payload_digest  # noqa: E402  # noqa: E402
+from compiler.lockfile import Clip, Lockfile, TaskLock, external_task_id  # noqa: E402
 from compiler.pipeline import compile_file  # noqa: E402
-from compiler.render import Selection, emulator_backend, plan_board, render_board  # noqa: E402
+from compiler.plan import Selection  # noqa: E402
+from compiler.run import plan_board, render_board  # noqa: E402
+from compiler.wire import record_json, request_digest  # noqa: E402
 
 
 class FakeTime:
@@ -65,8 +68,10 @@ def _board(path: Path, scenes: int, edited: int | None = None) -> None:
 def _render(board: Path, emulator: Emulator) -> None:
     result = compile_file(board, board.name)
     assert result.ok, [d.headline() for d in result.diagnostics]
+    renders = board.parent / "renders"
+    plan = plan_board(result, "emulator", renders)
     outcome = asyncio.run(
-        render_board(result, emulator_backend(emulator), board.parent / "renders", Quiet())
+        render_board(result, plan, emulator_backend(emulator), renders, Quiet(), preview=False)
     )
     failed = outcome.failed
     if failed:
@@ -95,7 +100,7 @@ def _full_lock(board: Path) -> None:
     result = compile_file(board, board.name)
     lock = Lockfile.for_storyboard(board)
     for task in result.tasks:
-        digest = payload_digest(task.payload)
+        digest = request_digest(task.request)
         clip = Clip(f"{board.stem}/{task.scene}.mp4", "0" * 64, 1, task.seconds)
         done = TaskLock(
             external_task_id(task.scene, digest),
@@ -104,8 +109,10 @@ def _full_lock(board: Path) -> None:
             units_charged=f"{task.units:g}",
             video_url="https://cdn.example/clip.mp4",
             clip=clip,
+            digest=digest,
+            take=1,
         )
-        lock.scenes[task.scene] = SceneLock(digest, task.payload, "kling", takes={1: done})
+        lock.install(task.scene, 1, digest, record_json(task.request), done)
     lock.save()
 
 

@@ -37,7 +37,7 @@ from compiler.client import KlingClient  # noqa: E402
 from compiler.execute import Executor  # noqa: E402
 from compiler.lockfile import Lockfile  # noqa: E402
 from compiler.pipeline import compile_file  # noqa: E402
-from compiler.render import jobs_for  # noqa: E402
+from compiler.plan import plan  # noqa: E402
 
 ACCOUNT = 4
 KEY = "bench-key"
@@ -101,17 +101,20 @@ async def _makespan(url: str, board: Path, concurrency: int) -> float:
     result = compile_file(board, board.name)
     assert result.ok, [d.headline() for d in result.diagnostics]
     client = KlingClient(url, ApiKeyAuth(KEY))
+    lock = Lockfile.for_storyboard(board)
+    clips = board.parent / "renders" / board.stem
+    planned = plan(result.tasks, lock, "kling", clips)
     executor = Executor(
         client,
-        Lockfile.for_storyboard(board),
+        lock,
         base_dir=board.parent,
-        clips_dir=board.parent / "renders" / board.stem,
+        clips_dir=clips,
         backend="kling",
         concurrency=concurrency,
         poll_interval=0.05,
     )
     start = time.perf_counter()
-    results = await executor.run(jobs_for(result))
+    results = await executor.run(planned)
     elapsed = time.perf_counter() - start
     await client.aclose()
     bad = [r for r in results if r.outcome != "rendered"]

@@ -10,19 +10,20 @@ import re
 import sys
 import traceback
 from collections.abc import Sequence
+from decimal import Decimal
 from enum import IntEnum
 from pathlib import Path
 
 from . import __version__
+from .backends import backend_name
 from .diagnostics import REPORTERS, Diagnostic, did_you_mean, sort_diagnostics
-from .errors import CredentialsError, StoryboardError
-from .fsutil import atomic_write_text, sha256_file
-from .lockfile import LockfileError, TaskLock
+from .errors import BackendError, CredentialsError, StoryboardError
+from .fsutil import atomic_write_text
+from .gate import BoardCost, judge
 from .pipeline import CompileResult, compile_file
-from .plan import Plan
+from .plan import Plan, Selection
 from .planview import plan_json, print_plan
 from .progress import Display, PlainProgress, RichProgress
-from .render import BackendError, Selection, backend_name, plan_board
 from .starter import starter_text
 from .validate import schema_path
 
@@ -155,6 +156,8 @@ def _selection(args: argparse.Namespace, results: list[CompileResult]) -> Select
 def _plans(
     args: argparse.Namespace, results: list[CompileResult], backend: str
 ) -> tuple[Selection, dict[str, Plan]]:
+    from .run import plan_board
+
     selection = _selection(args, results)
     plans = {r.path: plan_board(r, backend, Path(args.renders), selection) for r in results}
     return selection, plans
@@ -191,10 +194,11 @@ def _backend_name(args: argparse.Namespace) -> str:
 
 
 def cmd_render(args: argparse.Namespace) -> ExitCode:
-    from .render import choose_backend, render_all
+    from .backends import choose_backend
+    from .run import render_all
 
     results = _compiled(args)
-    selection, plans = _plans(args, results, _backend_name(args))
+    _, plans = _plans(args, results, _backend_name(args))
     backend = choose_backend(args.backend)
     if args.poll_interval is not None:
         backend.poll_interval = args.poll_interval
@@ -219,10 +223,10 @@ def cmd_render(args: argparse.Namespace) -> ExitCode:
         outcomes = asyncio.run(
             render_all(
                 results,
+                plans,
                 backend,
                 Path(args.renders),
                 display,
-                selection=selection,
                 concurrency=args.concurrency,
                 poll_timeout=args.timeout,
             )
@@ -234,43 +238,42 @@ def cmd_render(args: argparse.Namespace) -> ExitCode:
             print(f"{outcome.storyboard}: {scene.outcome}: {scene.error}", file=sys.stderr)
         film = f" -> {outcome.film}" if outcome.film else ""
         print(f"{outcome.storyboard}: {outcome.film_note}{film}")
+        if outcome.preview is not None:
+            print(f"{outcome.storyboard}: contact sheet {outcome.preview.as_posix()}")
     return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def _approved(
     args: argparse.Namespace, results: list[CompileResult], plans: dict[str, Plan]
 ) -> bool:
-    """The money gate (design.md §5): --yes, or within budget, or a yes typed at a terminal.
-
-    `--budget` caps the total of this run; without it each storyboard's `budget_usd` caps
-    its own plan, and a storyboard with paid work and no budget needs approval.
-    """
-    if args.yes:
+    """Ask the money gate; at a terminal, a typed yes approves what the gate did not."""
+    costs = [
+        BoardCost(
+            r.path,
+            plans[r.path].usd,
+            _decimal(r.board.budget_usd) if r.board and r.board.budget_usd is not None else None,
+        )
+        for r in results
+    ]
+    budget = _decimal(args.budget) if args.budget is not None else None
+    verdict = judge(costs, yes=args.yes, budget=budget)
+    if verdict.approved:
         return True
-    usd = sum(p.usd for p in plans.values())
-    if args.budget is not None:
-        within, limit = usd <= args.budget, f"--budget ${args.budget:.2f}"
-    else:
-        over = []
-        for result in results:
-            budget = result.board.budget_usd if result.board else None
-            cost = plans[result.path].usd
-            if cost > 0 and (budget is None or cost > budget):
-                shown = "no budget_usd" if budget is None else f"budget_usd ${budget:.2f}"
-                over.append(f"{result.path}: ${cost:.2f}, {shown}")
-        within, limit = not over, "; ".join(over)
-    if within:
-        return True
-    if sys.stdin.isatty() and sys.stderr.isatty():
-        answer = input(f"render: this costs about ${usd:.2f} ({limit}). Submit? [y/N] ")
+    usd = f"${verdict.usd:.2f}" if verdict.usd.is_finite() else "an unknown amount"
+    if verdict.askable and sys.stdin.isatty() and sys.stderr.isatty():
+        answer = input(f"render: this costs about {usd} ({verdict.limit}). Submit? [y/N] ")
         if answer.strip().lower() in ("y", "yes"):
             return True
     print(
-        f"render: refused: about ${usd:.2f} of paid work ({limit}); nothing was submitted. "
+        f"render: refused: about {usd} of paid work ({verdict.limit}); nothing was submitted. "
         "Pass --yes, or raise --budget or budget_usd",
         file=sys.stderr,
     )
     return False
+
+
+def _decimal(value: float) -> Decimal:
+    return Decimal(str(value))
 
 
 def _display(rows: list[tuple[str, str]]) -> Display:
@@ -291,7 +294,8 @@ def cmd_preview(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_status(args: argparse.Namespace) -> ExitCode:
-    from .render import choose_backend, refresh_status
+    from .backends import choose_backend
+    from .status import clip_state, refresh_status
 
     _backend_name(args)
     backend = choose_backend(args.backend)
@@ -310,27 +314,19 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
             for take, task in sorted(entry.takes.items()):
                 label = scene if take == 1 else f"{scene}#{take}"
                 charged = f"{task.units_charged} units" if task.units_charged else ""
-                clip = _clip_state(task, Path(args.renders))
+                clip = clip_state(task, Path(args.renders))
                 why = f"  {task.status_msg}" if task.status == "failed" and task.status_msg else ""
+                origin = "emulator " if task.backend == "emulator" else ""
                 print(
                     f"  {label:<24} {task.status:<11} {task.task_id or '-':<20} "
-                    f"{estimate.get(scene, ''):<10} {charged:<12} {clip}{why}".rstrip()
+                    f"{estimate.get(scene, ''):<10} {charged:<12} {origin}{clip}{why}".rstrip()
                 )
                 failed = failed or task.status == "failed"
-        charged_units = sum(e.units_charged() for e in lock.scenes.values())
-        print(f"  charged so far: {charged_units:g} units (every attempt and take)")
+        kling, emulated = lock.charged("kling"), lock.charged("emulator")
+        print(f"  charged so far: {kling:g} units (every attempt and take)")
+        if emulated:
+            print(f"  counted by the emulator: {emulated:g} units (never billed)")
     return ExitCode.FAILED if failed else ExitCode.OK
-
-
-def _clip_state(task: TaskLock, renders: Path) -> str:
-    if task.clip is None:
-        return ""
-    path = renders / task.clip.file
-    if not path.is_file():
-        return "clip deleted (render downloads it again)"
-    if sha256_file(path) != task.clip.sha256:
-        return "clip modified on disk"
-    return "clip ok"
 
 
 def cmd_emulator(args: argparse.Namespace) -> ExitCode:
@@ -566,7 +562,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("storyboard: interrupted", file=sys.stderr)
         return 130
-    except (StoryboardError, LockfileError) as exc:  # the API, the network, a lockfile
+    except BackendError as exc:
+        print(f"storyboard: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except StoryboardError as exc:  # the API, the network, a lockfile
         print(f"storyboard: error: {exc}", file=sys.stderr)
         return ExitCode.FAILED
     except Exception as exc:  # a bug in storyboard, not in the user's input

@@ -32,6 +32,8 @@ import httpx
 from . import __version__
 from .auth import redact
 from .errors import ApiStatusError, DownloadError, TransportFailure
+from .request import VideoRequest
+from .wire import MediaValue, omni_video_json
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 TASKS_PATH = "/v1/videos/omni-video"
@@ -141,6 +143,16 @@ class KlingClient:
     async def create_task(self, payload: dict[str, Any]) -> TaskInfo:
         """POST the payload; the new task (status `submitted`)."""
         return await self._task("POST", TASKS_PATH, payload)
+
+    async def create_video(
+        self, request: VideoRequest, external_task_id: str, media: MediaValue
+    ) -> TaskInfo:
+        """Create the Omni-Video task of `request`, each medium spelled by `media`.
+
+        The one place a typed request becomes Kling's JSON (wire.py).
+        """
+        body = {**omni_video_json(request, media), "external_task_id": external_task_id}
+        return await self.create_task(body)
 
     async def get_task(self, task_id: str) -> TaskInfo:
         """The task with this id, as it stands now."""

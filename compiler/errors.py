@@ -16,7 +16,9 @@ StoryboardError
 ├── GaveUp                   a request kept failing in a way that may pass; next run resumes
 ├── ClipGone                 a finished clip can no longer be downloaded (results last 30 days)
 ├── MediaChanged             a local image changed between compile and submit
-└── SourceFailed             a continuing scene's source has no clip
+├── SourceFailed             a continuing scene's source has no clip
+├── LockfileError            a lockfile that cannot be read (never overwritten then)
+└── BackendError             the chosen backend cannot be used (a usage error)
 ```
 
 No exception here holds a request, a response or a header: their text is built from the
@@ -144,10 +146,10 @@ class GaveUp(StoryboardError):
 class ClipGone(StoryboardError):
     """Kling no longer serves a finished task's clip (results are kept 30 days)."""
 
-    def __init__(self, label: str, error: Exception) -> None:
+    def __init__(self, scene: str, label: str, error: Exception) -> None:
         super().__init__(
             f"scene '{label}': its clip can no longer be downloaded ({error}); "
-            f"`storyboard render --force {label.split('#')[0]}` pays for it again"
+            f"`storyboard render --force {scene}` pays for it again"
         )
 
 
@@ -157,3 +159,11 @@ class MediaChanged(StoryboardError):
 
 class SourceFailed(StoryboardError):
     """A scene waits for the last frame of a scene that has no clip."""
+
+
+class LockfileError(StoryboardError):
+    """The lockfile exists but cannot be read; it is never overwritten in that state."""
+
+
+class BackendError(StoryboardError):
+    """The chosen backend cannot be used (no credentials, say): a usage error."""

@@ -1,9 +1,11 @@
-"""Run compiled tasks on Kling: create, poll, download. Jobs + client + lockfile → clips.
+"""Carry out a plan: create, poll, download. Plan + client + lockfile → clips.
 
-The money rules of design.md §5 live here:
-- a task's `external_task_id` comes from its payload digest, and the lockfile records the
-  intent to create *before* the request and the task id *before* polling, so a killed run
-  re-attaches instead of paying twice;
+The executor decides nothing a user approves: `plan.py` chose each take's action, and
+this module performs it and handles what comes back (a failed task, 1303, 5xx, a
+dropped connection, a run killed and started again). The money rules of README
+"Money and safety" live here:
+- the lockfile records the intent to create *before* the request and the task id
+  *before* polling, so a killed run re-attaches instead of paying twice;
 - a create is resent only when Kling says none was made (1302, 1303) or when a lookup by
   `external_task_id` finds none (after a 5xx, a timeout or a dropped connection);
 - polls and downloads are retried while the failure may pass (for a couple of minutes);
@@ -15,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,45 +37,19 @@ from .errors import (
     TaskFailed,
     TransportFailure,
 )
-from .fsutil import atomic_write_bytes, sha256_file
-from .lockfile import (
-    Clip,
-    ElementLock,
-    Lockfile,
-    SceneLock,
-    TaskLock,
-    external_task_id,
-    payload_digest,
-)
+from .frames import frame_name, save_last_frame
+from .fsutil import sha256_file
+from .lockfile import Clip, ElementLock, Lockfile, TaskLock, external_task_id
 from .model import ElementRef, ImageRef
+from .plan import Action, Plan, PlannedElement, PlannedTake
+from .request import ElementId, ElementToMake, FrameFile, LocalFile, Media, Url, VideoRequest
+from .wire import record_json, request_digest
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
-_CONTENT = re.compile(r"^(local|frame):(.*)@sha256:([0-9a-f]{64})$")
 _GONE = (403, 404, 410)  # a result URL that expired or was never there
 _KLING_CODE_EXISTS = 1201  # what a duplicate external_task_id most likely answers (R16)
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One take of one scene to render: its compiled payload and what it should cost.
-
-    `after` names the scene whose clip's last frame becomes this one's first frame: the
-    payload then holds `after:SCENE` until that clip exists.
-    """
-
-    scene: str
-    payload: dict[str, Any]
-    units: float
-    usd: float
-    take: int = 1
-    after: str | None = None
-    force: bool = False  # pay again even for work already done
-
-    @property
-    def label(self) -> str:
-        return self.scene if self.take == 1 else f"{self.scene}#{self.take}"
 
 
 class Progress(Protocol):
@@ -167,31 +142,10 @@ class SceneResult:
     take: int = 1
 
 
-def last_frame_png(clip: Path, dest: Path) -> str:
-    """Save the last frame of `clip` as a PNG (atomically) and return its sha256."""
-    import io
-
-    from .media import extract_frame
-
-    buffer = io.BytesIO()
-    extract_frame(clip, "last").save(buffer, format="PNG")
-    data = buffer.getvalue()
-    atomic_write_bytes(dest, data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def with_frame(payload: dict[str, Any], ref: str) -> dict[str, Any]:
-    """The payload with its `after:SCENE` first frame replaced by `ref`."""
-    images = [
-        {**item, "image_url": ref} if item["image_url"].startswith("after:") else item
-        for item in payload["image_list"]
-    ]
-    return {**payload, "image_list": images}
-
-
 @dataclass(slots=True)
 class Executor:
-    """Renders jobs into `renders/<board>/<scene>.mp4`, keeping `lock` up to date."""
+    """Carries out one storyboard's plan into `renders/<board>/<scene>.mp4`, keeping `lock`
+    up to date. `lock` is the lockfile the plan was made from."""
 
     client: KlingClient
     lock: Lockfile
@@ -205,11 +159,10 @@ class Executor:
     clock: Clock = time.monotonic
     progress: Progress = field(default_factory=SilentProgress)
     probe: Callable[[Path], float] | None = None
-    selected: dict[str, int] = field(default_factory=dict)  # the take each scene shows
-    elements: dict[str, ElementRef] = field(default_factory=dict)  # the board's elements
     slots: AccountSlots | None = None  # shared by the storyboards rendering at once
     _sources: dict[str, asyncio.Future[Path]] = field(init=False, default_factory=dict)
-    _elements_made: dict[str, asyncio.Future[int]] = field(init=False, default_factory=dict)
+    _elements: dict[str, asyncio.Future[int]] = field(init=False, default_factory=dict)
+    _element_plan: dict[str, PlannedElement] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.slots is None:
@@ -220,31 +173,28 @@ class Executor:
         assert self.slots is not None
         return self.slots
 
-    async def run(self, jobs: Sequence[Job]) -> list[SceneResult]:
-        """Render every job concurrently; one scene's failure does not stop the others."""
+    async def run(self, plan: Plan) -> list[SceneResult]:
+        """Carry out every take of `plan` concurrently; one failure does not stop the others."""
         self.clips_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.clips_dir.glob(".*.part"):
             stale.unlink(missing_ok=True)  # a download cut short by a killed run
         loop = asyncio.get_running_loop()
-        self._sources = {
-            job.scene: loop.create_future()
-            for job in jobs
-            if job.take == self.selected.get(job.scene, 1)
-        }
-        results = list(await asyncio.gather(*(self._scene(job) for job in jobs)))
-        for future in self._sources.values():
+        self._sources = {t.job.scene: loop.create_future() for t in plan.takes if t.job.selected}
+        self._element_plan = {e.element.name: e for e in plan.elements}
+        results = list(await asyncio.gather(*(self._take(take) for take in plan.takes)))
+        futures: list[asyncio.Future[Any]] = [*self._sources.values(), *self._elements.values()]
+        for future in futures:
             if future.done() and not future.cancelled():
-                future.exception()  # retrieved: a failed source is reported by its own job
+                future.exception()  # retrieved: a failure is reported by its own take
         return results
 
     # -- one take -------------------------------------------------------------------------
 
-    async def _scene(self, job: Job) -> SceneResult:
-        source = (
-            self._sources.get(job.scene) if job.take == self.selected.get(job.scene, 1) else None
-        )
+    async def _take(self, planned: PlannedTake) -> SceneResult:
+        job = planned.job
+        source = self._sources.get(job.scene) if job.selected else None
         try:
-            result = await self._render(job)
+            result = await self._carry_out(planned)
         except PollTimeout as exc:
             self.progress.update(job.label, "pending", "still running on Kling; run again")
             result = SceneResult(job.scene, "pending", error=exc, take=job.take)
@@ -258,134 +208,125 @@ class Executor:
                 source.set_exception(SourceFailed(f"scene '{job.scene}' has no clip"))
         return result
 
-    async def _source_clip(self, job: Job, scene: str) -> Path:
-        """The clip whose last frame `job` starts from, once it exists."""
+    async def _carry_out(self, planned: PlannedTake) -> SceneResult:
+        job = planned.job
+        if planned.action in (Action.REUSE, Action.DOWNLOAD, Action.REATTACH):
+            task, request, digest = planned.task, planned.request, planned.digest
+            assert task is not None and request is not None and digest is not None
+            self.lock.install(job.scene, job.take, digest, record_json(request), task)
+            if planned.action is Action.REUSE:
+                self.lock.save()
+                self.progress.update(job.label, "done", "unchanged")
+                assert task.clip is not None
+                clip = self.clips_dir.parent / task.clip.file
+                return SceneResult(job.scene, "reused", clip, take=job.take)
+            if planned.action is Action.DOWNLOAD:
+                self.lock.save()
+                clip = await self._download(planned, task)
+                return SceneResult(job.scene, "downloaded", clip, take=job.take)
+            self.account.adopt()  # it is already running on the account
+            self.progress.update(job.label, task.status, f"re-attached to task {task.task_id}")
+            try:
+                info = await self._poll(planned, task, None)
+            finally:
+                await self.account.release()
+            return await self._finish(planned, task, info)
+        return await self._create_take(planned)
+
+    async def _create_take(self, planned: PlannedTake) -> SceneResult:
+        """Submit (or remake) the take's task once, then poll and download it."""
+        job = planned.job
+        request, digest = await self._resolved(planned)
+        task = planned.task
+        if task is None:
+            attempt, ext = planned.attempt, planned.external_task_id
+            if ext is None:  # its first frame was made in this run: id from its digest now
+                attempt = self.lock.next_attempt(job.scene, digest, job.take)
+                ext = external_task_id(job.scene, digest, job.take, attempt)
+            task = TaskLock(
+                ext, "creating", attempt=attempt, backend=self.backend, digest=digest, take=job.take
+            )
+        unsure = task.status == "creating" and planned.task is not None
+        # The intent is on disk before the request: a run killed mid-create finds the
+        # task again by its external id instead of creating a second one.
+        self.lock.install(job.scene, job.take, digest, record_json(request), task)
+        self.lock.save()
+        await self.account.acquire()
+        try:
+            info = await self._create(planned, request, task, unsure=unsure)
+        except BaseException:
+            await self.account.release()
+            raise
+        try:
+            info = await self._poll(planned, task, info)
+        finally:
+            await self.account.release()
+        return await self._finish(planned, task, info)
+
+    async def _finish(self, planned: PlannedTake, task: TaskLock, info: TaskInfo) -> SceneResult:
+        if info.status == "failed":
+            assert task.task_id is not None
+            raise TaskFailed(planned.job.label, task.task_id, info.status_msg)
+        clip = await self._download(planned, task)
+        return SceneResult(planned.job.scene, "rendered", clip, take=planned.job.take)
+
+    async def _resolved(self, planned: PlannedTake) -> tuple[VideoRequest, str]:
+        """The request with its first frame on disk, and its digest."""
+        job = planned.job
+        if planned.request is not None and planned.digest is not None:
+            for item in planned.request.images:
+                if isinstance(item.media, FrameFile):
+                    await self._write_frame(job.label, item.media)
+            return planned.request, planned.digest
+        source = job.request.waits_for
+        assert source is not None
+        self.progress.update(job.label, "queued", f"waits for the last frame of '{source}'")
+        clip = await self._source_clip(job.label, source)
+        png = self.clips_dir / frame_name(source)
+        sha = await asyncio.to_thread(save_last_frame, clip, png)
+        request = job.request.with_frame(FrameFile(source, png.name, sha))
+        return request, request_digest(request)
+
+    async def _write_frame(self, label: str, frame: FrameFile) -> None:
+        """Save the frame the plan read from a kept clip, and check it is that frame."""
+        png = self.clips_dir / frame.file
+        if png.is_file() and sha256_file(png) == frame.sha256:
+            return
+        clip = await self._source_clip(label, frame.scene)
+        sha = await asyncio.to_thread(save_last_frame, clip, png)
+        if sha != frame.sha256:
+            raise MediaChanged(f"the clip of '{frame.scene}' changed after planning; run again")
+
+    async def _source_clip(self, label: str, scene: str) -> Path:
+        """The selected clip of `scene`, once it exists."""
         future = self._sources.get(scene)
         if future is not None:
             try:
                 return await asyncio.shield(future)
             except SourceFailed:
                 raise SourceFailed(
-                    f"scene '{job.label}' starts from the last frame of scene '{scene}', "
+                    f"scene '{label}' starts from the last frame of scene '{scene}', "
                     "which has no clip"
                 ) from None
-        task = self.lock.task(scene, self.selected.get(scene, 1))
-        if task is None or not self._clip_intact(task):
-            raise SourceFailed(
-                f"scene '{job.label}' starts from the last frame of scene '{scene}', which "
-                f"is not rendered; render '{scene}' first"
-            )
-        assert task.clip is not None
-        return self.clips_dir.parent / task.clip.file
-
-    async def _resolved_payload(self, job: Job) -> dict[str, Any]:
-        if job.after is None:
-            return job.payload
-        self.progress.update(job.label, "queued", f"waits for the last frame of '{job.after}'")
-        clip = await self._source_clip(job, job.after)
-        png = self.clips_dir / f"{job.after}.last.png"
-        sha = await asyncio.to_thread(last_frame_png, clip, png)
-        return with_frame(job.payload, f"frame:{png.name}@sha256:{sha}")
-
-    def _scene_lock(self, job: Job, payload: dict[str, Any]) -> SceneLock:
-        """The scene's lock entry for this payload; work for an older payload is retired."""
-        digest = payload_digest(payload)
-        entry = self.lock.scenes.get(job.scene)
-        if entry is None or entry.digest != digest or entry.backend != self.backend:
-            old, entry = entry, SceneLock(digest, payload, self.backend)
-            if old is not None:
-                for take in list(old.takes):
-                    old.retire(take)
-                entry.history = old.history
-            self.lock.scenes[job.scene] = entry
-        return entry
-
-    async def _render(self, job: Job) -> SceneResult:
-        payload = await self._resolved_payload(job)
-        entry = self._scene_lock(job, payload)
-        task = entry.takes.get(job.take) or self._from_history(job, entry)
-        # A task still "creating" was left by a killed run: its create may have gone out.
-        resumed = task is not None and task.status == "creating"
-        if task is not None and (task.status == "failed" or (job.force and not resumed)):
-            entry.retire(job.take)  # a paid retry, or paid again on request
-            task = self._new_task(job, entry, attempt=task.attempt + 1)
-        if task is not None and task.status == "succeed":
-            if self._clip_intact(task):
-                self.progress.update(job.label, "done", "unchanged")
-                return SceneResult(job.scene, "reused", self._clip_path(job), take=job.take)
-            try:
-                if not task.video_url:
-                    raise ClipGone(job.label, StoryboardError("the lockfile has no URL"))
-                clip = await self._download(job, task)
-                return SceneResult(job.scene, "downloaded", clip, take=job.take)
-            except ClipGone:
-                if self.backend != "emulator":
-                    raise
-                # An emulator's clips die with it, and making one again is free.
-                entry.retire(job.take)
-                task = self._new_task(job, entry, attempt=task.attempt + 1)
-        if task is None:
-            task = self._new_task(job, entry, attempt=1)
-
-        if task.status == "creating":
-            await self.account.acquire()
-            try:
-                info = await self._create(job, payload, task, unsure=resumed)
-            except BaseException:
-                await self.account.release()
-                raise
-        else:
-            self.account.adopt()  # it is already running on the account
-            self.progress.update(job.label, task.status, f"re-attached to task {task.task_id}")
-            info = None
-        try:
-            info = await self._poll(job, task, info)
-        finally:
-            await self.account.release()
-
-        if info.status == "failed":
-            assert task.task_id is not None
-            raise TaskFailed(job.label, task.task_id, info.status_msg)
-        clip = await self._download(job, task)
-        return SceneResult(job.scene, "rendered", clip, take=job.take)
-
-    def _from_history(self, job: Job, entry: SceneLock) -> TaskLock | None:
-        """Bring back the task of an edit that was since undone: it is paid for already."""
-        task = entry.earlier_task(job.scene, job.take)
-        if task is not None:
-            entry.history.remove(task)
-            entry.takes[job.take] = task
-        return task
-
-    def _new_task(self, job: Job, entry: SceneLock, *, attempt: int) -> TaskLock:
-        attempt = entry.next_attempt(job.scene, job.take, attempt)
-        task = TaskLock(
-            external_task_id(job.scene, entry.digest, job.take, attempt),
-            "creating",
-            attempt=attempt,
+        raise SourceFailed(
+            f"scene '{label}' starts from the last frame of scene '{scene}', which is not "
+            f"in this render; render '{scene}' first"
         )
-        # The intent is on disk before the request: a run killed mid-create finds the
-        # task again by its external id instead of creating a second one.
-        entry.takes[job.take] = task
-        self.lock.save()
-        return task
 
     # -- create ---------------------------------------------------------------------------
 
     async def _create(
-        self, job: Job, payload: dict[str, Any], task: TaskLock, *, unsure: bool
+        self, planned: PlannedTake, request: VideoRequest, task: TaskLock, *, unsure: bool
     ) -> TaskInfo:
         """Create the video task once. `unsure`: a create may already have reached Kling."""
-        body = {**self._submittable(payload), "external_task_id": task.external_task_id}
-        if "element_list" in body:
-            body["element_list"] = [
-                {"element_id": await self._element_id(item["element_id"])}
-                for item in body["element_list"]
-            ]
+        job = planned.job
+        values = await self._media_values(request)
 
         async def create() -> TaskInfo:
             self.progress.update(job.label, "creating")
-            return await self.client.create_task(body)
+            return await self.client.create_video(
+                request, task.external_task_id, values.__getitem__
+            )
 
         async def busy() -> None:
             self.progress.update(job.label, "queued", "account busy (1303)")
@@ -393,8 +334,35 @@ class Executor:
         info = await self._create_once(
             create, lambda: self.client.find_task(task.external_task_id), unsure, busy
         )
-        self._record(job, task, info, f"task {info.task_id}")
+        self._record(planned, task, info, f"task {info.task_id}")
         return info
+
+    async def _media_values(self, request: VideoRequest) -> dict[Media, Any]:
+        """Each medium as Kling takes it: a URL, bare Base64 content, an element id."""
+        values: dict[Media, Any] = {}
+        for item in request.images:
+            media = item.media
+            if isinstance(media, Url):
+                values[media] = media.url
+            elif isinstance(media, LocalFile):
+                values[media] = self._base64(self.base_dir / media.file, media.file, media.sha256)
+            elif isinstance(media, FrameFile):
+                values[media] = self._base64(self.clips_dir / media.file, media.file, media.sha256)
+            else:  # pragma: no cover - _resolved replaced every LastFrame
+                raise AssertionError(f"unresolved first frame: {media}")
+        for element in request.elements:
+            if isinstance(element, ElementId):
+                values[element] = element.id
+            else:
+                values[element] = await self._element_id(element)
+        return values
+
+    @staticmethod
+    def _base64(path: Path, shown: str, sha256: str) -> str:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise MediaChanged(f"{shown} changed after it was compiled; run render again")
+        return base64.b64encode(data).decode("ascii")
 
     async def _create_once(
         self,
@@ -459,40 +427,38 @@ class Executor:
 
     # -- elements -------------------------------------------------------------------------
 
-    async def _element_id(self, value: int | str) -> int:
-        """The Kling id of an element: as written, or created once from its images."""
-        if isinstance(value, int):
-            return value
-        name = value.split(":", 1)[1].split("@", 1)[0]
-        future = self._elements_made.get(name)
+    async def _element_id(self, element: ElementToMake) -> int:
+        """The Kling id of an element the storyboard makes, as its planned action gives it."""
+        future = self._elements.get(element.name)
         if future is None:
-            future = asyncio.ensure_future(self._make_element(self.elements[name]))
-            self._elements_made[name] = future
+            planned = self._element_plan[element.name]
+            future = asyncio.ensure_future(self._make_element(planned))
+            self._elements[element.name] = future
         return await asyncio.shield(future)
 
-    async def _make_element(self, element: ElementRef) -> int:
-        entry = self.lock.elements.get(element.name)
-        if entry is not None and entry.digest == element.digest and entry.status == "succeed":
-            assert entry.element_id is not None
-            return entry.element_id
+    async def _make_element(self, planned: PlannedElement) -> int:
+        element = planned.element
         label = f"element {element.name}"
-        resumed = entry is not None and entry.digest == element.digest and entry.status != "failed"
-        if not resumed:
-            attempt = (
-                entry.attempt + 1 if entry is not None and entry.digest == element.digest else 1
-            )
-            suffix = f"-a{attempt}" if attempt > 1 else ""
-            entry = ElementLock(
-                element.digest,
-                f"sb-el-{element.name[:20]}-{element.digest[:32]}{suffix}",
-                "creating",
-                attempt=attempt,
-            )
+        entry = planned.entry
+        if planned.action is Action.REUSE:
+            assert entry is not None and entry.element_id is not None
+            return entry.element_id
+        if planned.action is Action.REATTACH:
+            assert entry is not None and entry.task_id is not None
+            info = await self._retried(partial(self.client.get_element_task, entry.task_id))
+        else:
+            resumed = entry is not None  # an interrupted create: look it up first
+            if entry is None:
+                entry = ElementLock(
+                    element.digest,
+                    planned.external_task_id,
+                    "creating",
+                    attempt=planned.attempt,
+                    backend=self.backend,
+                )
             self.lock.elements[element.name] = entry
             self.lock.save()
-        assert entry is not None
-        ext = entry.external_task_id
-        if entry.task_id is None:
+            ext = entry.external_task_id
             body = self._element_body(element, ext)
 
             async def create() -> ElementTaskInfo:
@@ -502,8 +468,7 @@ class Executor:
             info = await self._create_once(
                 create, lambda: self.client.find_element_task(ext), unsure=resumed
             )
-        else:
-            info = await self._retried(partial(self.client.get_element_task, entry.task_id))
+        self.lock.elements[element.name] = entry
         while True:
             entry.task_id, entry.status, entry.status_msg = (
                 info.task_id,
@@ -525,10 +490,7 @@ class Executor:
 
     def _element_body(self, element: ElementRef, external_id: str) -> dict[str, Any]:
         def image(ref: ImageRef) -> str:
-            data = (self.base_dir / (ref.file or "")).read_bytes()
-            if hashlib.sha256(data).hexdigest() != ref.sha256:
-                raise MediaChanged(f"{ref.file} changed after it was compiled; run render again")
-            return base64.b64encode(data).decode("ascii")
+            return self._base64(self.base_dir / (ref.file or ""), ref.file or "", ref.sha256 or "")
 
         frontal, *others = element.images
         return {
@@ -542,37 +504,19 @@ class Executor:
             "external_task_id": external_id,
         }
 
-    def _submittable(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The payload with each local image or frame swapped for its bare Base64 content."""
-        if "image_list" not in payload:
-            return dict(payload)
-        images = []
-        for item in payload["image_list"]:
-            match = _CONTENT.match(item["image_url"])
-            if match is None:
-                images.append(item)
-                continue
-            kind, name, sha = match.groups()
-            folder = self.base_dir if kind == "local" else self.clips_dir
-            data = (folder / name).read_bytes()
-            if hashlib.sha256(data).hexdigest() != sha:
-                raise MediaChanged(f"{name} changed after it was compiled; run render again")
-            images.append({**item, "image_url": base64.b64encode(data).decode("ascii")})
-        return {**payload, "image_list": images}
-
     # -- poll -----------------------------------------------------------------------------
 
-    async def _poll(self, job: Job, task: TaskLock, first: TaskInfo | None) -> TaskInfo:
+    async def _poll(self, planned: PlannedTake, task: TaskLock, first: TaskInfo | None) -> TaskInfo:
         assert task.task_id is not None
         deadline = self.clock() + self.poll_timeout
         info = first if first is not None else await self._status(task.task_id)
         while True:
             if info.status != task.status:
-                self._record(job, task, info)
+                self._record(planned, task, info)
             if info.status in ("succeed", "failed"):
                 return info
             if self.clock() >= deadline:
-                raise PollTimeout(job.label, task.task_id)
+                raise PollTimeout(planned.job.label, task.task_id)
             await self.sleep(self.poll_interval)
             info = await self._status(task.task_id)
 
@@ -580,30 +524,26 @@ class Executor:
         info: TaskInfo = await self._retried(partial(self.client.get_task, task_id))
         return info
 
-    def _record(self, job: Job, task: TaskLock, info: TaskInfo, detail: str = "") -> None:
+    def _record(
+        self, planned: PlannedTake, task: TaskLock, info: TaskInfo, detail: str = ""
+    ) -> None:
         task.observe(info)
         self.lock.save()
         if info.status != "failed":  # a failure is reported once, with its reason
-            self.progress.update(job.label, info.status, detail)
+            self.progress.update(planned.job.label, info.status, detail)
 
     # -- download -------------------------------------------------------------------------
 
-    def _clip_path(self, job: Job) -> Path:
+    def _clip_path(self, planned: PlannedTake) -> Path:
+        job = planned.job
         suffix = "" if job.take == 1 else f".take{job.take}"
         return self.clips_dir / f"{job.scene}{suffix}.mp4"
 
-    def _clip_intact(self, task: TaskLock) -> bool:
-        clip = task.clip
-        if clip is None:
-            return False
-        path = self.clips_dir.parent / clip.file
-        if not path.is_file() or path.stat().st_size != clip.bytes:
-            return False
-        return sha256_file(path) == clip.sha256
-
-    async def _download(self, job: Job, task: TaskLock) -> Path:
-        assert task.video_url is not None
-        dest = self._clip_path(job)
+    async def _download(self, planned: PlannedTake, task: TaskLock) -> Path:
+        job = planned.job
+        if not task.video_url:
+            raise ClipGone(job.scene, job.label, StoryboardError("the lockfile has no URL"))
+        dest = self._clip_path(planned)
         backoff = Backoff(tries=5)
         while True:
             self.progress.update(job.label, "downloading")
@@ -612,7 +552,7 @@ class Executor:
                 break
             except (DownloadError, TransportFailure) as exc:
                 if isinstance(exc, DownloadError) and exc.http_status in _GONE:
-                    raise ClipGone(job.label, exc) from exc
+                    raise ClipGone(job.scene, job.label, exc) from exc
                 await backoff.retry(self.sleep, exc)
             except ApiStatusError as exc:
                 if not exc.transient:

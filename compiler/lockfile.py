@@ -9,51 +9,24 @@ ledger). Never a secret, never media. Every save is atomic.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from .errors import LockfileError as LockfileError
 from .fsutil import atomic_write_text
 
 if TYPE_CHECKING:
     from .client import TaskInfo
 
-LOCK_VERSION = 1
-# Part of every payload digest: bump it when lowering changes what the same YAML asks of
-# Kling, so that old clips are re-rendered rather than silently reused.
-COMPILER_SALT = "storyboard-lowering-1"
-_CONTENT = re.compile(r"^(?:local|frame|element):.*@sha256:([0-9a-f]{64})$")
-
-
-class LockfileError(Exception):
-    """The lockfile exists but cannot be read; it is never overwritten in that state."""
-
-
-def payload_digest(payload: dict[str, Any]) -> str:
-    """sha256 of the canonical payload, media by content (not path or scene), salted."""
-
-    def by_content(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: by_content(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [by_content(item) for item in value]
-        if isinstance(value, str):
-            match = _CONTENT.match(value)
-            if match:
-                return f"sha256:{match.group(1)}"
-        return value
-
-    canonical = json.dumps(
-        {"salt": COMPILER_SALT, "payload": by_content(payload)},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+LOCK_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 is read (see `_legacy_origin`) and saved as 2
+BACKENDS = ("kling", "emulator")
+# The in-process emulator's host (backends.py): a URL there was never Kling's.
+EMULATOR_HOST_SUFFIX = ".invalid"
 
 
 def external_task_id(scene: str, digest: str, take: int = 1, attempt: int = 1) -> str:
@@ -88,6 +61,21 @@ class TaskLock:
     units_charged: str | None = None
     video_url: str | None = None
     clip: Clip | None = None
+    backend: str = "kling"  # which backend made it: a placeholder never stands in for Kling
+    digest: str | None = None  # the work it did; None in lockfiles of version 1
+    take: int | None = None
+
+    def did(self, scene: str, digest: str, take: int) -> bool:
+        """Whether this task made the work `digest` for take `take` of `scene`."""
+        if self.digest is not None and self.take is not None:
+            return self.digest == digest and self.take == take
+        # Version 1 kept neither: the work is known by the id it was created under.
+        first = external_task_id(scene, digest, take)
+        return self.external_task_id == first or self.external_task_id.startswith(first + "-a")
+
+    def serves(self, backend: str) -> bool:
+        """A Kling result is real and serves any backend; a placeholder only the emulator."""
+        return self.backend == "kling" or backend == "emulator"
 
     @property
     def in_flight(self) -> bool:
@@ -107,16 +95,18 @@ class TaskLock:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> TaskLock:
         clip = doc.get("clip")
-        return cls(**{**doc, "clip": Clip(**clip) if clip else None})
+        task = cls(**{**doc, "clip": Clip(**clip) if clip else None})
+        if task.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {task.backend!r}")
+        return task
 
 
 @dataclass(slots=True)
 class SceneLock:
-    """A scene's current work (its digest and payload), its takes, and what it replaced."""
+    """A scene's current work (its digest and request), its takes, and what they replaced."""
 
     digest: str
-    payload: dict[str, Any]
-    backend: str = "kling"  # an emulator's placeholder never stands in for a Kling clip
+    payload: dict[str, Any]  # the request as wire.record_json writes it
     takes: dict[int, TaskLock] = field(default_factory=dict)
     history: list[TaskLock] = field(default_factory=list)  # superseded tasks: the ledger
 
@@ -126,54 +116,65 @@ class SceneLock:
         if task is not None and (task.task_id or task.status == "creating"):
             self.history.append(task)
 
-    def _earlier(self, scene: str, take: int) -> list[TaskLock]:
-        """Superseded tasks that did this very work (same payload digest and take)."""
-        first = external_task_id(scene, self.digest, take)
-        return [
-            task
-            for task in self.history
-            if task.external_task_id == first or task.external_task_id.startswith(first + "-a")
-        ]
+    def tasks(self) -> list[TaskLock]:
+        return [*self.history, *self.takes.values()]
 
-    def earlier_task(self, scene: str, take: int) -> TaskLock | None:
-        """The latest unfailed task for this payload from before an edit since undone."""
-        done = [task for task in self._earlier(scene, take) if task.status != "failed"]
-        return done[-1] if done else None
-
-    def next_attempt(self, scene: str, take: int, at_least: int) -> int:
-        """An attempt number whose `external_task_id` this work has never used."""
-        return max([at_least, *(task.attempt + 1 for task in self._earlier(scene, take))])
-
-    def units_charged(self) -> Decimal:
-        """Units Kling reported charging for this scene, every attempt included."""
+    def units_charged(self, backend: str | None = None) -> Decimal:
+        """Units reported charged for this scene, every attempt included (on `backend`)."""
         total = Decimal(0)
-        for task in [*self.history, *self.takes.values()]:
+        for task in self.tasks():
+            if backend is not None and task.backend != backend:
+                continue
             try:
-                total += Decimal(task.units_charged or "0")
+                units = Decimal(task.units_charged or "0")
             except InvalidOperation:
                 continue
+            if units.is_finite():
+                total += units
         return total
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "digest": self.digest,
             "payload": self.payload,
-            "backend": self.backend,
-            "takes": {str(take): task.as_json() for take, task in sorted(self.takes.items())},
+            # A current take's digest and number are the entry's and its key: not repeated.
+            "takes": {
+                str(take): {k: v for k, v in task.as_json().items() if k not in ("digest", "take")}
+                for take, task in sorted(self.takes.items())
+            },
         }
         if self.history:
             doc["history"] = [task.as_json() for task in self.history]
         return doc
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> SceneLock:
-        return cls(
+    def from_json(cls, doc: dict[str, Any], version: int = LOCK_VERSION) -> SceneLock:
+        entry = cls(
             digest=doc["digest"],
             payload=doc["payload"],
-            backend=doc.get("backend", "kling"),
             takes={int(take): TaskLock.from_json(t) for take, t in doc["takes"].items()},
             history=[TaskLock.from_json(t) for t in doc.get("history", [])],
         )
+        for take, task in entry.takes.items():
+            task.digest, task.take = entry.digest, take
+        if version == 1:
+            _legacy_origin(entry, doc.get("backend", "kling"))
+        return entry
+
+
+def _legacy_origin(entry: SceneLock, scene_backend: str) -> None:
+    """Give the tasks of a version-1 scene entry their origin, which version 1 did not keep.
+
+    Version 1 kept one backend per scene, true of the scene's current takes. The rule for
+    the rest never pays twice for Kling's work: a superseded task is the emulator's only
+    when its result URL is on the in-process emulator's `.invalid` host, which Kling can
+    never serve; any other task of unknown origin counts as Kling's (README "Lockfile").
+    """
+    for task in entry.takes.values():
+        task.backend = scene_backend if scene_backend in BACKENDS else "kling"
+    for task in entry.history:
+        host = (urlsplit(task.video_url).hostname or "") if task.video_url else ""
+        task.backend = "emulator" if host.endswith(EMULATOR_HOST_SUFFIX) else "kling"
 
 
 @dataclass(slots=True)
@@ -187,6 +188,14 @@ class ElementLock:
     task_id: str | None = None
     element_id: int | None = None
     status_msg: str | None = None
+    backend: str = "kling"  # an emulator's element id means nothing to Kling
+
+    def serves(self, backend: str) -> bool:
+        return self.backend == "kling" or backend == "emulator"
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in ("creating", "submitted", "processing")
 
     def as_json(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -217,16 +226,25 @@ class Lockfile:
             return lock
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            if doc.get("lock_version") != LOCK_VERSION:
+            version = doc.get("lock_version")
+            if version not in READABLE_VERSIONS:
                 raise LockfileError(
-                    f"{path}: lock_version {doc.get('lock_version')!r} is not {LOCK_VERSION}"
+                    f"{path}: lock_version {version!r} is not one of {READABLE_VERSIONS}; "
+                    "a newer storyboard wrote it: upgrade storyboard"
                 )
             lock.scenes = {
-                scene: SceneLock.from_json(entry) for scene, entry in doc["scenes"].items()
+                scene: SceneLock.from_json(entry, version) for scene, entry in doc["scenes"].items()
             }
             lock.elements = {
                 name: ElementLock(**entry) for name, entry in doc.get("elements", {}).items()
             }
+            if version == 1:
+                # Version 1 kept no origin for elements; they were made by the backend that
+                # rendered the scenes, so by the emulator only when every scene was.
+                everyone = {e.get("backend", "kling") for e in doc["scenes"].values()}
+                origin = "emulator" if everyone == {"emulator"} else "kling"
+                for element in lock.elements.values():
+                    element.backend = origin
             film = doc.get("film")
             lock.film = Film(**film) if film else None
         except LockfileError:
@@ -241,6 +259,46 @@ class Lockfile:
     def task(self, scene: str, take: int) -> TaskLock | None:
         entry = self.scenes.get(scene)
         return entry.takes.get(take) if entry else None
+
+    def tasks_for(self, scene: str, digest: str, take: int) -> list[TaskLock]:
+        """Every task that made this work, oldest first; the current take's last."""
+        entry = self.scenes.get(scene)
+        if entry is None:
+            return []
+        done = [task for task in entry.history if task.did(scene, digest, take)]
+        current = entry.takes.get(take)
+        if current is not None and entry.digest == digest:
+            done.append(current)
+        return done
+
+    def next_attempt(self, scene: str, digest: str, take: int) -> int:
+        """An attempt number whose `external_task_id` this work has never used."""
+        return max([0, *(task.attempt for task in self.tasks_for(scene, digest, take))]) + 1
+
+    def install(
+        self, scene: str, take: int, digest: str, payload: dict[str, Any], task: TaskLock
+    ) -> None:
+        """Make `task` take `take` of `scene`, doing work `digest`.
+
+        Takes of other work are retired to the ledger; a task brought back from the
+        ledger (an edit since undone) leaves it.
+        """
+        entry = self.scenes.get(scene)
+        if entry is None or entry.digest != digest:
+            old = entry
+            entry = SceneLock(digest, payload)
+            if old is not None:
+                for number in list(old.takes):
+                    old.retire(number)
+                entry.history = old.history
+            self.scenes[scene] = entry
+        entry.history = [earlier for earlier in entry.history if earlier is not task]
+        if entry.takes.get(take) is not task:
+            entry.retire(take)
+            entry.takes[take] = task
+
+    def charged(self, backend: str) -> Decimal:
+        return sum((e.units_charged(backend) for e in self.scenes.values()), Decimal(0))
 
     def save(self) -> None:
         doc: dict[str, Any] = {

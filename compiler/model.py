@@ -16,6 +16,16 @@ import yaml
 
 from .diagnostics import Location
 from .load import JsonPath, SourceDoc
+from .request import (
+    ElementId,
+    ElementMedia,
+    ElementToMake,
+    ImageMedia,
+    LastFrame,
+    LocalFile,
+    Url,
+    VideoRequest,
+)
 
 RefKind = Literal["image", "element", "video"]
 REF_KINDS: tuple[RefKind, ...] = ("image", "element", "video")
@@ -65,12 +75,14 @@ class ImageRef:
     after: str | None = None  # the last frame of this scene's clip, known at render time
 
     @property
-    def payload_value(self) -> str:
+    def media(self) -> ImageMedia:
+        """This image as a typed medium of a request (request.py)."""
         if self.after is not None:
-            return f"after:{self.after}"
+            return LastFrame(self.after)
         if self.url is not None:
-            return self.url
-        return f"local:{self.file}@sha256:{self.sha256}"
+            return Url(self.url)
+        assert self.file is not None and self.sha256 is not None
+        return LocalFile(self.file, self.sha256)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +103,10 @@ class ElementRef:
         return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
     @property
-    def payload_value(self) -> int | str:
+    def media(self) -> ElementMedia:
         if self.element_id is not None:
-            return self.element_id
-        return f"element:{self.name}@sha256:{self.digest}"
+            return ElementId(self.element_id)
+        return ElementToMake(self.name, self.digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +168,7 @@ class Scene:
     takes: int = 1
     selected: int = 1
     enabled: bool = True
-    after: str | None = None  # `first_frame: {after: SCENE}`; first_frame is then "after:SCENE"
+    after: str | None = None  # `first_frame: {after: SCENE}`
 
     @property
     def multi_shot(self) -> bool:
@@ -211,10 +223,10 @@ class RenderedScene:
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One compiled scene: the Kling payload and its estimated price."""
+    """One compiled scene: its request to Kling and its estimated price."""
 
     scene: str
-    payload: dict[str, Any]
+    request: VideoRequest
     seconds: float
     units: float
     usd: float  # per take
@@ -223,6 +235,13 @@ class Task:
     selected: int = 1
     enabled: bool = True
     after: str | None = None
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The request as `compile --json` shows it (media as `local:…@sha256:…`)."""
+        from .wire import display_json
+
+        return display_json(self.request)
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {

@@ -1,123 +1,360 @@
-"""Decide what a render must pay for, and say why. Jobs + lockfile → Plan. No network.
+"""Decide, once, what a render does for every take and element. Compiled tasks + lockfile → Plan.
 
-A take is paid for when it was never rendered, its payload digest changed (the plan
-names the field or media file), its last task failed (a paid retry), or `--force` asks.
-A task in flight or finished is never bought again; a finished one whose clip file was
-deleted is downloaded again for free.
+Each take gets one action (README "Plan and render"):
+- `reuse` a clip on disk whose sha256 the lockfile records;
+- `download` again, for free, a finished result that is not on disk;
+- `re-attach` to a task still in flight;
+- `submit` a create: paid on Kling (new or changed work, a paid retry of a failed task,
+  `--force`, or a create a killed run may have sent, which is looked up first);
+- `remake` on the emulator a placeholder whose clip is gone (free: the emulator's clips
+  die with it).
+`render` prints this plan, gates money on it and hands it to the executor, which only
+carries the actions out. Nothing here writes a file or talks to the network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
-from .execute import Job, with_frame
-from .lockfile import Lockfile, SceneLock, TaskLock, payload_digest
+from .frames import frame_name, last_frame_png
+from .fsutil import sha256_file
+from .lockfile import ElementLock, Lockfile, TaskLock, external_task_id
+from .model import ElementRef, Task
+from .request import ElementToMake, FrameFile, VideoRequest
+from .wire import record_json, request_digest
 
-PAID_STATES = ("new", "changed", "failed-before", "interrupted", "forced")
+
+class Action(StrEnum):
+    REUSE = "reuse"
+    DOWNLOAD = "download"
+    REATTACH = "re-attach"
+    SUBMIT = "submit"
+    REMAKE = "remake"
+
+
+CREATES = (Action.SUBMIT, Action.REMAKE)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which scenes and takes a run touches: `--only` and `--force`."""
+
+    only: frozenset[str] = frozenset()
+    force: frozenset[str] = frozenset()
+
+    def wants(self, scene: str) -> bool:
+        return not self.only or scene in self.only
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One take of one scene to render: its request and what it should cost."""
+
+    scene: str
+    request: VideoRequest
+    units: Decimal
+    usd: Decimal
+    take: int = 1
+    selected: bool = True  # the take the film shows (a continuing scene starts from it)
+    force: bool = False  # pay again even for work already done
+
+    @property
+    def label(self) -> str:
+        return self.scene if self.take == 1 else f"{self.scene}#{self.take}"
 
 
 @dataclass(frozen=True, slots=True)
 class PlannedTake:
+    """What a render does for one take, and why."""
+
     job: Job
-    state: str  # new | changed | failed-before | interrupted | forced | in-flight | unchanged
+    action: Action
+    state: (
+        str  # new | changed | failed-before | interrupted | forced | in-flight | unchanged | lost
+    )
     reasons: tuple[str, ...] = ()
+    # The request with its first frame resolved when that frame is known; `digest` and
+    # `external_task_id` are None when it waits for a clip this run makes.
+    request: VideoRequest | None = None
+    digest: str | None = None
+    task: TaskLock | None = None  # the task reused, downloaded, re-attached or looked up
+    external_task_id: str | None = None  # of a create
+    attempt: int = 1
 
     @property
     def paid(self) -> bool:
-        # "interrupted": a killed run may or may not have created it; count it, to be safe.
-        return self.state in PAID_STATES
+        """A create on Kling's bill (on the emulator: the create Kling would bill)."""
+        return self.action is Action.SUBMIT
+
+    @property
+    def creates(self) -> bool:
+        return self.action in CREATES
+
+    @property
+    def waits_for(self) -> str | None:
+        return self.digest is None and self.job.request.waits_for or None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedElement:
+    """What a render does for an element the storyboard creates from its images."""
+
+    element: ElementRef
+    action: Action  # reuse | re-attach | submit
+    state: str
+    entry: ElementLock | None = None  # the record reused, re-attached or looked up
+    external_task_id: str = ""
+    attempt: int = 1
+
+    @property
+    def creates(self) -> bool:
+        return self.action in CREATES
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    backend: str
+    lock: Lockfile  # the lockfile planned against, which the executor then keeps current
     takes: tuple[PlannedTake, ...]
+    elements: tuple[PlannedElement, ...] = ()
     disabled: tuple[str, ...] = ()
-    charged_units: Decimal = Decimal(0)  # what Kling charged this storyboard so far
+    charged_units: Decimal = Decimal(0)  # what this backend charged this storyboard so far
+    # The selected take of each scene the film shows, in film order.
+    film: tuple[tuple[str, int], ...] = field(default=())
 
     @property
     def paid(self) -> tuple[PlannedTake, ...]:
         return tuple(t for t in self.takes if t.paid)
 
     @property
-    def usd(self) -> float:
-        return float(sum(Decimal(str(t.job.usd)) for t in self.paid))
+    def creates(self) -> int:
+        return sum(t.creates for t in self.takes)
 
     @property
-    def units(self) -> float:
-        return float(sum(Decimal(str(t.job.units)) for t in self.paid))
+    def usd(self) -> Decimal:
+        return sum((t.job.usd for t in self.paid), Decimal(0))
+
+    @property
+    def units(self) -> Decimal:
+        return sum((t.job.units for t in self.paid), Decimal(0))
 
 
-FrameOf = Callable[[str, TaskLock], str | None]
-
-
-def plan(jobs: list[Job], lock: Lockfile, backend: str, frame_of: FrameOf) -> Plan:
-    """Plan `jobs` (in scene order) against `lock`.
-
-    `frame_of(scene, task)` gives the `frame:` reference of a finished task's last frame,
-    or None when its clip is not on disk; it is asked only for continuity sources.
-    """
-    takes: list[PlannedTake] = []
-    sources = {job.after for job in jobs if job.after}
-    frames: dict[str, str] = {}
-    for job in jobs:
-        planned = _plan_take(job, lock, backend, frames)
-        takes.append(planned)
-        task = lock.task(job.scene, job.take)
-        if job.scene in sources and planned.state == "unchanged" and task is not None:
-            frame = frame_of(job.scene, task)
-            if frame is not None:
-                frames[job.scene] = frame
-    # Only what this backend charged: an emulator's units were never billed.
-    charged = sum(
-        (e.units_charged() for e in lock.scenes.values() if e.backend == backend), Decimal(0)
-    )
-    return Plan(tuple(takes), charged_units=charged)
-
-
-def _plan_take(job: Job, lock: Lockfile, backend: str, frames: dict[str, str]) -> PlannedTake:
-    payload = job.payload
-    entry = lock.scenes.get(job.scene)
-    if job.after is not None:
-        if job.after not in frames:
-            why = f"first frame: the last frame of '{job.after}', rendered first"
-            return PlannedTake(job, "new" if entry is None else "changed", (why,))
-        payload = with_frame(payload, frames[job.after])
-    if entry is None:
-        return PlannedTake(job, "new")
-    if entry.backend != backend:
-        return PlannedTake(job, "changed", (f"rendered on {entry.backend} before",))
-    digest = payload_digest(payload)
-    reasons: tuple[str, ...] = ()
-    if entry.digest != digest:
-        # As the executor will: retire the old work, then look for an earlier task that
-        # made this very payload (an edit since undone is not paid again).
-        retired = [*entry.history, *entry.takes.values()]
-        task = SceneLock(digest, payload, backend, history=retired).earlier_task(
-            job.scene, job.take
+def jobs_for(tasks: Iterable[Task], selection: Selection = Selection()) -> list[Job]:
+    """One job per take of every enabled scene the selection wants, in scene order."""
+    return [
+        Job(
+            task.scene,
+            task.request,
+            Decimal(str(task.units)),
+            Decimal(str(task.usd)),
+            take=take,
+            selected=take == task.selected,
+            force=task.scene in selection.force,
         )
+        for task in tasks
+        if task.enabled and selection.wants(task.scene)
+        for take in range(1, task.takes + 1)
+    ]
+
+
+def plan(
+    tasks: list[Task],
+    lock: Lockfile,
+    backend: str,
+    clips_dir: Path,
+    *,
+    elements: dict[str, ElementRef] | None = None,
+    selection: Selection = Selection(),
+) -> Plan:
+    """Plan the compiled `tasks` of one storyboard (in scene order) against `lock`.
+
+    `clips_dir` is renders/NAME: clips are checked there against their recorded sha256,
+    and a continuing scene's first frame is read from its source's clip.
+    """
+    planner = _Planner(lock, backend, clips_dir)
+    takes = [planner.take(job) for job in jobs_for(tasks, selection)]
+    wanted = {
+        media.name
+        for take in takes
+        if take.creates
+        for media in take.job.request.elements
+        if isinstance(media, ElementToMake)
+    }
+    made = [planner.element(ref) for name, ref in (elements or {}).items() if name in wanted]
+    return Plan(
+        backend,
+        lock,
+        tuple(takes),
+        tuple(made),
+        disabled=tuple(t.scene for t in tasks if not t.enabled and selection.wants(t.scene)),
+        charged_units=lock.charged(backend),
+        film=tuple((t.scene, t.selected) for t in tasks if t.enabled),
+    )
+
+
+class _Planner:
+    def __init__(self, lock: Lockfile, backend: str, clips_dir: Path) -> None:
+        self.lock = lock
+        self.backend = backend
+        self.clips_dir = clips_dir
+        self.emulator = backend == "emulator"
+        self.reused: dict[str, TaskLock] = {}  # scene → its selected take, when reused
+
+    def take(self, job: Job) -> PlannedTake:
+        planned = self._take(job)
+        if job.selected and planned.action is Action.REUSE and planned.task is not None:
+            self.reused[job.scene] = planned.task
+        return planned
+
+    def _take(self, job: Job) -> PlannedTake:
+        request = job.request
+        source = request.waits_for
+        if source is not None:
+            frame = self._frame_of(source)
+            if frame is None:
+                why = f"first frame: the last frame of '{source}', rendered first"
+                state = "new" if job.scene not in self.lock.scenes else "changed"
+                return PlannedTake(job, Action.SUBMIT, state, (why,))
+            request = request.with_frame(frame)
+        digest = request_digest(request)
+        entry = self.lock.scenes.get(job.scene)
+        done = self.lock.tasks_for(job.scene, digest, job.take)
+        current = done[-1] if done and entry is not None and entry.digest == digest else None
+        undone = "as rendered before the last edit" if entry and entry.digest != digest else None
+        usable = [t for t in done if t.serves(self.backend)]
+        task = current if current is not None and current.serves(self.backend) else None
+        if task is None or task.status == "failed":
+            earlier = [t for t in usable if t.status != "failed"]
+            if earlier:
+                task = earlier[-1]
+        submit = _Submit(job, request, digest, self.lock.next_attempt(job.scene, digest, job.take))
+
         if task is None:
-            return PlannedTake(job, "changed", tuple(what_changed(entry.payload, payload)))
-        reasons = ("as rendered before the last edit",)
-    else:
-        task = entry.takes.get(job.take) or entry.earlier_task(job.scene, job.take)
-    if task is None:
-        return PlannedTake(job, "new", (f"take {job.take}",) if job.take > 1 else ())
-    if job.force:
-        return PlannedTake(job, "forced", ("--force",))
-    if task.status == "failed":
-        return PlannedTake(job, "failed-before", (task.status_msg or "failed",))
-    if task.status == "creating":
-        return PlannedTake(job, "interrupted", ("a killed run may have created it",))
-    if task.in_flight:
-        return PlannedTake(job, "in-flight", (f"task {task.task_id}", *reasons))
-    return PlannedTake(job, "unchanged", reasons)
+            if entry is None:
+                return submit.row("new", (f"take {job.take}",) if job.take > 1 else ())
+            if done and not usable:
+                return submit.row("changed", ("rendered on the emulator before",))
+            if entry.digest == digest:
+                return submit.row("new", (f"take {job.take}",))
+            return submit.row("changed", tuple(what_changed(entry.payload, record_json(request))))
+        reasons = (undone,) if undone and task is not current else ()
+        if task.status == "creating":  # a killed run may have sent it: look it up first
+            return PlannedTake(
+                job,
+                Action.SUBMIT,
+                "interrupted",
+                ("a killed run may have created it; looked up first",),
+                request,
+                digest,
+                task,
+                task.external_task_id,
+                task.attempt,
+            )
+        if job.force:
+            return submit.row("forced", ("--force",))
+        if task.status == "failed":
+            return submit.row("failed-before", (task.status_msg or "failed",))
+        if task.in_flight:
+            if self.emulator and task.backend == "emulator":
+                # An emulator's tasks die with it: made again, free.
+                return submit.row("lost", ("the emulator that ran it is gone",), Action.REMAKE)
+            if not self.emulator:
+                return PlannedTake(
+                    job,
+                    Action.REATTACH,
+                    "in-flight",
+                    (f"task {task.task_id}", *reasons),
+                    request,
+                    digest,
+                    task,
+                )
+            return submit.row("lost", ("a Kling task in flight; render with Kling",), Action.REMAKE)
+        if self._intact(task):
+            return PlannedTake(job, Action.REUSE, "unchanged", reasons, request, digest, task)
+        if self.emulator:
+            return submit.row("lost", ("clip not on disk",), Action.REMAKE)
+        return PlannedTake(
+            job,
+            Action.DOWNLOAD,
+            "unchanged",
+            ("clip not on disk: downloaded again, free", *reasons),
+            request,
+            digest,
+            task,
+        )
+
+    def element(self, ref: ElementRef) -> PlannedElement:
+        entry = self.lock.elements.get(ref.name)
+        same = entry is not None and entry.digest == ref.digest
+        if entry is not None and same and entry.serves(self.backend):
+            if entry.status == "succeed" and entry.element_id is not None:
+                return PlannedElement(ref, Action.REUSE, "unchanged", entry)
+            if entry.status == "creating":
+                return PlannedElement(
+                    ref, Action.SUBMIT, "interrupted", entry, entry.external_task_id, entry.attempt
+                )
+            if entry.in_flight and not (self.emulator and entry.backend == "emulator"):
+                return PlannedElement(ref, Action.REATTACH, "in-flight", entry)
+        attempt = entry.attempt + 1 if entry is not None and same else 1
+        state = "new" if entry is None else "changed" if not same else "failed-before"
+        return PlannedElement(
+            ref, Action.SUBMIT, state, None, element_task_id(ref, attempt), attempt
+        )
+
+    def _frame_of(self, scene: str) -> FrameFile | None:
+        """The last frame of `scene`'s selected clip, when that clip is kept as it is."""
+        task = self.reused.get(scene)
+        if task is None:
+            return None
+        clip = self._clip_path(task)
+        if clip is None:
+            return None
+        data = last_frame_png(clip)
+        return FrameFile(scene, frame_name(scene), hashlib.sha256(data).hexdigest())
+
+    def _clip_path(self, task: TaskLock) -> Path | None:
+        if task.clip is None:
+            return None
+        return self.clips_dir.parent / task.clip.file
+
+    def _intact(self, task: TaskLock) -> bool:
+        clip, path = task.clip, self._clip_path(task)
+        if clip is None or path is None or not path.is_file():
+            return False
+        return path.stat().st_size == clip.bytes and sha256_file(path) == clip.sha256
+
+
+@dataclass(frozen=True, slots=True)
+class _Submit:
+    """A create for a job, under the next attempt number its work has not used."""
+
+    job: Job
+    request: VideoRequest
+    digest: str
+    attempt: int
+
+    def row(
+        self, state: str, reasons: tuple[str, ...], action: Action = Action.SUBMIT
+    ) -> PlannedTake:
+        ext = external_task_id(self.job.scene, self.digest, self.job.take, self.attempt)
+        return PlannedTake(
+            self.job, action, state, reasons, self.request, self.digest, None, ext, self.attempt
+        )
+
+
+def element_task_id(element: ElementRef, attempt: int) -> str:
+    suffix = f"-a{attempt}" if attempt > 1 else ""
+    return f"sb-el-{element.name[:20]}-{element.digest[:32]}{suffix}"
 
 
 def what_changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Name the payload fields (and media files) that differ, in words a user knows."""
+    """Name the request fields (and media files) that differ, in words a user knows."""
     reasons: list[str] = []
     for key in sorted(set(old) | set(new)):
         before, after = old.get(key), new.get(key)
@@ -132,32 +369,36 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return reasons or ["compiler version"]
 
 
-def _shots_changed(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+def _shots_changed(old: list[Any], new: list[Any]) -> list[str]:
     if len(old) != len(new):
         return [f"shots: {len(old)} -> {len(new)}"]
     reasons = []
     for index, (before, after) in enumerate(zip(old, new, strict=True), 1):
-        for field in ("prompt", "duration"):
-            if before.get(field) != after.get(field):
-                reasons.append(f"shot {index} {field}")
+        for name in ("prompt", "duration"):
+            if not isinstance(before, dict) or before.get(name) != after.get(name):
+                reasons.append(f"shot {index} {name}")
     return reasons
 
 
-def _images_changed(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
-    def name(item: dict[str, Any]) -> str:
-        url = str(item.get("image_url", ""))
-        if url.startswith(("local:", "frame:")):
-            return url.split(":", 1)[1].rsplit("@", 1)[0]
-        return url
+def _images_changed(old: list[Any], new: list[Any]) -> list[str]:
+    """Images as the lockfile records them (wire.record_value): by file, frame or URL."""
+
+    def name(item: Any, n: int) -> str:
+        image = item.get("image_url") if isinstance(item, dict) else None
+        if isinstance(image, dict):
+            if "last_frame_of" in image:
+                return f"last frame of {image['last_frame_of']}"
+            return str(image.get("file", f"image {n}"))
+        return str(image) if isinstance(image, str) and "://" in image else f"image {n}"
 
     if len(old) != len(new):
         return ["images"]
     reasons = []
-    for before, after in zip(old, new, strict=True):
+    for n, (before, after) in enumerate(zip(old, new, strict=True), 1):
         if before == after:
             continue
-        if name(before) == name(after):
-            reasons.append(f"{name(after)} (file content)")
+        if name(before, n) == name(after, n):
+            reasons.append(f"{name(after, n)} (file content)")
         else:
-            reasons.append(f"image {name(before)} -> {name(after)}")
+            reasons.append(f"image {name(before, n)} -> {name(after, n)}")
     return reasons

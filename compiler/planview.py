@@ -11,15 +11,12 @@ from rich.table import Table
 from .pipeline import CompileResult
 from .plan import Plan
 
-_STATE_STYLE = {
-    "new": "green",
-    "changed": "yellow",
-    "failed-before": "red",
-    "interrupted": "magenta",
-    "forced": "yellow",
-    "in-flight": "cyan",
-    "unchanged": "dim",
-    "disabled": "dim",
+_ACTION_STYLE = {
+    "submit": "yellow",
+    "remake": "green",
+    "re-attach": "cyan",
+    "download": "blue",
+    "reuse": "dim",
 }
 
 
@@ -41,25 +38,45 @@ def plan_rows(result: CompileResult, plan: Plan) -> list[dict[str, Any]]:
                 "sound": payload["sound"],
                 "units": task.units,
                 "usd": task.usd,
+                "action": str(planned.action),
+                "paid": planned.paid,
+                "creates": planned.creates,
                 "state": planned.state,
                 "reasons": list(planned.reasons),
-                "paid": planned.paid,
+                "external_task_id": planned.external_task_id,
+                "attempt": planned.attempt if planned.creates else None,
                 "after": task.after,
             }
         )
     return rows
 
 
+def element_rows(plan: Plan) -> list[dict[str, Any]]:
+    return [
+        {
+            "element": planned.element.name,
+            "action": str(planned.action),
+            "creates": planned.creates,
+            "state": planned.state,
+            "external_task_id": planned.external_task_id or None,
+        }
+        for planned in plan.elements
+    ]
+
+
 def plan_json(result: CompileResult, plan: Plan, usd_per_unit: float) -> dict[str, Any]:
     charged = plan.charged_units
     return {
         "storyboard": result.path,
+        "backend": plan.backend,
         "scenes": plan_rows(result, plan),
+        "elements": element_rows(plan),
         "disabled": list(plan.disabled),
         "totals": {
             "submit": len(plan.paid),
-            "units": plan.units,
-            "usd": plan.usd,
+            "creates": plan.creates,
+            "units": float(plan.units),
+            "usd": float(plan.usd),
             "charged_units": float(charged),
             "charged_usd": float(round(charged * Decimal(str(usd_per_unit)), 4)),
         },
@@ -80,12 +97,12 @@ def print_plan(
         ("sound", "left"),
         ("units", "right"),
         ("USD", "right"),
-        ("state", "left"),
+        ("action", "left"),
         ("why", "left"),
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in plan_rows(result, plan):
-        style = _STATE_STYLE.get(row["state"], "")
+        style = _ACTION_STYLE.get(row["action"], "")
         take = str(row["take"]) + ("*" if row["selected"] and row["takes"] > 1 else "")
         scene = row["scene"] + (f" ← {row['after']}" if row["after"] else "")
         table.add_row(
@@ -97,11 +114,24 @@ def print_plan(
             row["sound"],
             f"{row['units']:.2f}",
             f"${row['usd']:.2f}",
-            f"[{style}]{row['state']}[/]",
-            ", ".join(row["reasons"]),
+            f"[{style}]{row['action']}[/]",
+            ", ".join([row["state"], *row["reasons"]]),
+        )
+    for element in element_rows(plan):
+        table.add_row(
+            f"element {element['element']}",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            element["action"],
+            element["state"],
         )
     for scene in plan.disabled:
-        table.add_row(scene, "", "", "", "", "", "", "", "[dim]disabled[/]", "enabled: false")
+        table.add_row(scene, "", "", "", "", "", "", "", "[dim]skip[/]", "enabled: false")
     console.print(table)
     charged = plan.charged_units
     charged_usd = charged * Decimal(str(usd_per_unit))
@@ -111,6 +141,9 @@ def print_plan(
     detail = ", ".join(f"{n} {state}" for state, n in counts.items())
     if free:
         cost = f"≈ ${plan.usd:.2f} on Kling, free on the emulator"
+        remakes = sum(t.action == "remake" for t in plan.takes)
+        if remakes:
+            detail += f"; {remakes} placeholder(s) made again (free)"
         ledger = f"The emulator has counted {charged:g} units so far (nothing billed)."
     else:
         cost = f"≈ ${plan.usd:.2f}"

@@ -28,13 +28,13 @@ from .lockfile import Clip, Lockfile, SceneLock, TaskLock
 from .model import Storyboard, Task
 from .pipeline import CompileResult
 from .plan import Plan, PlannedTake
+from .request import ElementId, ElementMedia, FrameFile, ImageItem, LastFrame, LocalFile
 
 __all__ = ["write_preview", "prompt_parts", "PromptPart"]
 
 THUMB_BOX = (480, 270)  # the largest a thumbnail gets: sharp at twice its shown size
 _JPEG_QUALITY = 82
 _TOKEN = re.compile(r"<<<(image|element|video)_([1-9][0-9]*)>>>")
-_CONTENT = re.compile(r"^(local|frame):(.*)@sha256:([0-9a-f]{64})$")
 _ROLE = {"first_frame": "first frame", "end_frame": "end frame"}
 
 
@@ -144,7 +144,7 @@ def write_preview(result: CompileResult, renders: Path, backend: str = "emulator
     thumbnails, atomically). Thumbnails are named by content, so an unchanged clip or
     image is never decoded again; thumbnails nothing shows any more are removed.
     """
-    from .render import plan_board  # render imports the executor; keep `import` light
+    from .run import plan_board  # run imports the executor; keep `import` light
 
     if result.board is None or not result.ok:
         raise ValueError(f"{result.path}: a storyboard with errors has no contact sheet")
@@ -219,8 +219,8 @@ class _Sheet:
         }
         self.used_thumbs: set[str] = set()
         self.base_dir = result.file.parent
-        self.image_names = {ref.payload_value: name for name, ref in board.refs.images.items()}
-        self.elements = {ref.payload_value: ref for ref in board.refs.elements.values()}
+        self.image_names = {ref.media: name for name, ref in board.refs.images.items()}
+        self.elements = {ref.media: ref for ref in board.refs.elements.values()}
         self.video_names = {ref.url: name for name, ref in board.refs.videos.items()}
 
     # -- the whole page --------------------------------------------------------------------
@@ -246,7 +246,7 @@ class _Sheet:
         if len(enabled) < len(self.result.tasks):
             parts.append(f"{len(self.result.tasks) - len(enabled)} disabled")
         parts.append(f"{seconds:g} s")
-        models = sorted({str(t.payload["model_name"]) for t in enabled})
+        models = sorted({t.request.model for t in enabled})
         return " · ".join(parts + models)
 
     def totals(self, backend: str, film: FilmView) -> list[Total]:
@@ -328,20 +328,20 @@ class _Sheet:
     # -- one scene --------------------------------------------------------------------------
 
     def card(self, number: int, task: Task) -> SceneCard:
-        payload = task.payload
+        request = task.request
         entry = self.lock.scenes.get(task.scene)
         refs = self.ref_rows(task)
         anchors = {row.token: row.anchor for row in refs}
         titles = {
             row.token: " · ".join(x for x in (row.token, row.name, row.role) if x) for row in refs
         }
-        if payload.get("multi_prompt"):
+        if request.shots:
             shots = tuple(
-                Shot(prompt_parts(str(shot["prompt"]), anchors, titles), f"{shot['duration']} s")
-                for shot in payload["multi_prompt"]
+                Shot(prompt_parts(shot.prompt, anchors, titles), f"{shot.duration} s")
+                for shot in request.shots
             )
         else:
-            shots = (Shot(prompt_parts(str(payload.get("prompt", "")), anchors, titles)),)
+            shots = (Shot(prompt_parts(request.prompt, anchors, titles)),)
 
         clip = self.clip_of(task.scene, task.selected)
         if clip is not None:
@@ -379,7 +379,7 @@ class _Sheet:
             frames=frames,
             frames_kind=frames_kind,
             shots=shots,
-            multi_shot=bool(payload.get("multi_prompt")),
+            multi_shot=request.multi_shot,
             refs=refs,
             takes=self.take_rows(task, entry),
             estimate=estimate,
@@ -391,14 +391,14 @@ class _Sheet:
         )
 
     def meta(self, task: Task) -> tuple[str, ...]:
-        payload = task.payload
+        request = task.request
         meta = [f"{task.seconds:g} s"]
-        if payload.get("multi_prompt"):
-            meta.append(_count(len(payload["multi_prompt"]), "shot"))
-        meta += [payload["mode"], f"sound {payload['sound']}"]
-        if "aspect_ratio" in payload:
-            meta.append(str(payload["aspect_ratio"]))
-        meta.append(str(payload["model_name"]))
+        if request.shots:
+            meta.append(_count(len(request.shots), "shot"))
+        meta += [request.mode, f"sound {'on' if request.sound else 'off'}"]
+        if request.aspect_ratio is not None:
+            meta.append(request.aspect_ratio)
+        meta.append(request.model)
         return tuple(meta)
 
     def take_rows(self, task: Task, entry: SceneLock | None) -> tuple[TakeRow, ...]:
@@ -422,17 +422,19 @@ class _Sheet:
         return tuple(rows)
 
     def ref_rows(self, task: Task) -> tuple[RefRow, ...]:
-        payload, scene = task.payload, task.scene
+        request, scene = task.request, task.scene
         rows: list[RefRow] = []
-        for n, item in enumerate(payload.get("image_list", []), 1):
-            rows.append(self.image_row(scene, n, item))
-        for n, item in enumerate(payload.get("element_list", []), 1):
-            rows.append(self.element_row(scene, n, item["element_id"]))
-        for n, item in enumerate(payload.get("video_list", []), 1):
-            url = str(item["video_url"])
-            role = "base edit" if item.get("refer_type") == "base" else "feature reference"
-            sound = item.get("keep_original_sound")
-            detail = _short_url(url) + (f" · keep sound {sound}" if sound else "")
+        for n, image in enumerate(request.images, 1):
+            rows.append(self.image_row(scene, n, image))
+        for n, element in enumerate(request.elements, 1):
+            rows.append(self.element_row(scene, n, element))
+        videos = [request.video] if request.video is not None else []
+        for n, video in enumerate(videos, 1):
+            url = video.url
+            role = "base edit" if video.refer_type == "base" else "feature reference"
+            sound = video.keep_original_sound
+            keep = "" if sound is None else f" · keep sound {'yes' if sound else 'no'}"
+            detail = _short_url(url) + keep
             rows.append(
                 RefRow(
                     f"{scene}-video-{n}",
@@ -447,12 +449,13 @@ class _Sheet:
             )
         return tuple(rows)
 
-    def element_row(self, scene: str, n: int, value: Any) -> RefRow:
+    def element_row(self, scene: str, n: int, media: ElementMedia) -> RefRow:
         anchor, token = f"{scene}-element-{n}", f"element_{n}"
-        ref = self.elements.get(value)
+        ref = self.elements.get(media)
         name = ref.name if ref else ""
-        if ref is None or not ref.images:
-            return RefRow(anchor, token, "element", name, "element", None, None, f"id {value}")
+        if ref is None or not ref.images or isinstance(media, ElementId):
+            number = media.id if isinstance(media, ElementId) else "?"
+            return RefRow(anchor, token, "element", name, "element", None, None, f"id {number}")
         # An element the render creates from local images: show the first of them.
         first = ref.images[0]
         src = None
@@ -466,13 +469,13 @@ class _Sheet:
         picture = Picture(src, name, src, "element")
         return RefRow(anchor, token, "element", name, "new element", picture, None, detail)
 
-    def image_row(self, scene: str, n: int, item: Mapping[str, Any]) -> RefRow:
-        value = str(item["image_url"])
-        role = _ROLE.get(str(item.get("type", "")), "reference")
+    def image_row(self, scene: str, n: int, item: ImageItem) -> RefRow:
+        media = item.media
+        role = _ROLE.get(item.type or "", "reference")
         anchor, token = f"{scene}-image-{n}", f"image_{n}"
-        name = self.image_names.get(value, "")
-        if value.startswith("after:"):
-            source = value.removeprefix("after:")
+        name = self.image_names.get(media, "")
+        if isinstance(media, LastFrame | FrameFile):
+            source = media.scene
             task = next((t for t in self.result.tasks if t.scene == source), None)
             clip = self.clip_of(source, task.selected) if task else None
             src = self.frame_thumb(clip, "last") if clip else None
@@ -487,17 +490,15 @@ class _Sheet:
                 f"#scene-{source}",
                 f"scene {source}",
             )
-        match = _CONTENT.match(value)
-        if match:
-            path = (self.base_dir / match[2]) if match[1] == "local" else self.folder / match[2]
-            src = self.image_thumb(path, match[3])
-            picture = Picture(src, name or match[2], src, "image missing")
-            return RefRow(
-                anchor, token, "image", name, role, picture, src, f"{match[2]} · {match[3][:12]}"
-            )
+        if isinstance(media, LocalFile):
+            src = self.image_thumb(self.base_dir / media.file, media.sha256)
+            picture = Picture(src, name or media.file, src, "image missing")
+            detail = f"{media.file} · {media.sha256[:12]}"
+            return RefRow(anchor, token, "image", name, role, picture, src, detail)
         # A public URL: never fetched (the page works offline), only linked.
-        picture = Picture(None, name or _short_url(value), value, "remote image")
-        return RefRow(anchor, token, "image", name, role, picture, value, _short_url(value))
+        url = media.url
+        picture = Picture(None, name or _short_url(url), url, "remote image")
+        return RefRow(anchor, token, "image", name, role, picture, url, _short_url(url))
 
     # -- clips and thumbnails ---------------------------------------------------------------
 

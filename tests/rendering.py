@@ -7,15 +7,18 @@ takes no real time and no test ever waits.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from compiler.backends import emulator_backend
 from compiler.emulator import Emulator
 from compiler.lockfile import Lockfile
 from compiler.pipeline import compile_file
-from compiler.render import BoardRender, Selection, emulator_backend, render_board
+from compiler.plan import Plan, Selection
+from compiler.run import BoardRender, plan_board, render_board
 
 BOARD = """\
 storyboard: 1
@@ -90,19 +93,33 @@ def render(
     result = compile_file(project / "film.yaml", "film.yaml")
     assert result.ok, [d.headline() for d in result.diagnostics]
     backend = emulator_backend(emulator, poll_interval=5.0)
+    if "backend" in kwargs:  # a Kling backend (an emulator server, or a mock)
+        backend = kwargs.pop("backend")
+    elif kwargs.pop("kling", False):  # this emulator standing in for Kling: its tasks live on
+        backend = replace(backend, name="kling")
     only = kwargs.pop("only", ())
     force = kwargs.pop("force", ())
+    selection = Selection(frozenset(only), frozenset(force))
+    plan = plan_board(result, backend.name, project / "renders", selection)
+    kwargs.setdefault("preview", False)
     return asyncio.run(
         render_board(
             result,
+            plan,
             backend,
             project / "renders",
             kwargs.pop("progress", Recorder()),
-            selection=Selection(frozenset(only), frozenset(force)),
             concurrency=concurrency,
             **kwargs,
         )
     )
+
+
+def plan_of(project: Path, backend: str = "emulator", **kwargs: Any) -> Plan:
+    result = compile_file(project / "film.yaml", "film.yaml")
+    assert result.ok, [d.headline() for d in result.diagnostics]
+    selection = Selection(frozenset(kwargs.get("only", ())), frozenset(kwargs.get("force", ())))
+    return plan_board(result, backend, project / "renders", selection)
 
 
 def lock_of(project: Path) -> Lockfile:

@@ -284,6 +284,10 @@ def test_render_then_status_on_the_built_in_emulator(
     assert "render: using the built-in Kling EMULATOR" in err
     assert "Plan: 3 to submit (6.60 units, ≈ $0.92 on Kling, free on the emulator); 3 new." in out
     assert "film.yaml: film assembled: 10.00 s -> renders/film.mp4" in out
+    # The contact sheet is refreshed by the render itself, and shows this render's clips.
+    assert out.splitlines()[-1] == "film.yaml: contact sheet renders/film/index.html"
+    page = (project / "renders" / "film" / "index.html").read_text(encoding="utf-8")
+    assert 'title="plan">unchanged<' in page and 'title="plan">new<' not in page
 
     (project / "renders" / "film" / "climb.mp4").unlink()
     assert main(["status", "film.yaml"]) == 0
@@ -295,6 +299,7 @@ def test_render_then_status_on_the_built_in_emulator(
         ["coda", "succeed"],
     ]
     assert "est. 2.4" in lines[2] and "2.4 units" in lines[2]
-    assert lines[2].endswith("clip deleted (render downloads it again)")
-    assert lines[1].endswith("clip ok")
-    assert lines[4] == "  charged so far: 6.6 units (every attempt and take)"
+    assert lines[2].endswith("clip deleted (render makes the placeholder again, free)")
+    assert lines[1].endswith("emulator clip ok")
+    assert lines[4] == "  charged so far: 0 units (every attempt and take)"
+    assert lines[5] == "  counted by the emulator: 6.6 units (never billed)"

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from compiler.execute import Job
-from compiler.lockfile import SceneLock, TaskLock, external_task_id, payload_digest
+from compiler.backends import emulator_backend
+from compiler.lockfile import TaskLock, external_task_id
 from compiler.media import extract_frame, probe
 from compiler.pipeline import compile_file
-from compiler.render import emulator_backend, render_all, render_board
+from compiler.plan import Job, jobs_for
+from compiler.run import plan_board, render_all, render_board
+from compiler.wire import display_json, record_json, request_digest
 from tests.rendering import (
     SCENES,
     FakeTime,
@@ -55,7 +57,7 @@ def test_render_makes_clips_lockfile_and_film(project: Path) -> None:
     assert not list((project / "renders").rglob("*.part"))
     # The lockfile is sorted JSON with no media in it.
     text = (project / "film.lock").read_text(encoding="utf-8")
-    assert json.loads(text)["lock_version"] == 1
+    assert json.loads(text)["lock_version"] == 2
     assert len(text) < 4000
 
 
@@ -82,9 +84,9 @@ def test_a_second_render_pays_nothing_and_keeps_the_film(project: Path) -> None:
 
 def test_a_deleted_clip_is_downloaded_again_not_paid_again(project: Path) -> None:
     emulator = make_emulator(FakeTime())
-    render(project, emulator)
+    render(project, emulator, kling=True)
     (project / "renders" / "film" / "climb.mp4").unlink()
-    outcome = render(project, emulator)
+    outcome = render(project, emulator, kling=True)
     assert {r.scene: r.outcome for r in outcome.results} == {
         "opening": "reused",
         "climb": "downloaded",
@@ -159,18 +161,16 @@ def test_a_failed_task_names_the_scene_and_reason_and_is_retried_next_run(
 
 def _job(project: Path, scene: str) -> Job:
     result = compile_file(project / "film.yaml", "film.yaml")
-    task = next(t for t in result.tasks if t.scene == scene)
-    return Job(task.scene, task.payload, task.units, task.usd)
+    return next(job for job in jobs_for(result.tasks) if job.scene == scene)
 
 
 def _intent(project: Path, job: Job) -> str:
     """Leave the lockfile as a run killed just before or after its create leaves it."""
-    digest = payload_digest(job.payload)
+    digest = request_digest(job.request)
     ext = external_task_id(job.scene, digest)
     lock = lock_of(project)
-    lock.scenes[job.scene] = SceneLock(
-        digest, job.payload, "emulator", takes={1: TaskLock(ext, "creating")}
-    )
+    task = TaskLock(ext, "creating", backend="emulator", digest=digest, take=1)
+    lock.install(job.scene, 1, digest, record_json(job.request), task)
     lock.save()
     return ext
 
@@ -183,7 +183,7 @@ def test_a_run_killed_after_create_reattaches_by_external_id(project: Path) -> N
 
     async def killed_runs_create() -> None:
         client = emulator_backend(emulator).client()
-        await client.create_task({**job.payload, "external_task_id": ext})
+        await client.create_task({**display_json(job.request), "external_task_id": ext})
         await client.aclose()
 
     asyncio.run(killed_runs_create())
@@ -203,7 +203,8 @@ def test_a_run_killed_before_create_creates_once(project: Path) -> None:
 def test_a_run_killed_mid_poll_reattaches_by_task_id(project: Path) -> None:
     time = FakeTime()
     emulator = make_emulator(time)
-    render(project, emulator, only={"opening"})
+    kling = replace(emulator_backend(emulator, poll_interval=5.0), name="kling")
+    render(project, emulator, only={"opening"}, backend=kling)
     lock = lock_of(project)
     entry = lock.scenes["opening"].takes[1]
     # Rewind the lockfile to "processing", as a run killed while polling leaves it.
@@ -211,7 +212,7 @@ def test_a_run_killed_mid_poll_reattaches_by_task_id(project: Path) -> None:
     lock.save()
     (project / "renders" / "film" / "opening.mp4").unlink()
     recorder = Recorder()
-    outcome = render(project, emulator, progress=recorder)
+    outcome = render(project, emulator, progress=recorder, backend=kling)
     assert {r.scene: r.outcome for r in outcome.results}["opening"] == "rendered"
     assert_paid_once(emulator)
     assert ("opening", "processing", f"re-attached to task {entry.task_id}") in recorder.events
@@ -219,11 +220,11 @@ def test_a_run_killed_mid_poll_reattaches_by_task_id(project: Path) -> None:
 
 def test_slow_is_not_failed(project: Path) -> None:
     emulator = make_emulator(FakeTime(), latency=600.0)
-    outcome = render(project, emulator, poll_timeout=60.0)
+    outcome = render(project, emulator, poll_timeout=60.0, kling=True)
     assert [r.outcome for r in outcome.results] == ["pending"] * 3
     lock = lock_of(project)
     assert {e.takes[1].status for e in lock.scenes.values()} <= {"submitted", "processing"}
-    later = render(project, emulator)
+    later = render(project, emulator, kling=True)
     assert [r.outcome for r in later.results] == ["rendered"] * 3
     assert_paid_once(emulator)
 
@@ -258,10 +259,15 @@ def test_a_kling_clip_that_is_gone_asks_for_force(project: Path) -> None:
     emulator = make_emulator(FakeTime())
     kling = replace(emulator_backend(emulator, poll_interval=5.0), name="kling")
     result = compile_file(project / "film.yaml", "film.yaml")
-    asyncio.run(render_board(result, kling, project / "renders", Recorder()))
+    plan = plan_board(result, "kling", project / "renders")
+    asyncio.run(render_board(result, plan, kling, project / "renders", Recorder(), preview=False))
     (project / "renders" / "film" / "coda.mp4").unlink()
     gone = replace(kling, transport=make_emulator(FakeTime()).transport())
-    outcome = asyncio.run(render_board(result, gone, project / "renders", Recorder()))
+    plan = plan_board(result, "kling", project / "renders")
+    assert [str(t.action) for t in plan.takes] == ["reuse", "reuse", "download"]
+    outcome = asyncio.run(
+        render_board(result, plan, gone, project / "renders", Recorder(), preview=False)
+    )
     coda = {r.scene: r for r in outcome.results}["coda"]
     assert coda.outcome == "failed"
     assert str(coda.error).startswith("scene 'coda': its clip can no longer be downloaded (")
@@ -282,8 +288,9 @@ def test_storyboards_rendered_together_share_the_account(project: Path) -> None:
 
     display = Display()
     backend = emulator_backend(emulator, poll_interval=5.0)
+    plans = {r.path: plan_board(r, "emulator", project / "renders") for r in results}
     outcomes = asyncio.run(
-        render_all(results, backend, project / "renders", display, concurrency=2)  # type: ignore[arg-type]
+        render_all(results, plans, backend, project / "renders", display, concurrency=2)  # type: ignore[arg-type]
     )
     assert [o.film is not None for o in outcomes] == [True, True]
     assert emulator.stats()["total_creates"] == 6

@@ -13,8 +13,8 @@ from PIL import ImageChops, ImageStat
 from compiler.cli import main
 from compiler.media import extract_frame, probe
 from compiler.pipeline import compile_file
-from compiler.plan import what_changed
-from compiler.render import Selection, plan_board
+from compiler.plan import Selection, what_changed
+from compiler.run import plan_board
 from tests.rendering import BOARD, FakeTime, lock_of, make_emulator, render, write_image
 
 # -- prices ---------------------------------------------------------------------------------
@@ -167,13 +167,13 @@ def test_what_changed_names_fields_shots_and_files() -> None:
         "prompt": "a",
         "duration": "5",
         "multi_prompt": [{"index": 1, "prompt": "x", "duration": "2"}],
-        "image_list": [{"image_url": "local:a.png@sha256:" + "0" * 64, "type": "first_frame"}],
+        "image_list": [{"image_url": {"file": "a.png", "sha256": "0" * 64}, "type": "first_frame"}],
     }
     new = {
         "prompt": "b",
         "duration": "5",
         "multi_prompt": [{"index": 1, "prompt": "x", "duration": "3"}],
-        "image_list": [{"image_url": "local:a.png@sha256:" + "1" * 64, "type": "first_frame"}],
+        "image_list": [{"image_url": {"file": "a.png", "sha256": "1" * 64}, "type": "first_frame"}],
         "sound": "on",
     }
     assert what_changed(old, new) == [
@@ -392,11 +392,18 @@ def test_plan_json_is_stable_and_shows_charged_to_date(
         "usd": 0.252,
         "state": "changed",
         "reasons": None,
+        "action": "submit",
         "paid": True,
+        "creates": True,
+        "external_task_id": doc["scenes"][0]["external_task_id"],
+        "attempt": 1,
         "after": None,
     }
+    assert doc["scenes"][0]["external_task_id"].startswith("sb-opening-")
+    assert [r["action"] for r in doc["scenes"]] == ["submit", "reuse", "reuse"]
     assert doc["totals"] == {
         "submit": 1,
+        "creates": 1,
         "units": 1.8,
         "usd": 0.252,
         "charged_units": 6.6,
@@ -424,21 +431,22 @@ def test_on_a_terminal_render_asks_before_paying(
 
 
 def test_undoing_an_edit_brings_back_the_earlier_clip_unpaid(project: Path) -> None:
-    emulator = make_emulator(FakeTime())
-    render(project, emulator)
+    emulator = make_emulator(FakeTime())  # standing in for Kling: its results stay downloadable
+    render(project, emulator, kling=True)
     _edit("Dolly in over", "Crane up over")(project)
-    render(project, emulator)
+    render(project, emulator, kling=True)
     assert emulator.stats()["total_creates"] == 4
     _edit("Crane up over", "Dolly in over")(project)
     result = compile_file(project / "film.yaml", "film.yaml")
-    plan = plan_board(result, "emulator", project / "renders")
-    assert [(t.job.scene, t.state, t.reasons) for t in plan.takes][0] == (
+    plan = plan_board(result, "kling", project / "renders")
+    assert [(t.job.scene, t.action, t.state, t.reasons) for t in plan.takes][0] == (
         "opening",
+        "download",
         "unchanged",
-        ("as rendered before the last edit",),
+        ("clip not on disk: downloaded again, free", "as rendered before the last edit"),
     )
     assert plan.paid == ()
-    outcome = render(project, emulator)
+    outcome = render(project, emulator, kling=True)
     assert emulator.stats()["total_creates"] == 4
     # Its file was overwritten by the edited clip: downloaded again, not paid again.
     assert {r.scene: r.outcome for r in outcome.results}["opening"] == "downloaded"

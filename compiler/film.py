@@ -1,0 +1,54 @@
+"""Join a storyboard's clips into its film. Lockfile + clips → renders/NAME.mp4."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .fsutil import sha256_file
+from .lockfile import Film, Lockfile
+
+
+def remove_stale_parts(renders: Path, name: str) -> None:
+    """Remove what a render killed while assembling left (`.NAME.mp4.*.part`)."""
+    for stale in renders.glob(f".{name}.mp4.*.part"):
+        stale.unlink(missing_ok=True)
+
+
+def assemble_film(
+    lock: Lockfile, film: Sequence[tuple[str, int]], renders: Path, name: str
+) -> tuple[Path | None, str]:
+    """Join the selected take of every enabled scene, in order, into renders/NAME.mp4.
+
+    Nothing is re-encoded when the clips are the same as last time.
+    """
+    from .media import assemble
+
+    remove_stale_parts(renders, name)
+    clips = [lock.task(scene, take) for scene, take in film]
+    missing = [
+        scene if take == 1 else f"{scene} take {take}"
+        for (scene, take), task in zip(film, clips, strict=True)
+        if task is None or task.clip is None or not (renders / task.clip.file).is_file()
+    ]
+    if missing:
+        return None, f"no film yet: {len(missing)} scene(s) without a clip ({', '.join(missing)})"
+    files = [task.clip for task in clips if task is not None and task.clip is not None]
+    shas = [clip.sha256 for clip in files]
+    film_path = renders / f"{name}.mp4"
+    if (
+        lock.film is not None
+        and lock.film.clips == shas
+        and film_path.is_file()
+        and sha256_file(film_path) == lock.film.sha256
+    ):
+        return film_path, "film unchanged"
+    info = assemble([renders / clip.file for clip in files], film_path)
+    lock.film = Film(
+        file=film_path.name,
+        sha256=sha256_file(film_path),
+        clips=shas,
+        duration=round(info.duration, 3),
+    )
+    lock.save()
+    return film_path, f"film assembled: {info.duration:.2f} s"

@@ -1,0 +1,150 @@
+"""A scene's request to Kling as typed values: what to make, and the media it uses.
+
+Lowering builds a `VideoRequest` once; plan, lockfile, executor and preview read its
+fields and never a string form of them. Media are typed: a URL, a local file known by
+its content digest, the last frame of an earlier scene's clip (before and after that
+clip exists), an element from the user's library or one to be created. They become
+Kling JSON only in `wire.py`, at the client edge, so a second request format (Kling's
+"new-standard" body) is a second function there and nothing before it changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+FrameType = Literal["first_frame", "end_frame"]
+
+
+@dataclass(frozen=True, slots=True)
+class Url:
+    """An image or video Kling fetches itself."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """An image in the project, relative to the storyboard's folder, known by content."""
+
+    file: str  # posix path relative to the storyboard's folder
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class LastFrame:
+    """The last frame of `scene`'s selected clip, before that clip exists."""
+
+    scene: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFile:
+    """The last frame of `scene`'s clip, saved as `file` in the storyboard's renders folder."""
+
+    scene: str
+    file: str  # relative to renders/NAME, e.g. "opening.last.png"
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ElementId:
+    """An element from the user's Kling library."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ElementToMake:
+    """An element the storyboard creates from local images: its id is known at render time."""
+
+    name: str
+    digest: str  # of its description and images
+
+
+ImageMedia = Url | LocalFile | LastFrame | FrameFile
+ElementMedia = ElementId | ElementToMake
+Media = ImageMedia | ElementMedia
+
+
+def content_key(media: Media) -> str | int:
+    """What a digest sees of a medium: its content, not its path or its scene.
+
+    Kept equal to the form lockfiles of version 1 were digested with, so upgrading the
+    compiler does not make finished work look changed (and be paid for again).
+    """
+    match media:
+        case Url(url):
+            return url
+        case LocalFile(_, sha) | FrameFile(_, _, sha):
+            return f"sha256:{sha}"
+        case ElementToMake(_, digest):
+            return f"sha256:{digest}"
+        case ElementId(number):
+            return number
+        case LastFrame(scene):
+            return f"after:{scene}"  # no digest is taken before the frame exists
+
+
+@dataclass(frozen=True, slots=True)
+class ImageItem:
+    media: ImageMedia
+    type: FrameType | None = None  # None: a reference image
+
+
+@dataclass(frozen=True, slots=True)
+class ShotPrompt:
+    index: int
+    prompt: str
+    duration: int
+
+
+@dataclass(frozen=True, slots=True)
+class VideoItem:
+    url: str
+    refer_type: str  # feature | base
+    keep_original_sound: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRequest:
+    """One Omni-Video task: settings, prompt or shots, and media in payload order."""
+
+    model: str
+    mode: str
+    sound: bool
+    prompt: str
+    aspect_ratio: str | None = None  # None where the API takes the shape from a frame
+    duration: int | None = None  # None for a base edit (the input video's length)
+    shots: tuple[ShotPrompt, ...] = ()  # non-empty: a customized multi-shot task
+    images: tuple[ImageItem, ...] = ()
+    elements: tuple[ElementMedia, ...] = ()
+    video: VideoItem | None = None
+
+    @property
+    def multi_shot(self) -> bool:
+        return bool(self.shots)
+
+    @property
+    def waits_for(self) -> str | None:
+        """The scene whose last frame this request still needs, if any."""
+        for item in self.images:
+            if isinstance(item.media, LastFrame):
+                return item.media.scene
+        return None
+
+    def with_frame(self, frame: FrameFile) -> VideoRequest:
+        """This request with its `LastFrame` first frame replaced by the saved frame."""
+        images = tuple(
+            replace(item, media=frame) if isinstance(item.media, LastFrame) else item
+            for item in self.images
+        )
+        return replace(self, images=images)
+
+    def map_media(self, fn: Callable[[Media], Media]) -> VideoRequest:
+        return replace(
+            self,
+            images=tuple(replace(item, media=fn(item.media)) for item in self.images),  # type: ignore[arg-type]
+            elements=tuple(fn(e) for e in self.elements),  # type: ignore[misc]
+        )

@@ -1,0 +1,128 @@
+"""One render run: plan → (the CLI gates money on the plan) → execute → film → contact sheet.
+
+`plan_board` makes the plan `render` prints and prices; `render_all` carries out exactly
+those plans, then assembles each film and refreshes its contact sheet (README "Render").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backends import Backend
+from .execute import AccountSlots, Executor, Progress, SceneResult
+from .film import assemble_film
+from .lockfile import Lockfile
+from .pipeline import CompileResult
+from .plan import Plan, Selection, plan
+from .progress import Display
+
+
+@dataclass(slots=True)
+class BoardRender:
+    """What one render of one storyboard did."""
+
+    storyboard: str
+    results: list[SceneResult] = field(default_factory=list)
+    film: Path | None = None
+    film_note: str = ""
+    preview: Path | None = None
+
+    @property
+    def failed(self) -> list[SceneResult]:
+        return [r for r in self.results if r.outcome in ("failed", "pending")]
+
+
+def plan_board(
+    result: CompileResult, backend: str, renders: Path, selection: Selection | None = None
+) -> Plan:
+    """The plan of one compiled storyboard against its lockfile. No network, no writes."""
+    return plan(
+        result.tasks,
+        Lockfile.for_storyboard(result.file),
+        backend,
+        renders / result.file.stem,
+        elements=dict(result.board.refs.elements) if result.board else {},
+        selection=selection or Selection(),
+    )
+
+
+async def render_board(
+    result: CompileResult,
+    planned: Plan,
+    backend: Backend,
+    renders: Path,
+    progress: Progress,
+    *,
+    concurrency: int = 4,
+    poll_timeout: float = 3600.0,
+    slots: AccountSlots | None = None,
+    preview: bool = True,
+) -> BoardRender:
+    """Carry out `planned`, then assemble the film when every clip exists."""
+    from .media import probe
+
+    if planned.backend != backend.name:
+        raise ValueError(f"a plan for {planned.backend} cannot run on {backend.name}")
+    file = result.file
+    outcome = BoardRender(result.path)
+    client = backend.client()
+    try:
+        executor = Executor(
+            client,
+            planned.lock,
+            base_dir=file.resolve().parent,
+            clips_dir=renders / file.stem,
+            backend=backend.name,
+            concurrency=concurrency,
+            poll_interval=backend.poll_interval,
+            sleep=backend.sleep,
+            clock=backend.clock,
+            poll_timeout=poll_timeout,
+            progress=progress,
+            probe=lambda path: probe(path).duration,
+            slots=slots,
+        )
+        outcome.results = await executor.run(planned)
+    finally:
+        await client.aclose()
+    outcome.film, outcome.film_note = await asyncio.to_thread(
+        assemble_film, planned.lock, planned.film, renders, file.stem
+    )
+    if preview:
+        from .preview import write_preview
+
+        outcome.preview = await asyncio.to_thread(write_preview, result, renders, backend.name)
+    return outcome
+
+
+async def render_all(
+    results: list[CompileResult],
+    plans: dict[str, Plan],
+    backend: Backend,
+    renders: Path,
+    display: Display,
+    *,
+    concurrency: int = 4,
+    poll_timeout: float = 3600.0,
+) -> list[BoardRender]:
+    """Render several storyboards at once: they share the account's task slots."""
+    slots = AccountSlots(concurrency, backend.sleep)
+    return list(
+        await asyncio.gather(
+            *(
+                render_board(
+                    result,
+                    plans[result.path],
+                    backend,
+                    renders,
+                    display.for_board(result.path),
+                    concurrency=concurrency,
+                    poll_timeout=poll_timeout,
+                    slots=slots,
+                )
+                for result in results
+            )
+        )
+    )

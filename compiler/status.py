@@ -1,0 +1,55 @@
+"""What the lockfile says of a storyboard's tasks, after asking Kling about unfinished ones.
+
+Never creates anything: a create that a killed run may have sent is looked up by its
+`external_task_id`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .backends import Backend
+from .fsutil import sha256_file
+from .lockfile import Lockfile, TaskLock
+
+
+async def refresh_status(file: Path, backend: Backend) -> Lockfile:
+    """Ask the backend about every unfinished task it made, and record the answers."""
+    lock = Lockfile.for_storyboard(file)
+    unfinished = [
+        task
+        for entry in lock.scenes.values()
+        for task in entry.takes.values()
+        if task.in_flight and task.backend == backend.name
+    ]
+    if not unfinished:
+        return lock
+    client = backend.client()
+    try:
+        for task in unfinished:
+            if task.task_id is not None:
+                info = await client.get_task(task.task_id)
+            else:
+                found = await client.find_task(task.external_task_id)
+                if found is None:
+                    continue
+                info = found
+            task.observe(info)
+    finally:
+        await client.aclose()
+    lock.save()
+    return lock
+
+
+def clip_state(task: TaskLock, renders: Path) -> str:
+    """A take's clip on disk, in words: ok, deleted or modified."""
+    if task.clip is None:
+        return ""
+    path = renders / task.clip.file
+    if not path.is_file():
+        if task.backend == "emulator":
+            return "clip deleted (render makes the placeholder again, free)"
+        return "clip deleted (render downloads it again)"
+    if sha256_file(path) != task.clip.sha256:
+        return "clip modified on disk"
+    return "clip ok"
