@@ -19,7 +19,7 @@ from .backends import backend_name
 from .diagnostics import REPORTERS, Diagnostic, did_you_mean, sort_diagnostics
 from .errors import BackendError, CredentialsError, StoryboardError
 from .fsutil import atomic_write_text
-from .gate import BoardCost, judge
+from .gate import board_costs, judge
 from .pipeline import CompileResult, compile_file
 from .plan import Plan, Selection
 from .planview import plan_json, print_plan
@@ -163,23 +163,18 @@ def _plans(
     return selection, plans
 
 
-def _usd_per_unit(result: CompileResult) -> float:
-    return result.board.usd_per_unit if result.board else 0.14
-
-
 def cmd_plan(args: argparse.Namespace) -> ExitCode:
     results = _compiled(args)
     backend = _backend_name(args)
     _, plans = _plans(args, results, backend)
     if args.json:
-        docs = [plan_json(r, plans[r.path], _usd_per_unit(r)) for r in results]
+        docs = [plan_json(r, plans[r.path]) for r in results]
         print(json.dumps(docs[0] if len(docs) == 1 else {"storyboards": docs}, indent=2))
     else:
         for result in results:
             print_plan(
                 result,
                 plans[result.path],
-                _usd_per_unit(result),
                 sys.stdout,
                 free=backend == "emulator",
             )
@@ -213,7 +208,7 @@ def cmd_render(args: argparse.Namespace) -> ExitCode:
             f"render: using Kling at {backend.base_url}: tasks submitted are paid", file=sys.stderr
         )
     for result in results:
-        print_plan(result, plans[result.path], _usd_per_unit(result), sys.stdout, free=backend.free)
+        print_plan(result, plans[result.path], sys.stdout, free=backend.free)
     paid = [take for p in plans.values() for take in p.paid]
     if paid and not backend.free and not _approved(args, results, plans):
         return ExitCode.REFUSED_COST
@@ -247,16 +242,8 @@ def _approved(
     args: argparse.Namespace, results: list[CompileResult], plans: dict[str, Plan]
 ) -> bool:
     """Ask the money gate; at a terminal, a typed yes approves what the gate did not."""
-    costs = [
-        BoardCost(
-            r.path,
-            plans[r.path].usd,
-            _decimal(r.board.budget_usd) if r.board and r.board.budget_usd is not None else None,
-        )
-        for r in results
-    ]
-    budget = _decimal(args.budget) if args.budget is not None else None
-    verdict = judge(costs, yes=args.yes, budget=budget)
+    budget = Decimal(str(args.budget)) if args.budget is not None else None
+    verdict = judge(board_costs(results, plans), yes=args.yes, budget=budget)
     if verdict.approved:
         return True
     usd = f"${verdict.usd:.2f}" if verdict.usd.is_finite() else "an unknown amount"
@@ -270,10 +257,6 @@ def _approved(
         file=sys.stderr,
     )
     return False
-
-
-def _decimal(value: float) -> Decimal:
-    return Decimal(str(value))
 
 
 def _display(rows: list[tuple[str, str]]) -> Display:

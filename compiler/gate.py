@@ -7,9 +7,12 @@ yes. An estimate that is not a finite number never approves anything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+
+from .pipeline import CompileResult
+from .plan import Plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,16 @@ class Verdict:
     usd: Decimal  # the run's total
     limit: str = ""  # what it exceeds, in words
     askable: bool = True  # a person may still say yes (not for a broken estimate)
+
+
+def board_costs(results: Sequence[CompileResult], plans: Mapping[str, Plan]) -> list[BoardCost]:
+    """What each storyboard's plan would pay, beside its own `budget_usd`."""
+    costs = []
+    for result in results:
+        budget = result.board.budget_usd if result.board else None
+        limit = Decimal(str(budget)) if budget is not None else None
+        costs.append(BoardCost(result.path, plans[result.path].usd, limit))
+    return costs
 
 
 def judge(costs: Sequence[BoardCost], *, yes: bool, budget: Decimal | None) -> Verdict:

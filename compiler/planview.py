@@ -8,6 +8,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
+from .model import model_data
 from .pipeline import CompileResult
 from .plan import Plan
 
@@ -64,7 +65,14 @@ def element_rows(plan: Plan) -> list[dict[str, Any]]:
     ]
 
 
-def plan_json(result: CompileResult, plan: Plan, usd_per_unit: float) -> dict[str, Any]:
+def _usd_per_unit(result: CompileResult) -> Decimal:
+    """The storyboard's price of a unit (models.yaml's default when it sets none)."""
+    value = result.board.usd_per_unit if result.board else model_data()["usd_per_unit"]
+    return Decimal(str(value))
+
+
+def plan_json(result: CompileResult, plan: Plan) -> dict[str, Any]:
+    usd_per_unit = _usd_per_unit(result)
     charged = plan.charged_units
     return {
         "storyboard": result.path,
@@ -78,14 +86,12 @@ def plan_json(result: CompileResult, plan: Plan, usd_per_unit: float) -> dict[st
             "units": float(plan.units),
             "usd": float(plan.usd),
             "charged_units": float(charged),
-            "charged_usd": float(round(charged * Decimal(str(usd_per_unit)), 4)),
+            "charged_usd": float(round(charged * usd_per_unit, 4)),
         },
     }
 
 
-def print_plan(
-    result: CompileResult, plan: Plan, usd_per_unit: float, out: TextIO, *, free: bool = False
-) -> None:
+def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = False) -> None:
     console = Console(file=out, width=None if out.isatty() else 120, highlight=False)
     table = Table(title=result.path, title_justify="left", show_edge=False, pad_edge=False)
     for column, justify in (
@@ -134,7 +140,7 @@ def print_plan(
         table.add_row(scene, "", "", "", "", "", "", "", "[dim]skip[/]", "enabled: false")
     console.print(table)
     charged = plan.charged_units
-    charged_usd = charged * Decimal(str(usd_per_unit))
+    charged_usd = charged * _usd_per_unit(result)
     counts: dict[str, int] = {}
     for planned in plan.takes:
         counts[planned.state] = counts.get(planned.state, 0) + 1

@@ -10,7 +10,6 @@ Kling JSON only in `wire.py`, at the client edge, so a second request format (Kl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -68,25 +67,6 @@ ElementMedia = ElementId | ElementToMake
 Media = ImageMedia | ElementMedia
 
 
-def content_key(media: Media) -> str | int:
-    """What a digest sees of a medium: its content, not its path or its scene.
-
-    Kept equal to the form lockfiles of version 1 were digested with, so upgrading the
-    compiler does not make finished work look changed (and be paid for again).
-    """
-    match media:
-        case Url(url):
-            return url
-        case LocalFile(_, sha) | FrameFile(_, _, sha):
-            return f"sha256:{sha}"
-        case ElementToMake(_, digest):
-            return f"sha256:{digest}"
-        case ElementId(number):
-            return number
-        case LastFrame(scene):
-            return f"after:{scene}"  # no digest is taken before the frame exists
-
-
 @dataclass(frozen=True, slots=True)
 class ImageItem:
     media: ImageMedia
@@ -141,10 +121,3 @@ class VideoRequest:
             for item in self.images
         )
         return replace(self, images=images)
-
-    def map_media(self, fn: Callable[[Media], Media]) -> VideoRequest:
-        return replace(
-            self,
-            images=tuple(replace(item, media=fn(item.media)) for item in self.images),  # type: ignore[arg-type]
-            elements=tuple(fn(e) for e in self.elements),  # type: ignore[misc]
-        )

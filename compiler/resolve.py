@@ -367,7 +367,7 @@ class _Resolver:
             prompt=raw.get("prompt"),
             duration=raw.get("duration"),
             shots=shots,
-            first_frame=f"after:{after}" if after else first_frame,
+            first_frame=f"last frame of {after}" if after else first_frame,
             end_frame=raw.get("end_frame"),
             video=video_use,
             vars=scene_vars,

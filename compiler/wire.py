@@ -8,7 +8,7 @@ spelled in it:
   (README "compile"); nothing reads these strings back;
 - `record_value` in the lockfile: a small JSON object per medium, so `plan` can name the
   file that changed.
-The digest that identifies a task's work reads media by content (`request.content_key`).
+The digest that identifies a task's work reads media by content (`content_key`).
 A second request format (Kling's "new-standard" body) would be a second shape function
 here, fed by the same `VideoRequest`.
 """
@@ -29,7 +29,6 @@ from .request import (
     Media,
     Url,
     VideoRequest,
-    content_key,
 )
 
 # Part of every digest: bump it when lowering changes what the same YAML asks of Kling,
@@ -37,6 +36,25 @@ from .request import (
 COMPILER_SALT = "storyboard-lowering-1"
 
 MediaValue = Callable[[Media], Any]
+
+
+def content_key(media: Media) -> str | int:
+    """What a digest sees of a medium: its content, not its path or its scene.
+
+    Kept equal to the form lockfiles of version 1 were digested with, so upgrading the
+    compiler does not make finished work look changed (and be paid for again).
+    """
+    match media:
+        case Url(url):
+            return url
+        case LocalFile(_, sha) | FrameFile(_, _, sha):
+            return f"sha256:{sha}"
+        case ElementToMake(_, digest):
+            return f"sha256:{digest}"
+        case ElementId(number):
+            return number
+        case LastFrame(scene):
+            return f"after:{scene}"  # no digest is taken before the frame exists
 
 
 def omni_video_json(req: VideoRequest, media: MediaValue) -> dict[str, Any]:
