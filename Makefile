@@ -34,10 +34,10 @@ compile: $(STAMP)
 	$(BIN)/storyboard compile $(STORYBOARDS)
 
 # Renders through the built-in emulator unless KLING_* credentials are set; paid work
-# then still needs --yes or a budget (pass ARGS="--yes").
+# then still needs --yes or a budget (pass ARGS="--yes"). The render refreshes each
+# contact sheet itself.
 render: $(STAMP)
 	$(BIN)/storyboard render $(STORYBOARDS) $(ARGS)
-	$(BIN)/storyboard preview $(STORYBOARDS)
 
 golden: $(STAMP)
 	$(BIN)/python -m tests.golden
