@@ -84,3 +84,46 @@ def emulator_backend(emulator: Emulator, poll_interval: float = 0.25) -> Backend
         sleep=emulator.sleep,
         clock=emulator.clock,
     )
+
+
+@dataclass(slots=True)
+class EmulatorServer:
+    """The emulator, set up to run as `storyboard emulator` (README "The emulator")."""
+
+    emulator: Emulator
+    accepts: str  # which credentials it takes, in words
+
+    def serve(self, host: str, port: int) -> None:
+        from .emulator import serve
+
+        serve(host, port, self.emulator)
+
+
+def emulator_server(
+    *,
+    latency: float,
+    concurrency: int,
+    access_key: str | None,
+    secret_key: str | None,
+    api_key: str | None,
+    clip_max_side: int | None,
+    element_latency: float,
+) -> EmulatorServer:
+    from .emulator import Emulator
+
+    emulator = Emulator(
+        latency=latency,
+        concurrency=concurrency,
+        access_key=access_key,
+        secret_key=secret_key,
+        api_key=api_key,
+        clip_max_side=clip_max_side,
+        element_latency=element_latency,
+    )
+    if access_key and secret_key:
+        accepts = "JWTs signed with its access and secret keys"
+    elif api_key:
+        accepts = "Bearer $KLING_API_KEY"
+    else:
+        accepts = "any Bearer token (no keys set)"
+    return EmulatorServer(emulator, accepts)

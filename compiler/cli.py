@@ -313,9 +313,9 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
 
 
 def cmd_emulator(args: argparse.Namespace) -> ExitCode:
-    from .emulator import Emulator, serve
+    from .backends import emulator_server
 
-    emulator = Emulator(
+    server = emulator_server(
         latency=args.latency,
         concurrency=args.concurrency,
         access_key=args.access_key or os.environ.get("KLING_ACCESS_KEY"),
@@ -324,20 +324,14 @@ def cmd_emulator(args: argparse.Namespace) -> ExitCode:
         clip_max_side=args.clip_max_side,
         element_latency=args.element_latency,
     )
-    access_key = args.access_key or os.environ.get("KLING_ACCESS_KEY")
-    if access_key and (args.secret_key or os.environ.get("KLING_SECRET_KEY")):
-        accepts = "JWTs signed with its access and secret keys"
-    elif os.environ.get("KLING_API_KEY"):
-        accepts = "Bearer $KLING_API_KEY"
-    else:
-        accepts = "any Bearer token (no keys set)"
     print(
         f"storyboard emulator: a Kling-compatible API on http://{args.host}:{args.port} "
-        f"(latency {args.latency:g} s, {args.concurrency} concurrent tasks; accepts {accepts})",
+        f"(latency {args.latency:g} s, {args.concurrency} concurrent tasks; "
+        f"accepts {server.accepts})",
         file=sys.stderr,
         flush=True,
     )
-    serve(args.host, args.port, emulator)
+    server.serve(args.host, args.port)
     return ExitCode.OK
 
 

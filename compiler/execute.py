@@ -163,6 +163,7 @@ class Executor:
     _sources: dict[str, asyncio.Future[Path]] = field(init=False, default_factory=dict)
     _elements: dict[str, asyncio.Future[int]] = field(init=False, default_factory=dict)
     _element_plan: dict[str, PlannedElement] = field(init=False, default_factory=dict)
+    _kept: dict[str, Path] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.slots is None:
@@ -181,6 +182,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         self._sources = {t.job.scene: loop.create_future() for t in plan.takes if t.job.selected}
         self._element_plan = {e.element.name: e for e in plan.elements}
+        self._kept = dict(plan.sources)
         results = list(await asyncio.gather(*(self._take(take) for take in plan.takes)))
         futures: list[asyncio.Future[Any]] = [*self._sources.values(), *self._elements.values()]
         for future in futures:
@@ -308,6 +310,8 @@ class Executor:
                     f"scene '{label}' starts from the last frame of scene '{scene}', "
                     "which has no clip"
                 ) from None
+        if scene in self._kept:
+            return self._kept[scene]
         raise SourceFailed(
             f"scene '{label}' starts from the last frame of scene '{scene}', which is not "
             f"in this render; render '{scene}' first"

@@ -127,6 +127,8 @@ class Plan:
     charged_units: Decimal = Decimal(0)  # what this backend charged this storyboard so far
     # The selected take of each scene the film shows, in film order.
     film: tuple[tuple[str, int], ...] = field(default=())
+    # The clips continuing scenes start from that this run does not touch (`--only`).
+    sources: dict[str, Path] = field(default_factory=dict)
 
     @property
     def paid(self) -> tuple[PlannedTake, ...]:
@@ -178,7 +180,13 @@ def plan(
     and a continuing scene's first frame is read from its source's clip.
     """
     planner = _Planner(lock, backend, clips_dir)
-    takes = [planner.take(job) for job in jobs_for(tasks, selection)]
+    jobs = jobs_for(tasks, selection)
+    in_run = {job.scene for job in jobs}
+    for task in tasks:  # kept clips of scenes outside this run, which others continue
+        if task.scene not in in_run and (kept := lock.task(task.scene, task.selected)):
+            if kept.serves(backend) and planner.intact(kept):
+                planner.reused[task.scene] = kept
+    takes = [planner.take(job) for job in jobs]
     wanted = {
         media.name
         for take in takes
@@ -195,6 +203,11 @@ def plan(
         disabled=tuple(t.scene for t in tasks if not t.enabled and selection.wants(t.scene)),
         charged_units=lock.charged(backend),
         film=tuple((t.scene, t.selected) for t in tasks if t.enabled),
+        sources={
+            scene: path
+            for scene, task in planner.reused.items()
+            if scene not in in_run and (path := planner.clip_path(task)) is not None
+        },
     )
 
 
@@ -275,7 +288,7 @@ class _Planner:
                     task,
                 )
             return submit.row("lost", ("a Kling task in flight; render with Kling",), Action.REMAKE)
-        if self._intact(task):
+        if self.intact(task):
             return PlannedTake(job, Action.REUSE, "unchanged", reasons, request, digest, task)
         if self.emulator:
             return submit.row("lost", ("clip not on disk",), Action.REMAKE)
@@ -312,19 +325,19 @@ class _Planner:
         task = self.reused.get(scene)
         if task is None:
             return None
-        clip = self._clip_path(task)
+        clip = self.clip_path(task)
         if clip is None:
             return None
         data = last_frame_png(clip)
         return FrameFile(scene, frame_name(scene), hashlib.sha256(data).hexdigest())
 
-    def _clip_path(self, task: TaskLock) -> Path | None:
+    def clip_path(self, task: TaskLock) -> Path | None:
         if task.clip is None:
             return None
         return self.clips_dir.parent / task.clip.file
 
-    def _intact(self, task: TaskLock) -> bool:
-        clip, path = task.clip, self._clip_path(task)
+    def intact(self, task: TaskLock) -> bool:
+        clip, path = task.clip, self.clip_path(task)
         if clip is None or path is None or not path.is_file():
             return False
         return path.stat().st_size == clip.bytes and sha256_file(path) == clip.sha256

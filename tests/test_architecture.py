@@ -101,3 +101,12 @@ def test_the_cli_holds_no_money_rule_and_hashes_nothing() -> None:
     assert "sha256" not in text
     assert ".budget_usd" not in text and "usd_per_unit" not in text
     assert "gate" in imported and "execute" not in imported and "lockfile" not in imported
+
+
+def test_only_the_backend_factory_reaches_the_emulator() -> None:
+    reaching = sorted(
+        path.name
+        for path in _modules()
+        if "emulator" in _imports(path) and path.name != "backends.py"
+    )
+    assert reaching == []

@@ -287,6 +287,28 @@ def test_continuity_starts_a_scene_from_the_last_frame_of_another(project: Path)
     assert emulator.stats()["total_creates"] == 4
 
 
+def test_only_a_continuing_scene_starts_from_its_kept_source(project: Path) -> None:
+    (project / "film.yaml").write_text(CHAIN, encoding="utf-8")
+    emulator = make_emulator(FakeTime(), clip_max_side=640)
+    render(project, emulator)
+    text = CHAIN.replace("keeps moving along", "glides along")
+    (project / "film.yaml").write_text(text, encoding="utf-8")
+    (project / "renders" / "film" / "opening.last.png").unlink()  # saved again from the clip
+    result = compile_file(project / "film.yaml", "film.yaml")
+    plan = plan_board(result, "emulator", project / "renders", Selection(frozenset({"follow"})))
+    # The source is outside the run, but its clip is kept: its last frame is known now,
+    # so the follower's work (and its external_task_id) is decided by the plan.
+    assert [(t.job.scene, t.action, t.reasons) for t in plan.takes] == [
+        ("follow", "submit", ("prompt",))
+    ]
+    assert plan.takes[0].external_task_id is not None
+    assert plan.sources == {"opening": project / "renders" / "film" / "opening.mp4"}
+    outcome = render(project, emulator, only={"follow"})
+    assert [(r.scene, r.outcome) for r in outcome.results] == [("follow", "rendered")]
+    assert emulator.stats()["total_creates"] == 3
+    assert lock_of(project).task("follow", 1).external_task_id == plan.takes[0].external_task_id  # type: ignore[union-attr]
+
+
 def test_continuity_must_name_an_earlier_enabled_scene(
     project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
