@@ -16,12 +16,13 @@ import httpx
 import jwt
 
 from .errors import CredentialsError
+from .redaction import MASK as _MASK
+from .redaction import SECRETS, redact_secrets
 
 # kling-api.md §5: 1003 = token not yet valid (nbf), 1004 = token expired (exp).
 _REMINT_CODES = frozenset({1003, 1004})
 _RENEW_MARGIN = 60  # seconds before `exp` at which a cached token is replaced
 _NBF_SKEW = 5  # the official sample backdates nbf by 5 s
-_MASK = "***"
 
 
 class JWTAuth(httpx.Auth):
@@ -48,6 +49,8 @@ class JWTAuth(httpx.Auth):
             raise ValueError(f"lifetime must exceed {_RENEW_MARGIN} s, got {lifetime}")
         self._access_key = access_key
         self._secret_key = secret_key
+        SECRETS.add(access_key)
+        SECRETS.add(secret_key)
         self._clock = clock
         self._lifetime = lifetime
         self._lock = threading.Lock()
@@ -73,11 +76,12 @@ class JWTAuth(httpx.Auth):
             if fresh or self._token is None or now >= self._expires - _RENEW_MARGIN:
                 self._token, self._expires = self._mint(now)
                 self._issued.append(self._token)
+                SECRETS.add(self._token)
             return self._token
 
     def redact(self, text: str) -> str:
-        """`text` with the secret key and any token this object issued masked."""
-        for secret in (*self._issued, self._secret_key):
+        """`text` with the keys and any token this object issued masked."""
+        for secret in (*self._issued, self._secret_key, self._access_key):
             text = text.replace(secret, _MASK)
         return text
 
@@ -100,6 +104,7 @@ class ApiKeyAuth(httpx.Auth):
         if not api_key:
             raise ValueError("ApiKeyAuth needs a non-empty API key")
         self._api_key = api_key
+        SECRETS.add(api_key)
 
     def __repr__(self) -> str:
         return f"ApiKeyAuth(api_key={_MASK!r})"
@@ -142,8 +147,8 @@ def credentials_from_env(env: Mapping[str, str]) -> httpx.Auth | None:
 def redact(auth: httpx.Auth | None, text: str) -> str:
     """`text` with whatever secrets `auth` holds masked (no-op for other auth types)."""
     if isinstance(auth, JWTAuth | ApiKeyAuth):
-        return auth.redact(text)
-    return text
+        text = auth.redact(text)
+    return redact_secrets(text)
 
 
 def _body_code(response: httpx.Response) -> int | None:

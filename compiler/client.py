@@ -31,7 +31,9 @@ import httpx
 
 from . import __version__
 from .auth import redact
-from .errors import ApiStatusError, DownloadError, TransportFailure
+from .errors import ApiStatusError, DownloadError, TransportFailure, UnsafeUrl
+from .hosts import fetchable
+from .redaction import redact_secrets
 from .request import VideoRequest
 from .wire import MediaValue, omni_video_json
 
@@ -119,6 +121,7 @@ class KlingClient:
             transport=transport,
             timeout=timeout,
             follow_redirects=True,
+            event_hooks={"request": [self._check_fetchable]},
             headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
         )
 
@@ -211,6 +214,7 @@ class KlingClient:
         Content-Length, fsynced and renamed over `dest`. On any failure the temp file is
         removed, `dest` is untouched, and DownloadError or TransportFailure is raised.
         """
+        self._refuse_unsafe(url)
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.part"
@@ -221,6 +225,17 @@ class KlingClient:
             part.unlink(missing_ok=True)
             raise
         return Download(dest, digest, size)
+
+    def _refuse_unsafe(self, url: str) -> None:
+        if not fetchable(url, str(self._api.base_url)):
+            raise UnsafeUrl(
+                f"refused to download {_without_query(url)}: a result is fetched only over "
+                "public https or from the API's own host (a lockfile or an answer named it)"
+            )
+
+    async def _check_fetchable(self, request: httpx.Request) -> None:
+        """Every request of a download, redirects included, goes to a fetchable URL."""
+        self._refuse_unsafe(str(request.url))
 
     async def _fetch(self, url: str, part: Path) -> tuple[str, int]:
         shown = _without_query(url)  # CDN query strings carry signatures: keep them out
@@ -347,7 +362,7 @@ def _task_info(data: object) -> TaskInfo:
     return TaskInfo(
         task_id=str(task_id),
         status=status,
-        status_msg=_text(data.get("task_status_msg")),
+        status_msg=_outside_text(data.get("task_status_msg")),
         external_task_id=_text(task_info.get("external_task_id")),
         video_url=_text(video.get("url")),
         video_duration=_seconds(video.get("duration")),
@@ -379,7 +394,7 @@ def _element_task_info(data: object) -> ElementTaskInfo:
     return ElementTaskInfo(
         task_id=task_id,
         status=status,
-        status_msg=_text(data.get("task_status_msg")),
+        status_msg=_outside_text(data.get("task_status_msg")),
         external_task_id=_text(_obj(data.get("task_info")).get("external_task_id")),
         element_id=element_id,
     )
@@ -405,6 +420,12 @@ def _text(value: object) -> str | None:
     if isinstance(value, int | float):
         return str(value)
     return value if isinstance(value, str) and value else None
+
+
+def _outside_text(value: object) -> str | None:
+    """A server's words (a task's reason): never with a credential of ours in them."""
+    text = _text(value)
+    return redact_secrets(text) if text is not None else None
 
 
 def _seconds(value: object) -> float | None:

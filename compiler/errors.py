@@ -17,6 +17,7 @@ StoryboardError
 ├── ClipGone                 a finished clip can no longer be downloaded (results last 30 days)
 ├── MediaChanged             a local image changed between compile and submit
 ├── SourceFailed             a continuing scene's source has no clip
+├── UnsafeUrl                a result URL that is not public https nor the API's own
 ├── LockfileError            a lockfile that cannot be read (never overwritten then)
 └── BackendError             the chosen backend cannot be used (a usage error)
 ```
@@ -167,3 +168,7 @@ class LockfileError(StoryboardError):
 
 class BackendError(StoryboardError):
     """The chosen backend cannot be used (no credentials, say): a usage error."""
+
+
+class UnsafeUrl(StoryboardError):
+    """A URL storyboard will not fetch: not public https, and not the API's own origin."""

@@ -285,17 +285,24 @@ class Executor:
         self.progress.update(job.label, "queued", f"waits for the last frame of '{source}'")
         clip = await self._source_clip(job.label, source)
         png = self.clips_dir / frame_name(source)
-        sha = await asyncio.to_thread(save_last_frame, clip, png)
+        sha = await self._save_frame(clip, png)
         request = job.request.with_frame(FrameFile(source, png.name, sha))
         return request, request_digest(request)
+
+    async def _save_frame(self, clip: Path, png: Path) -> str:
+        """Save the last frame of `clip` and remember it by the clip's content."""
+        sha = await asyncio.to_thread(save_last_frame, clip, png)
+        self.lock.last_frames[await asyncio.to_thread(sha256_file, clip)] = sha
+        return sha
 
     async def _write_frame(self, label: str, frame: FrameFile) -> None:
         """Save the frame the plan read from a kept clip, and check it is that frame."""
         png = self.clips_dir / frame.file
-        if png.is_file() and sha256_file(png) == frame.sha256:
-            return
         clip = await self._source_clip(label, frame.scene)
-        sha = await asyncio.to_thread(save_last_frame, clip, png)
+        if png.is_file() and sha256_file(png) == frame.sha256:
+            self.lock.last_frames[await asyncio.to_thread(sha256_file, clip)] = frame.sha256
+            return
+        sha = await self._save_frame(clip, png)
         if sha != frame.sha256:
             raise MediaChanged(f"the clip of '{frame.scene}' changed after planning; run again")
 

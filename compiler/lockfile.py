@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from .errors import LockfileError as LockfileError
 from .fsutil import atomic_write_text
+from .redaction import redact_secrets
 
 if TYPE_CHECKING:
     from .client import TaskInfo
@@ -216,6 +217,10 @@ class Lockfile:
     scenes: dict[str, SceneLock] = field(default_factory=dict)
     elements: dict[str, ElementLock] = field(default_factory=dict)
     film: Film | None = None
+    # The sha256 of a clip's last frame (as PNG), by the clip's sha256: a frame is a
+    # function of its clip's bytes, so a continuing scene's request is known without
+    # the clip on disk (a source downloaded again does not make its follower paid again).
+    last_frames: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_storyboard(cls, storyboard: Path) -> Lockfile:
@@ -238,6 +243,9 @@ class Lockfile:
             lock.elements = {
                 name: ElementLock(**entry) for name, entry in doc.get("elements", {}).items()
             }
+            for task in (t for e in lock.scenes.values() for t in e.tasks()):
+                if task.status_msg:  # a server's words, maybe from someone else's run
+                    task.status_msg = redact_secrets(task.status_msg)
             if version == 1:
                 # Version 1 kept no origin for elements; they were made by the backend that
                 # rendered the scenes, so by the emulator only when every scene was.
@@ -247,6 +255,7 @@ class Lockfile:
                     element.backend = origin
             film = doc.get("film")
             lock.film = Film(**film) if film else None
+            lock.last_frames = dict(doc.get("last_frames", {}))
         except LockfileError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -310,5 +319,7 @@ class Lockfile:
             doc["elements"] = {name: e.as_json() for name, e in self.elements.items()}
         if self.film is not None:
             doc["film"] = asdict(self.film)
+        if self.last_frames:
+            doc["last_frames"] = self.last_frames
         text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         atomic_write_text(self.path, text)

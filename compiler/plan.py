@@ -218,11 +218,15 @@ class _Planner:
         self.clips_dir = clips_dir
         self.emulator = backend == "emulator"
         self.reused: dict[str, TaskLock] = {}  # scene → its selected take, when reused
+        self.downloaded: dict[str, TaskLock] = {}  # scene → its selected take, downloaded
 
     def take(self, job: Job) -> PlannedTake:
         planned = self._take(job)
-        if job.selected and planned.action is Action.REUSE and planned.task is not None:
-            self.reused[job.scene] = planned.task
+        if job.selected and planned.task is not None:
+            if planned.action is Action.REUSE:
+                self.reused[job.scene] = planned.task
+            elif planned.action is Action.DOWNLOAD:
+                self.downloaded[job.scene] = planned.task
         return planned
 
     def _take(self, job: Job) -> PlannedTake:
@@ -321,12 +325,16 @@ class _Planner:
         )
 
     def _frame_of(self, scene: str) -> FrameFile | None:
-        """The last frame of `scene`'s selected clip, when that clip is kept as it is."""
-        task = self.reused.get(scene)
-        if task is None:
+        """The last frame of `scene`'s selected clip, when that clip is the one recorded:
+        kept on disk, or downloaded again (its frame then known from the lockfile)."""
+        task = self.reused.get(scene) or self.downloaded.get(scene)
+        if task is None or task.clip is None:
             return None
+        known = self.lock.last_frames.get(task.clip.sha256)
+        if known is not None:
+            return FrameFile(scene, frame_name(scene), known)
         clip = self.clip_path(task)
-        if clip is None:
+        if scene not in self.reused or clip is None:
             return None
         data = last_frame_png(clip)
         return FrameFile(scene, frame_name(scene), hashlib.sha256(data).hexdigest())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import ipaddress
 import os
 import warnings
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 from PIL import Image, UnidentifiedImageError
 
 from .diagnostics import Diagnostic, did_you_mean
+from .hosts import is_private_host
 from .load import JsonPath, SourceDoc
 from .model import (
     ElementRef,
@@ -153,7 +153,7 @@ class _Resolver:
         if not host or any(c.isspace() for c in url):
             self.problem(path, "url-invalid", f"'{url}' is not a valid URL")
             return False
-        if _is_private_host(host):
+        if is_private_host(host):
             self.problem(
                 path,
                 "url-public",
@@ -383,16 +383,6 @@ def _names_in(folder: Path) -> list[str]:
         return [p.name for p in folder.iterdir()]
     except OSError:
         return []
-
-
-def _is_private_host(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return not address.is_global
 
 
 @dataclass(frozen=True, slots=True)
