@@ -41,6 +41,7 @@ from compiler.plan import plan  # noqa: E402
 
 ACCOUNT = 4
 KEY = "bench-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}  # the control endpoints take the API's credentials
 
 
 def _free_port() -> int:
@@ -75,7 +76,7 @@ def _start_server(latency: float) -> tuple[subprocess.Popen[bytes], str]:
     deadline = time.monotonic() + 30
     while True:
         try:
-            httpx.get(url + "/_emulator/stats", timeout=1)
+            httpx.get(url + "/_emulator/stats", headers=AUTH, timeout=1)
             return process, url
         except httpx.TransportError:
             if time.monotonic() > deadline:
@@ -158,7 +159,7 @@ def main() -> int:
                     f"--concurrency {concurrency}: makespan {seconds:6.2f} s  "
                     f"ratio {seconds / ideal:.3f}  (target <= {target})"
                 )
-            stats = httpx.get(url + "/_emulator/stats", timeout=5).json()
+            stats = httpx.get(url + "/_emulator/stats", headers=AUTH, timeout=5).json()
             creates = stats["total_creates"]
             print(
                 f"creates: {creates} for {2 * args.scenes} scenes (duplicates: "

@@ -39,6 +39,7 @@ scenes:
 """
 SCENES = ("dawn", "noon", "dusk")
 KEY = "crash-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}  # the control endpoints take the API's credentials
 
 
 def _free_port() -> int:
@@ -62,13 +63,14 @@ class Server:
         self.process = process
 
     def get(self, path: str) -> Any:
-        return httpx.get(self.url + path, timeout=5).json()
+        return httpx.get(self.url + path, headers=AUTH, timeout=5).json()
 
     def fault(self, **fault: object) -> None:
-        httpx.post(self.url + "/_emulator/faults", json=fault, timeout=5).raise_for_status()
+        response = httpx.post(self.url + "/_emulator/faults", json=fault, headers=AUTH, timeout=5)
+        response.raise_for_status()
 
     def clear_faults(self) -> None:
-        httpx.delete(self.url + "/_emulator/faults", timeout=5).raise_for_status()
+        httpx.delete(self.url + "/_emulator/faults", headers=AUTH, timeout=5).raise_for_status()
 
     def up(self) -> bool:
         try:

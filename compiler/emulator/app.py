@@ -9,14 +9,16 @@ module decides what happens to a request, and when.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import json
 import random
 import secrets
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,7 +27,7 @@ import httpx
 import jwt
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -37,6 +39,14 @@ from .transport import SERVER, DropGuard, InProcessTransport, drop
 
 CHUNK = 64 * 1024
 BLOB_CHUNK = 1024 * 1024
+# The largest blob `/_emulator/blob` makes: 1 GiB (benchmarks ask for a few hundred MB).
+BLOB_MAX = 1 << 30
+# The largest request body read: 128 MiB. A create may carry 7 images (R6) of up to 10 MB
+# each, sent as Base64 inside the JSON (4/3 of their size): 7 x 13.4 MiB = 93.3 MiB, plus
+# prompts. Larger bodies are refused (413) before more than this is read.
+BODY_MAX = 128 << 20
+# A fault is a small JSON object: control bodies are capped far lower.
+CONTROL_BODY_MAX = 64 << 10
 
 B = TypeVar("B")  # a checked request body
 
@@ -66,6 +76,13 @@ def _envelope(data: Any) -> dict[str, Any]:
 def _error(status: int, code: int, message: str) -> JSONResponse:
     body = {"code": code, "message": message, "request_id": str(uuid.uuid4())}
     return JSONResponse(body, status_code=status)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    # The unread rest of the body ends the connection rather than being drained.
+    response = _error(413, 1200, f"request body is too large: at most {limit} bytes")
+    response.headers["connection"] = "close"
+    return response
 
 
 def _fault_response(fault: Fault) -> JSONResponse:
@@ -135,6 +152,7 @@ class Emulator:
                 ),
                 Route("/_emulator/clips/{task_id}.mp4", self._download, methods=["GET"]),
                 Route("/_emulator/blob", self._blob, methods=["GET"]),
+                # The control routes: the API's credentials, and JSON bodies only.
                 Route("/_emulator/stats", self._stats, methods=["GET"]),
                 Route("/_emulator/faults", self._faults_get, methods=["GET"]),
                 Route("/_emulator/faults", self._faults_post, methods=["POST"]),
@@ -146,6 +164,11 @@ class Emulator:
     def transport(self) -> httpx.AsyncBaseTransport:
         """An in-process transport: streams like a socket, drops become RemoteProtocolError."""
         return InProcessTransport(DropGuard(self.app, server=False))
+
+    @property
+    def open_to_any_token(self) -> bool:
+        """True without keys: then any Bearer token is accepted (one must still be sent)."""
+        return self._api_key is None and self._secret_key is None
 
     def stats(self) -> dict[str, Any]:
         """Tasks actually created (a refused create makes none).
@@ -261,10 +284,9 @@ class Emulator:
         """What every create goes through: auth, JSON, request faults, the body rules."""
         if (denied := self._auth_error(request)) is not None:
             return denied
-        try:
-            raw = await request.json()
-        except ValueError:
-            return _error(400, 1200, "request body must be JSON")
+        raw = await _json_body(request, BODY_MAX)
+        if isinstance(raw, Response):
+            return raw
         subjects = subjects_of(raw)
         fault = self.faults.take(op, subjects, REQUEST_FAULTS[op])
         if fault is not None and fault.kind == "drop_before":
@@ -465,7 +487,7 @@ class Emulator:
 
     async def _blob(self, request: Request) -> Response:
         try:
-            size = _int_param(request, "bytes", 0, 0, 1 << 40)
+            size = _int_param(request, "bytes", 0, 0, BLOB_MAX)
             seed = _int_param(request, "seed", 0, 0, 1 << 63)
         except Invalid as exc:
             return _error(400, 1201, str(exc))
@@ -474,15 +496,38 @@ class Emulator:
             return _fault_response(fault)
         return _stream(request, _random_chunks(size, seed), size, fault)
 
+    # -- control routes: the API's credentials; a body only as JSON ------------------
+
+    def _control_error(self, request: Request) -> Response | None:
+        """Why a control request is refused: no or wrong credentials (401), not JSON (415).
+
+        A web page can send a "simple" cross-origin request (text/plain, no Authorization
+        header) to a local server; requiring both keeps such a page from steering a run.
+        """
+        if (denied := self._auth_error(request)) is not None:
+            return denied
+        has_body = request.method == "POST" or _has_body(request)
+        if has_body and not _is_json(request):
+            return _error(415, 1200, "Content-Type must be application/json")
+        return None
+
     async def _stats(self, request: Request) -> Response:
+        if (denied := self._control_error(request)) is not None:
+            return denied
         return JSONResponse(self.stats())
 
     async def _faults_get(self, request: Request) -> Response:
+        if (denied := self._control_error(request)) is not None:
+            return denied
         return JSONResponse(_envelope([f.to_json() for f in self.faults.pending()]))
 
     async def _faults_post(self, request: Request) -> Response:
+        if (denied := self._control_error(request)) is not None:
+            return denied
+        raw = await _json_body(request, CONTROL_BODY_MAX)
+        if isinstance(raw, Response):
+            return raw
         try:
-            raw = await request.json()
             if not isinstance(raw, dict):
                 raise ValueError("a fault is a JSON object")
             unknown = set(raw) - {"kind", "op", "times", "delay", "message", "match"}
@@ -501,6 +546,8 @@ class Emulator:
         return JSONResponse(_envelope(fault.to_json()))
 
     async def _faults_delete(self, request: Request) -> Response:
+        if (denied := self._control_error(request)) is not None:
+            return denied
         self.faults.clear()
         return JSONResponse(_envelope(None))
 
@@ -528,6 +575,39 @@ def _subjects(raw: Any) -> list[str]:
     return [text for text in texts if isinstance(text, str)]
 
 
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length != "0")
+
+
+def _is_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").partition(";")[0]
+    return media_type.strip().lower() == "application/json"
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    """The request's JSON body, read chunk by chunk and never past `limit` bytes.
+
+    Returns the decoded value, or the answer to send instead: 413 when the body is (or
+    says it is) over the limit, 400 when it is not JSON.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdecimal() and int(declared) > limit:
+        return _too_large(limit)  # refused before a byte of it is read
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return _too_large(limit)
+    except ClientDisconnect:
+        return _error(400, 1200, "the client went away before sending the whole body")
+    try:
+        return json.loads(body)
+    except ValueError:
+        return _error(400, 1200, "request body must be JSON")
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     value = request.query_params.get(name)
     if value is None or value == "":
@@ -537,7 +617,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return int(value)
 
 
-async def _random_chunks(size: int, seed: int) -> AsyncIterator[bytes]:
+async def _random_chunks(size: int, seed: int) -> AsyncGenerator[bytes, None]:
     rng = random.Random(seed)
     left = size
     while left > 0:
@@ -546,7 +626,7 @@ async def _random_chunks(size: int, seed: int) -> AsyncIterator[bytes]:
         left -= n
 
 
-async def _slices(data: bytes) -> AsyncIterator[bytes]:
+async def _slices(data: bytes) -> AsyncGenerator[bytes, None]:
     view = memoryview(data)
     for start in range(0, len(data), CHUNK):
         yield bytes(view[start : start + CHUNK])
@@ -554,27 +634,30 @@ async def _slices(data: bytes) -> AsyncIterator[bytes]:
 
 def _stream(
     request: Request,
-    body: bytes | AsyncIterator[bytes],
+    body: bytes | AsyncGenerator[bytes, None],
     size: int,
     fault: Fault | None,
     media_type: str = "application/octet-stream",
 ) -> StreamingResponse:
-    """Stream `size` bytes with Content-Length; a truncate or drop_after fault cuts it at half."""
+    """Stream `size` bytes with Content-Length; a truncate or drop_after fault cuts it at half.
+
+    Each chunk is followed by a yield to the event loop and a look for a gone client: a
+    send to a closed connection returns at once under uvicorn, so without these a big
+    body would be made to its end in one busy stretch, deaf to requests and SIGTERM.
+    """
     chunks = _slices(body) if isinstance(body, bytes) else body
 
     async def content() -> AsyncIterator[bytes]:
-        if fault is None:
+        async with contextlib.aclosing(chunks):
+            left = size // 2 if fault is not None else size
             async for chunk in chunks:
-                yield chunk
-            return
-        left = size // 2
-        async for chunk in chunks:
-            if left <= 0:
-                break
-            yield chunk[:left]
-            left -= len(chunk)
+                if left <= 0 or await request.is_disconnected():
+                    break
+                yield chunk[:left]
+                left -= len(chunk)
+                await asyncio.sleep(0)
         # Under uvicorn a short body must end the connection; in-process it just ends.
-        if fault.kind == "drop_after" or request.scope.get(SERVER):
+        if fault is not None and (fault.kind == "drop_after" or request.scope.get(SERVER)):
             raise drop(request)
 
     headers = {"content-length": str(size)}

@@ -9,15 +9,23 @@ drop by raising `drop(request)`; `DropGuard` acts it out for either way in.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import sys
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from .app import Emulator
+
+# How long the server lets running requests finish after SIGTERM or Ctrl-C before it
+# cancels them: a client that keeps a download open must not keep the server alive.
+GRACEFUL_SHUTDOWN_SECONDS = 2
 
 # Keys the ASGI wrapper puts in the scope.
 SERVER = "emulator.server"  # True under uvicorn, False in-process
@@ -82,10 +90,11 @@ _END = object()
 class _Exchange:
     """One request running through the app, its response body handed over chunk by chunk."""
 
-    def __init__(self, app: ASGIApp, scope: Scope, body: bytes) -> None:
+    def __init__(self, app: ASGIApp, scope: Scope, body: AsyncIterator[bytes]) -> None:
         self.app = app
         self.scope = scope
-        self.body: bytes | None = body
+        # The request body, handed to the app chunk by chunk as it asks, like a socket.
+        self.body: AsyncIterator[bytes] | None = body
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.started = asyncio.Event()
@@ -98,8 +107,12 @@ class _Exchange:
 
     async def receive(self) -> Message:
         if self.body is not None:
-            body, self.body = self.body, None
-            return {"type": "http.request", "body": body, "more_body": False}
+            try:
+                chunk = await self.body.__anext__()
+            except StopAsyncIteration:
+                self.body = None
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": bytes(chunk), "more_body": True}
         await self.disconnected.wait()
         return {"type": "http.disconnect"}
 
@@ -174,16 +187,19 @@ class _ResponseStream(httpx.AsyncByteStream):
 class InProcessTransport(httpx.AsyncBaseTransport):
     """Run requests through an ASGI app in this event loop, streaming like a socket would.
 
-    Unlike httpx.ASGITransport it hands the body over as the app produces it (a 200 MB
-    download stays flat in memory), honours the read timeout, and reports a dropped
-    connection as httpx.RemoteProtocolError, with or without a status line first.
+    Unlike httpx.ASGITransport it hands the response body over as the app produces it (a
+    200 MB download stays flat in memory) and the request body as the app reads it (an
+    oversized upload is refused before it is all sent), honours the read timeout, and
+    reports a dropped connection as httpx.RemoteProtocolError, with or without a status
+    line first.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = await request.aread()
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        body = request.stream.__aiter__()  # read only as far as the app reads
         scope: Scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -227,9 +243,57 @@ class InProcessTransport(httpx.AsyncBaseTransport):
         )
 
 
-def serve(host: str, port: int, emulator: Emulator) -> None:
-    """Run the emulator as an HTTP server until interrupted (blocking)."""
+def is_loopback(host: str) -> bool:
+    """Whether `host` reaches only this machine: localhost, 127.0.0.0/8 or ::1."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name (or "" for every interface): assume the network
+
+
+def exposure_warning(host: str, port: int, emulator: Emulator) -> str | None:
+    """What to tell the user before listening beyond loopback; None on loopback."""
+    if is_loopback(host):
+        return None
+    lines = [
+        f"WARNING: the emulator listens on {host or 'every interface'}:{port}, beyond this "
+        "machine's loopback: anyone on the network who can reach that port can use it, "
+        "including its control endpoints (/_emulator/stats, /_emulator/faults)."
+    ]
+    if emulator.open_to_any_token:
+        lines.append(
+            "It has no keys (KLING_API_KEY, or KLING_ACCESS_KEY and KLING_SECRET_KEY), so it "
+            "accepts ANY Bearer token: anyone on the network is authorized."
+        )
+    lines.append("Use --host 127.0.0.1 unless you mean to share it.")
+    return "\n".join(lines)
+
+
+def server_config(host: str, port: int, emulator: Emulator, **options: Any) -> uvicorn.Config:
+    """The uvicorn configuration `serve` runs (tests start the same one in a thread)."""
     import uvicorn
 
-    config = uvicorn.Config(DropGuard(emulator.app, server=True), host=host, port=port)
-    uvicorn.Server(config).run()
+    return uvicorn.Config(
+        DropGuard(emulator.app, server=True),
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        **options,
+    )
+
+
+def serve(host: str, port: int, emulator: Emulator) -> None:
+    """Run the emulator as an HTTP server until interrupted (blocking).
+
+    Beyond loopback it first warns on stderr (`exposure_warning`). On SIGTERM or Ctrl-C,
+    requests still running after GRACEFUL_SHUTDOWN_SECONDS are cancelled.
+    """
+    import uvicorn
+
+    warning = exposure_warning(host, port, emulator)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
+    uvicorn.Server(server_config(host, port, emulator)).run()
