@@ -100,11 +100,14 @@ class JWTAuth(httpx.Auth):
 class ApiKeyAuth(httpx.Auth):
     """`Authorization: Bearer <API key>` (kling-api.md §1.3)."""
 
-    def __init__(self, api_key: str) -> None:
+    def __init__(self, api_key: str, *, secret: bool = True) -> None:
+        """`secret=False` only for the in-process emulator's placeholder key ("emulator"),
+        which is a plain word that masking would strip from every message."""
         if not api_key:
             raise ValueError("ApiKeyAuth needs a non-empty API key")
         self._api_key = api_key
-        SECRETS.add(api_key)
+        if secret:
+            SECRETS.add(api_key)
 
     def __repr__(self) -> str:
         return f"ApiKeyAuth(api_key={_MASK!r})"

@@ -78,7 +78,7 @@ def emulator_backend(emulator: Emulator, poll_interval: float = 0.25) -> Backend
     return Backend(
         "emulator",
         EMULATOR_BASE_URL,
-        ApiKeyAuth("emulator"),
+        ApiKeyAuth("emulator", secret=False),
         transport=emulator.transport(),
         poll_interval=poll_interval,
         sleep=emulator.sleep,

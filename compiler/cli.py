@@ -17,7 +17,7 @@ from pathlib import Path
 from . import __version__
 from .backends import backend_name
 from .diagnostics import REPORTERS, Diagnostic, did_you_mean, sort_diagnostics
-from .errors import BackendError, CredentialsError, StoryboardError
+from .errors import BackendError, CredentialsError, LockfileError, StoryboardError
 from .fsutil import atomic_write_text
 from .gate import board_costs, judge
 from .pipeline import CompileResult, compile_file
@@ -32,7 +32,7 @@ class ExitCode(IntEnum):
     """The exit policy, in one place (design.md §2)."""
 
     OK = 0
-    STORYBOARD_ERRORS = 1  # diagnostics printed, nothing sent or written
+    STORYBOARD_ERRORS = 1  # diagnostics printed (or a lockfile refused), nothing sent
     USAGE = 2  # bad arguments (argparse's own code)
     FAILED = 3  # a task or the API failed, or storyboard itself broke
     REFUSED_COST = 4  # over budget, or paid work not approved
@@ -542,6 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackendError as exc:
         print(f"storyboard: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    except LockfileError as exc:  # a lockfile is input too: nothing is sent
+        print(f"storyboard: error: {exc}", file=sys.stderr)
+        return ExitCode.STORYBOARD_ERRORS
     except StoryboardError as exc:  # the API, the network, a lockfile
         print(f"storyboard: error: {exc}", file=sys.stderr)
         return ExitCode.FAILED

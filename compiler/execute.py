@@ -220,7 +220,8 @@ class Executor:
                 self.lock.save()
                 self.progress.update(job.label, "done", "unchanged")
                 assert task.clip is not None
-                clip = self.clips_dir.parent / task.clip.file
+                clip = task.clip.path(self.clips_dir.parent)
+                assert clip is not None  # the plan reuses only a clip it found intact
                 return SceneResult(job.scene, "reused", clip, take=job.take)
             if planned.action is Action.DOWNLOAD:
                 self.lock.save()

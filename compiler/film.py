@@ -26,15 +26,20 @@ def assemble_film(
 
     remove_stale_parts(renders, name)
     clips = [lock.task(scene, take) for scene, take in film]
+    paths = [task.clip.path(renders) if task and task.clip else None for task in clips]
     missing = [
         scene if take == 1 else f"{scene} take {take}"
-        for (scene, take), task in zip(film, clips, strict=True)
-        if task is None or task.clip is None or not (renders / task.clip.file).is_file()
+        for (scene, take), path in zip(film, paths, strict=True)
+        if path is None or not path.is_file()
     ]
     if missing:
         return None, f"no film yet: {len(missing)} scene(s) without a clip ({', '.join(missing)})"
     files = [task.clip for task in clips if task is not None and task.clip is not None]
     shas = [clip.sha256 for clip in files]
+    for clip, path in zip(files, paths, strict=True):
+        assert path is not None
+        if path.stat().st_size != clip.bytes or sha256_file(path) != clip.sha256:
+            return None, f"no film yet: {clip.file} is not the clip the lockfile records"
     film_path = renders / f"{name}.mp4"
     if (
         lock.film is not None
@@ -43,7 +48,7 @@ def assemble_film(
         and sha256_file(film_path) == lock.film.sha256
     ):
         return film_path, "film unchanged"
-    info = assemble([renders / clip.file for clip in files], film_path)
+    info = assemble([path for path in paths if path is not None], film_path)
     lock.film = Film(
         file=film_path.name,
         sha256=sha256_file(film_path),

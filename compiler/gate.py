@@ -46,11 +46,11 @@ def judge(costs: Sequence[BoardCost], *, yes: bool, budget: Decimal | None) -> V
         c.budget_usd is not None and not c.budget_usd.is_finite() for c in costs
     ):
         return Verdict(False, usd, "the estimate or a budget is not a number", askable=False)
+    if budget is not None and not budget.is_finite():
+        return Verdict(False, usd, "--budget is not a number", askable=False)
     if yes:
         return Verdict(True, usd)
     if budget is not None:
-        if not budget.is_finite():
-            return Verdict(False, usd, "--budget is not a number", askable=False)
         return Verdict(usd <= budget, usd, f"--budget ${budget:.2f}")
     over = []
     for cost in costs:

@@ -9,12 +9,16 @@ ledger). Never a secret, never media. Every save is atomic.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
 from .errors import LockfileError as LockfileError
 from .fsutil import atomic_write_text
@@ -48,6 +52,19 @@ class Clip:
     sha256: str
     bytes: int
     duration: float
+
+    def path(self, renders: Path) -> Path | None:
+        """Where the clip is, or None when its recorded name leads out of `renders`.
+
+        The lockfile arrives in pull requests: a name it holds is never trusted to
+        stay inside the renders folder, even through a symlink.
+        """
+        candidate = renders / self.file
+        try:
+            inside = candidate.resolve().is_relative_to(renders.resolve())
+        except (OSError, RuntimeError):
+            return None
+        return candidate if inside else None
 
 
 @dataclass(slots=True)
@@ -231,12 +248,8 @@ class Lockfile:
             return lock
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            version = doc.get("lock_version")
-            if version not in READABLE_VERSIONS:
-                raise LockfileError(
-                    f"{path}: lock_version {version!r} is not one of {READABLE_VERSIONS}; "
-                    "a newer storyboard wrote it: upgrade storyboard"
-                )
+            _check(path, doc)
+            version = doc["lock_version"]
             lock.scenes = {
                 scene: SceneLock.from_json(entry, version) for scene, entry in doc["scenes"].items()
             }
@@ -258,7 +271,7 @@ class Lockfile:
             lock.last_frames = dict(doc.get("last_frames", {}))
         except LockfileError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise LockfileError(
                 f"{path} is not a readable lockfile ({type(exc).__name__}: {exc}); "
                 "restore it from git, or move it aside to start over"
@@ -323,3 +336,31 @@ class Lockfile:
             doc["last_frames"] = self.last_frames
         text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         atomic_write_text(self.path, text)
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    schema = json.loads((Path(__file__).parent / "lockfile.schema.json").read_text("utf-8"))
+    return Draft202012Validator(schema)
+
+
+def _check(path: Path, doc: object) -> None:
+    """Refuse a lockfile that does not follow the lockfile schema, naming the bad entry."""
+    if isinstance(doc, dict) and doc.get("lock_version") not in (None, *READABLE_VERSIONS):
+        raise LockfileError(
+            f"{path}: lock_version {doc.get('lock_version')!r} is not one of "
+            f"{READABLE_VERSIONS}: a newer storyboard wrote it; upgrade storyboard"
+        )
+    error = best_match(_validator().iter_errors(doc))
+    if error is None:
+        return
+    where = " → ".join(str(part) for part in error.absolute_path) or "the top level"
+    shown = repr(error.instance)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    why = "it does not have the form" if error.validator == "pattern" else error.message[:200]
+    raise LockfileError(
+        redact_secrets(
+            f"{path}: {where}: {shown} is not valid here ({why}); "
+            "restore the lockfile from git, or move it aside to start over"
+        )
+    )

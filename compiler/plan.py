@@ -342,7 +342,7 @@ class _Planner:
     def clip_path(self, task: TaskLock) -> Path | None:
         if task.clip is None:
             return None
-        return self.clips_dir.parent / task.clip.file
+        return task.clip.path(self.clips_dir.parent)
 
     def intact(self, task: TaskLock) -> bool:
         clip, path = task.clip, self.clip_path(task)

@@ -345,7 +345,7 @@ class _Sheet:
 
         clip = self.clip_of(task.scene, task.selected)
         if clip is not None:
-            href = self.href(self.renders / clip.file)
+            href = self.href(clip.path(self.renders) or self.renders)
             frames: tuple[Picture, ...] = (
                 Picture(self.frame_thumb(clip, "first"), "first frame", href),
                 Picture(self.frame_thumb(clip, "last"), f"last frame · {clip.duration:g} s", href),
@@ -512,14 +512,16 @@ class _Sheet:
     def clip_file(self, task: TaskLock | None) -> Path | None:
         if task is None or task.clip is None:
             return None
-        path = self.renders / task.clip.file
-        return path if path.is_file() else None
+        path = task.clip.path(self.renders)
+        return path if path is not None and path.is_file() else None
 
     def frame_thumb(self, clip: Clip, which: str) -> str | None:
         """The first or last frame of a clip as a thumbnail, named by the clip's content."""
         from .media import extract_frame
 
-        path = self.renders / clip.file
+        path = clip.path(self.renders)
+        if path is None or not path.is_file():
+            return None
         sha = clip.sha256
         if path.stat().st_size != clip.bytes:  # replaced behind the lockfile's back
             sha = sha256_file(path)
@@ -541,6 +543,7 @@ class _Sheet:
         if not dest.is_file():
             try:
                 with Image.open(path) as image:
+                    image.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced scale
                     image.load()
                     _save_thumb(image, dest)
             except (OSError, UnidentifiedImageError):

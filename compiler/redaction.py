@@ -30,6 +30,11 @@ class _Secrets:
             with self._lock:
                 self._values.add(value)
 
+    def forget(self) -> None:
+        """Drop every registered value (tests: each starts with none)."""
+        with self._lock:
+            self._values.clear()
+
     def redact(self, text: str) -> str:
         with self._lock:
             values = sorted(self._values, key=len, reverse=True)  # longest first

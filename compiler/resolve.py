@@ -409,7 +409,14 @@ def _inspect_image(real: str, byte_size: int, mtime_ns: int) -> _ImageCheck:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(real) as img:
                 fmt, (width, height) = img.format, img.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
+    except Image.DecompressionBombError:
+        return _problem(
+            "image-pixels",
+            "image '{rel}' has more pixels than storyboard decodes "
+            f"({limits()['image_max_pixels'] / 1e6:.0f} megapixels at most)",
+            "downscale it, e.g. to 4096 px on the long side",
+        )
+    except (UnidentifiedImageError, OSError):
         return _problem("image-format", "'{rel}' is not a readable JPEG or PNG image")
     suffix = Path(real).suffix.lower()
     if fmt not in lim["image_formats"]:
@@ -419,6 +426,14 @@ def _inspect_image(real: str, byte_size: int, mtime_ns: int) -> _ImageCheck:
             "image-format",
             f"'{{rel}}' has the extension '{suffix}'; Kling takes .jpg, .jpeg or .png",
             "rename the file to match its content",
+        )
+    if width * height > lim["image_max_pixels"]:
+        return _problem(
+            "image-pixels",
+            f"image '{{rel}}' is {width}x{height} px ({width * height / 1e6:.0f} megapixels); "
+            f"storyboard takes at most {lim['image_max_pixels'] / 1e6:.0f} megapixels",
+            "downscale it (Kling scales large images down anyway), e.g. to 4096 px on the "
+            "long side",
         )
     side = lim["image_min_side"]
     if min(width, height) < side:

@@ -45,7 +45,9 @@ def clip_state(task: TaskLock, renders: Path) -> str:
     """A take's clip on disk, in words: ok, deleted or modified."""
     if task.clip is None:
         return ""
-    path = renders / task.clip.file
+    path = task.clip.path(renders)
+    if path is None:
+        return "clip outside renders/ (ignored)"
     if not path.is_file():
         if task.backend == "emulator":
             return "clip deleted (render makes the placeholder again, free)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +96,30 @@ def check_schema(doc: SourceDoc) -> tuple[list[Diagnostic], set[JsonPath]]:
     for error in _validator().iter_errors(doc.data):
         problems.extend(_diagnose(doc, error))
         broken.add(tuple(error.absolute_path))
+    for path, value in _non_finite(doc.data, ()):
+        if path not in broken:
+            problems.append(
+                Diagnostic(
+                    doc.loc(path),
+                    "not-finite",
+                    f"'{_field(path)}' must be a finite number, got {value}",
+                    "write a number such as 0.14; .nan and .inf are not amounts",
+                )
+            )
+            broken.add(path)
     return problems, broken
+
+
+def _non_finite(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
+    """Every NaN or infinite number in the document: JSON Schema lets them through."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*path, index))
 
 
 def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:

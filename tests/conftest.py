@@ -4,6 +4,7 @@ loopback (where the emulator server of the crash tests listens) fails loudly."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,16 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 class NetworkBlocked(RuntimeError):
     pass
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_from_other_tests() -> Iterator[None]:
+    """The process-wide secret registry starts empty in every test, as in a fresh run."""
+    from compiler.redaction import SECRETS
+
+    SECRETS.forget()
+    yield
+    SECRETS.forget()
 
 
 @pytest.fixture(autouse=True)
