@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .backends import backend_name
 from .diagnostics import REPORTERS, Diagnostic, did_you_mean, sort_diagnostics
-from .errors import BackendError, CredentialsError, LockfileError, StoryboardError
+from .errors import (
+    BackendError,
+    CacheError,
+    CredentialsError,
+    LockfileError,
+    StoryboardError,
+)
 from .fsutil import atomic_write_text
 from .gate import board_costs, judge
 from .pipeline import CompileResult, compile_file
@@ -26,6 +34,9 @@ from .planview import plan_json, print_plan
 from .progress import Display, PlainProgress, RichProgress
 from .starter import starter_text
 from .validate import schema_path
+
+if TYPE_CHECKING:
+    from .cache import Cache
 
 
 class ExitCode(IntEnum):
@@ -159,8 +170,23 @@ def _plans(
     from .run import plan_board
 
     selection = _selection(args, results)
-    plans = {r.path: plan_board(r, backend, Path(args.renders), selection) for r in results}
+    cache = _cache(args)
+    plans = {r.path: plan_board(r, backend, Path(args.renders), selection, cache) for r in results}
     return selection, plans
+
+
+def _cache(args: argparse.Namespace) -> Cache | None:
+    """The render cache `--cache` or STORYBOARD_CACHE names, opened once per run."""
+    from .cache import cache_url, open_cache
+
+    if not hasattr(args, "opened_cache"):
+        url = cache_url(getattr(args, "cache", None))
+        try:
+            args.opened_cache = open_cache(url) if url else None
+        except CacheError as exc:  # a URL or configuration the user gave
+            raise UsageError(str(exc)) from None
+    cache: Cache | None = args.opened_cache
+    return cache
 
 
 def cmd_plan(args: argparse.Namespace) -> ExitCode:
@@ -224,10 +250,13 @@ def cmd_render(args: argparse.Namespace) -> ExitCode:
                 display,
                 concurrency=args.concurrency,
                 poll_timeout=args.timeout,
+                cache=_cache(args),
             )
         )
     failed = False
     for outcome in outcomes:
+        for note in outcome.notes:
+            print(f"{outcome.storyboard}: warning: {note}", file=sys.stderr)
         for scene in outcome.failed:
             failed = True
             print(f"{outcome.storyboard}: {scene.outcome}: {scene.error}", file=sys.stderr)
@@ -257,6 +286,18 @@ def _approved(
         file=sys.stderr,
     )
     return False
+
+
+@contextlib.contextmanager
+def _steps(title: str) -> Iterator[Callable[[str], None]]:
+    """A progress line per clip moved: a rich spinner at a terminal, nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda name: None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(title) as status:
+        yield lambda name: status.update(f"{title}: {name}")
 
 
 def _display(rows: list[tuple[str, str]]) -> Display:
@@ -310,6 +351,30 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
         if emulated:
             print(f"  counted by the emulator: {emulated:g} units (never billed)")
     return ExitCode.FAILED if failed else ExitCode.OK
+
+
+def cmd_push(args: argparse.Namespace) -> ExitCode:
+    return _sync(args, "push")
+
+
+def cmd_pull(args: argparse.Namespace) -> ExitCode:
+    return _sync(args, "pull")
+
+
+def _sync(args: argparse.Namespace, way: str) -> ExitCode:
+    from .sync import sync_board
+
+    cache = _cache(args)
+    if cache is None:
+        raise UsageError(f"{way} needs a cache: --cache URL, or STORYBOARD_CACHE")
+    missing = False
+    for file, shown in _inputs(args.files):
+        with _steps(f"{shown}: {way}") as step:
+            moved = sync_board(way, file, Path(args.renders), cache, step)
+        where = "in the cache" if way == "push" else "on disk"
+        print(f"{shown}: {moved.summary(way + 'ed', where)} ({cache.shown})")
+        missing = missing or moved.missing > 0
+    return ExitCode.FAILED if missing and way == "pull" else ExitCode.OK
 
 
 def cmd_emulator(args: argparse.Namespace) -> ExitCode:
@@ -394,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=["kling", "emulator"],
         help="default: kling when KLING_* credentials are set, else the built-in emulator",
+    )
+    backend.add_argument(
+        "--cache",
+        metavar="URL",
+        help="the team's render cache: s3://BUCKET/PREFIX or file:///PATH "
+        "(default: $STORYBOARD_CACHE)",
     )
     backend.add_argument(
         "--renders",
@@ -484,6 +555,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask Kling about unfinished tasks in the lockfile; never submits",
     )
     status.set_defaults(run=cmd_status)
+
+    push = commands.add_parser(
+        "push",
+        parents=[common, backend],
+        help="upload the recorded clips the render cache lacks",
+    )
+    push.set_defaults(run=cmd_push)
+    pull = commands.add_parser(
+        "pull",
+        parents=[common, backend],
+        help="fetch the recorded clips renders/ lacks from the render cache",
+    )
+    pull.set_defaults(run=cmd_pull)
 
     emulator = commands.add_parser("emulator", help="run the offline Kling-compatible server")
     emulator.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")

@@ -19,7 +19,9 @@ StoryboardError
 ├── SourceFailed             a continuing scene's source has no clip
 ├── UnsafeUrl                a result URL that is not public https nor the API's own
 ├── LockfileError            a lockfile that cannot be read (never overwritten then)
-└── BackendError             the chosen backend cannot be used (a usage error)
+├── BackendError             the chosen backend cannot be used (a usage error)
+└── CacheError               the shared render cache failed (network, auth, a bad URL)
+    └── CacheCorrupt         (cache.py) an object that is not its sha256: never used
 ```
 
 No exception here holds a request, a response or a header: their text is built from the
@@ -172,3 +174,7 @@ class BackendError(StoryboardError):
 
 class UnsafeUrl(StoryboardError):
     """A URL storyboard will not fetch: not public https, and not the API's own origin."""
+
+
+class CacheError(StoryboardError):
+    """The shared render cache could not be read or written (README "A shared render cache")."""

@@ -24,9 +24,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from .cache import Cache
 from .client import ElementTaskInfo, KlingClient, TaskInfo
 from .errors import (
     ApiStatusError,
+    CacheError,
     ClipGone,
     DownloadError,
     GaveUp,
@@ -136,7 +138,7 @@ class AccountSlots:
 @dataclass(slots=True)
 class SceneResult:
     scene: str
-    outcome: str  # reused | rendered | downloaded | failed | pending
+    outcome: str  # reused | fetched | rendered | downloaded | failed | pending
     clip: Path | None = None
     error: StoryboardError | None = None
     take: int = 1
@@ -160,6 +162,8 @@ class Executor:
     progress: Progress = field(default_factory=SilentProgress)
     probe: Callable[[Path], float] | None = None
     slots: AccountSlots | None = None  # shared by the storyboards rendering at once
+    cache: Cache | None = None  # the team's render cache, when one is set
+    notes: list[str] = field(default_factory=list)  # what went wrong beside the clips
     _sources: dict[str, asyncio.Future[Path]] = field(init=False, default_factory=dict)
     _elements: dict[str, asyncio.Future[int]] = field(init=False, default_factory=dict)
     _element_plan: dict[str, PlannedElement] = field(init=False, default_factory=dict)
@@ -212,7 +216,7 @@ class Executor:
 
     async def _carry_out(self, planned: PlannedTake) -> SceneResult:
         job = planned.job
-        if planned.action in (Action.REUSE, Action.DOWNLOAD, Action.REATTACH):
+        if planned.action in (Action.REUSE, Action.FETCH, Action.DOWNLOAD, Action.REATTACH):
             task, request, digest = planned.task, planned.request, planned.digest
             assert task is not None and request is not None and digest is not None
             self.lock.install(job.scene, job.take, digest, record_json(request), task)
@@ -223,6 +227,14 @@ class Executor:
                 clip = task.clip.path(self.clips_dir.parent)
                 assert clip is not None  # the plan reuses only a clip it found intact
                 return SceneResult(job.scene, "reused", clip, take=job.take)
+            if planned.action is Action.FETCH:
+                self.lock.save()
+                fetched = await self._fetch(planned, task)
+                if fetched is not None:
+                    return SceneResult(job.scene, "fetched", fetched, take=job.take)
+                # Gone from the cache since planning: Kling's copy is as good, and free.
+                clip = await self._download(planned, task)
+                return SceneResult(job.scene, "downloaded", clip, take=job.take)
             if planned.action is Action.DOWNLOAD:
                 self.lock.save()
                 clip = await self._download(planned, task)
@@ -579,4 +591,29 @@ class Executor:
         )
         self.lock.save()
         self.progress.update(job.label, "done", f"{dest.name}, {got.bytes:,} bytes")
+        await self._upload(got.sha256, dest)
         return dest
+
+    # -- the shared cache -----------------------------------------------------------------
+
+    async def _fetch(self, planned: PlannedTake, task: TaskLock) -> Path | None:
+        """The recorded clip from the cache, checked against its sha256; None if absent."""
+        assert self.cache is not None and task.clip is not None
+        dest = self._clip_path(planned)
+        self.progress.update(planned.job.label, "fetching", f"from {self.cache.shown}")
+        fetched = await asyncio.to_thread(self.cache.get, task.clip.sha256, dest)
+        if fetched is None:
+            return None
+        task.clip.file = f"{self.clips_dir.name}/{dest.name}"
+        self.lock.save()
+        self.progress.update(planned.job.label, "done", f"{dest.name}, from the cache")
+        return dest
+
+    async def _upload(self, sha256: str, path: Path) -> None:
+        """Give the cache what it lacks; a failed upload costs nothing and is reported."""
+        if self.cache is None:
+            return
+        try:
+            await asyncio.to_thread(self.cache.put, sha256, path)
+        except CacheError as exc:
+            self.notes.append(f"not uploaded to the cache: {exc}")

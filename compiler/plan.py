@@ -2,7 +2,8 @@
 
 Each take gets one action (README "Plan and render"):
 - `reuse` a clip on disk whose sha256 the lockfile records;
-- `download` again, for free, a finished result that is not on disk;
+- `fetch` from the team's render cache, for free, a recorded clip that is not on disk;
+- `download` again, for free, a finished result that is not on disk nor in the cache;
 - `re-attach` to a task still in flight;
 - `submit` a create: paid on Kling (new or changed work, a paid retry of a failed task,
   `--force`, or a create a killed run may have sent, which is looked up first);
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .frames import frame_name, last_frame_png
 from .fsutil import sha256_file
@@ -32,6 +33,7 @@ from .wire import record_json, request_digest
 
 class Action(StrEnum):
     REUSE = "reuse"
+    FETCH = "fetch"  # from the shared render cache
     DOWNLOAD = "download"
     REATTACH = "re-attach"
     SUBMIT = "submit"
@@ -39,6 +41,14 @@ class Action(StrEnum):
 
 
 CREATES = (Action.SUBMIT, Action.REMAKE)
+
+
+class CacheLookup(Protocol):
+    """What planning asks of the shared render cache (cache.py): is a clip there?"""
+
+    shown: str
+
+    def has(self, sha256: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,13 +183,14 @@ def plan(
     *,
     elements: dict[str, ElementRef] | None = None,
     selection: Selection = Selection(),
+    cache: CacheLookup | None = None,
 ) -> Plan:
     """Plan the compiled `tasks` of one storyboard (in scene order) against `lock`.
 
     `clips_dir` is renders/NAME: clips are checked there against their recorded sha256,
     and a continuing scene's first frame is read from its source's clip.
     """
-    planner = _Planner(lock, backend, clips_dir)
+    planner = _Planner(lock, backend, clips_dir, cache)
     jobs = jobs_for(tasks, selection)
     in_run = {job.scene for job in jobs}
     for task in tasks:  # kept clips of scenes outside this run, which others continue
@@ -212,8 +223,11 @@ def plan(
 
 
 class _Planner:
-    def __init__(self, lock: Lockfile, backend: str, clips_dir: Path) -> None:
+    def __init__(
+        self, lock: Lockfile, backend: str, clips_dir: Path, cache: CacheLookup | None
+    ) -> None:
         self.lock = lock
+        self.cache = cache
         self.backend = backend
         self.clips_dir = clips_dir
         self.emulator = backend == "emulator"
@@ -225,7 +239,7 @@ class _Planner:
         if job.selected and planned.task is not None:
             if planned.action is Action.REUSE:
                 self.reused[job.scene] = planned.task
-            elif planned.action is Action.DOWNLOAD:
+            elif planned.action in (Action.DOWNLOAD, Action.FETCH):
                 self.downloaded[job.scene] = planned.task
         return planned
 
@@ -294,6 +308,16 @@ class _Planner:
             return submit.row("lost", ("a Kling task in flight; render with Kling",), Action.REMAKE)
         if self.intact(task):
             return PlannedTake(job, Action.REUSE, "unchanged", reasons, request, digest, task)
+        if self.cache is not None and task.clip is not None and self.cache.has(task.clip.sha256):
+            return PlannedTake(
+                job,
+                Action.FETCH,
+                "unchanged",
+                (f"clip not on disk: from the cache {self.cache.shown}, free", *reasons),
+                request,
+                digest,
+                task,
+            )
         if self.emulator:
             return submit.row("lost", ("clip not on disk",), Action.REMAKE)
         return PlannedTake(

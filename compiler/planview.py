@@ -17,6 +17,7 @@ _ACTION_STYLE = {
     "remake": "green",
     "re-attach": "cyan",
     "download": "blue",
+    "fetch": "blue",
     "reuse": "dim",
 }
 
@@ -120,7 +121,7 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
             row["sound"],
             f"{row['units']:.2f}",
             f"${row['usd']:.2f}",
-            f"[{style}]{row['action']}[/]",
+            f"[{style}]{row['action']}[/]" if style else row["action"],
             ", ".join([row["state"], *row["reasons"]]),
         )
     for element in element_rows(plan):

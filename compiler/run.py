@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends import Backend
+from .cache import Cache
 from .execute import AccountSlots, Executor, Progress, SceneResult
 from .film import assemble_film
 from .lockfile import Lockfile
@@ -28,6 +29,7 @@ class BoardRender:
     film: Path | None = None
     film_note: str = ""
     preview: Path | None = None
+    notes: list[str] = field(default_factory=list)  # warnings: what failed beside the clips
 
     @property
     def failed(self) -> list[SceneResult]:
@@ -35,9 +37,14 @@ class BoardRender:
 
 
 def plan_board(
-    result: CompileResult, backend: str, renders: Path, selection: Selection | None = None
+    result: CompileResult,
+    backend: str,
+    renders: Path,
+    selection: Selection | None = None,
+    cache: Cache | None = None,
 ) -> Plan:
-    """The plan of one compiled storyboard against its lockfile. No network, no writes."""
+    """The plan of one compiled storyboard against its lockfile. No writes; no request to
+    Kling (the cache, when one is set, is asked which clips it holds)."""
     return plan(
         result.tasks,
         Lockfile.for_storyboard(result.file),
@@ -45,6 +52,7 @@ def plan_board(
         renders / result.file.stem,
         elements=dict(result.board.refs.elements) if result.board else {},
         selection=selection or Selection(),
+        cache=cache,
     )
 
 
@@ -59,6 +67,7 @@ async def render_board(
     poll_timeout: float = 3600.0,
     slots: AccountSlots | None = None,
     preview: bool = True,
+    cache: Cache | None = None,
 ) -> BoardRender:
     """Carry out `planned`, then assemble the film when every clip exists."""
     from .media import probe
@@ -83,8 +92,10 @@ async def render_board(
             progress=progress,
             probe=lambda path: probe(path).duration,
             slots=slots,
+            cache=cache,
         )
         outcome.results = await executor.run(planned)
+        outcome.notes += executor.notes
     finally:
         await client.aclose()
     outcome.film, outcome.film_note = await asyncio.to_thread(
@@ -106,6 +117,7 @@ async def render_all(
     *,
     concurrency: int = 4,
     poll_timeout: float = 3600.0,
+    cache: Cache | None = None,
 ) -> list[BoardRender]:
     """Render several storyboards at once: they share the account's task slots."""
     slots = AccountSlots(concurrency, backend.sleep)
@@ -121,6 +133,7 @@ async def render_all(
                     concurrency=concurrency,
                     poll_timeout=poll_timeout,
                     slots=slots,
+                    cache=cache,
                 )
                 for result in results
             )

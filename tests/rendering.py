@@ -119,7 +119,7 @@ def plan_of(project: Path, backend: str = "emulator", **kwargs: Any) -> Plan:
     result = compile_file(project / "film.yaml", "film.yaml")
     assert result.ok, [d.headline() for d in result.diagnostics]
     selection = Selection(frozenset(kwargs.get("only", ())), frozenset(kwargs.get("force", ())))
-    return plan_board(result, backend, project / "renders", selection)
+    return plan_board(result, backend, project / "renders", selection, kwargs.get("cache"))
 
 
 def lock_of(project: Path) -> Lockfile:

@@ -360,6 +360,7 @@ def test_duplicate_external_task_id_is_refused() -> None:
         "creates": {"sb-el-keeper-1": 1},
         "element_creates": 3,
         "elements": {"sb-el-keeper-1": 1, "keeper": 2},
+        "downloads": 0,
     }
 
 
@@ -377,6 +378,7 @@ def test_stats_count_element_creates_apart_from_video_creates() -> None:
             "creates": {},
             "element_creates": 3,
             "elements": {"e-1": 1, "e-2": 1, "gull": 1},
+            "downloads": 0,
         }
     )
 

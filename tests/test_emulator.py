@@ -99,7 +99,13 @@ def jwt_token(**claims: Any) -> str:
 
 def videos_only(total: int, creates: dict[str, int]) -> dict[str, Any]:
     """What stats() answers when no element was created."""
-    return {"total_creates": total, "creates": creates, "element_creates": 0, "elements": {}}
+    return {
+        "total_creates": total,
+        "creates": creates,
+        "element_creates": 0,
+        "elements": {},
+        "downloads": 0,
+    }
 
 
 def data(response: httpx.Response) -> Any:

@@ -133,6 +133,8 @@ class Emulator:
         self._wall0 = time.time()
         self._clock0 = clock()
         self._tasks: dict[str, _Task] = {}
+        self._downloads = 0  # clip downloads answered in full or in part
+        self._expired = False  # results past Kling's 30 days: every clip URL answers 404
         self._by_external: dict[str, _Task] = {}
         # The element registry (§7.1): its own tasks and external_task_id namespace.
         self._elements = ElementRegistry()
@@ -154,6 +156,7 @@ class Emulator:
                 Route("/_emulator/blob", self._blob, methods=["GET"]),
                 # The control routes: the API's credentials, and JSON bodies only.
                 Route("/_emulator/stats", self._stats, methods=["GET"]),
+                Route("/_emulator/expire", self._expire, methods=["POST"]),
                 Route("/_emulator/faults", self._faults_get, methods=["GET"]),
                 Route("/_emulator/faults", self._faults_post, methods=["POST"]),
                 Route("/_emulator/faults", self._faults_delete, methods=["DELETE"]),
@@ -190,7 +193,13 @@ class Emulator:
                 "creates": creates,
                 "element_creates": len(self._elements.tasks),
                 "elements": elements,
+                "downloads": self._downloads,
             }
+
+    def expire(self) -> None:
+        """From now on every result URL is gone, as Kling's are after 30 days."""
+        with self._lock:
+            self._expired = True
 
     # -- timeline -------------------------------------------------------------------
 
@@ -478,8 +487,13 @@ class Emulator:
             return _fault_response(fault)
         with self._lock:
             task = self._tasks.get(task_id)
+            expired = self._expired
+        if expired:
+            return _error(404, 1203, f"the result of task {task_id} has expired")
         if task is None or self._status(task, self.clock()) != "succeed":
             return _error(404, 1203, f"no clip for task {task_id}")
+        with self._lock:
+            self._downloads += 1
         clip = task.clip
         if clip is None:
             clip = await anyio.to_thread.run_sync(self._encode, task)
@@ -544,6 +558,12 @@ class Emulator:
         except ValueError as exc:
             return _error(400, 1201, str(exc))
         return JSONResponse(_envelope(fault.to_json()))
+
+    async def _expire(self, request: Request) -> Response:
+        if (denied := self._control_error(request)) is not None:
+            return denied
+        self.expire()
+        return JSONResponse(_envelope(None))
 
     async def _faults_delete(self, request: Request) -> Response:
         if (denied := self._control_error(request)) is not None:

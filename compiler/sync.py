@@ -1,0 +1,89 @@
+"""`storyboard push` and `pull`: move a storyboard's recorded clips to and from the cache.
+
+The lockfile says which clips a storyboard has and what their sha256 is; the cache keeps
+them by that sha256 (cache.py). Push uploads what the cache lacks; pull fetches what the
+renders folder lacks. Nothing is sent to Kling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import Cache
+from .fsutil import sha256_file
+from .lockfile import Clip, Lockfile
+
+
+@dataclass(slots=True)
+class Moved:
+    """What one push or pull did, in clips and bytes."""
+
+    moved: int = 0
+    bytes: int = 0
+    already: int = 0  # in the cache already (push) or on disk already (pull)
+    missing: int = 0  # on neither side
+
+    def summary(self, verb: str, where: str) -> str:
+        size = f"{self.bytes / 1e6:.1f} MB"
+        parts = [f"{verb} {self.moved} clip(s), {size}", f"{self.already} already {where}"]
+        if self.missing:
+            parts.append(f"{self.missing} not found anywhere")
+        return "; ".join(parts)
+
+
+Step = Callable[[str], None]  # told the name of each clip as it is handled
+
+
+def recorded_clips(lock: Lockfile) -> list[Clip]:
+    """Every clip a take of the lockfile records, once each."""
+    seen: dict[str, Clip] = {}
+    for entry in lock.scenes.values():
+        for task in entry.takes.values():
+            if task.clip is not None:
+                seen.setdefault(task.clip.sha256, task.clip)
+    return list(seen.values())
+
+
+def _intact(clip: Clip, renders: Path) -> Path | None:
+    path = clip.path(renders)
+    if path is None or not path.is_file() or path.stat().st_size != clip.bytes:
+        return None
+    return path if sha256_file(path) == clip.sha256 else None
+
+
+def push(lock: Lockfile, renders: Path, cache: Cache, step: Step) -> Moved:
+    done = Moved()
+    for clip in recorded_clips(lock):
+        step(clip.file)
+        path = _intact(clip, renders)
+        if path is None:
+            done.missing += 1
+        elif cache.put(clip.sha256, path):
+            done.moved, done.bytes = done.moved + 1, done.bytes + clip.bytes
+        else:
+            done.already += 1
+    return done
+
+
+def pull(lock: Lockfile, renders: Path, cache: Cache, step: Step) -> Moved:
+    done = Moved()
+    for clip in recorded_clips(lock):
+        step(clip.file)
+        dest = clip.path(renders)
+        if dest is None:
+            done.missing += 1
+        elif _intact(clip, renders) is not None:
+            done.already += 1
+        elif cache.get(clip.sha256, dest) is not None:
+            done.moved, done.bytes = done.moved + 1, done.bytes + clip.bytes
+        else:
+            done.missing += 1
+    return done
+
+
+def sync_board(way: str, storyboard: Path, renders: Path, cache: Cache, step: Step) -> Moved:
+    """`push` or `pull` the clips the lockfile beside `storyboard` records."""
+    lock = Lockfile.for_storyboard(storyboard)
+    return (push if way == "push" else pull)(lock, renders, cache, step)
