@@ -15,10 +15,13 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from queue import Queue
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from .errors import CacheError
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
 CHUNK = 1 << 20
+_AHEAD = 8  # chunks read ahead of the writer: memory stays under 8 MB per fetch
 _AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
@@ -78,14 +82,11 @@ class Cache:
         try:
             try:
                 result = obstore.get(self._store, self.key(sha256))
+                # No fsync: every use of a clip checks its sha256 first (plan.py), so a
+                # file torn by a crash is fetched again, never used; the rename keeps
+                # readers from seeing half of one.
                 with part.open("xb") as out:
-                    for chunk in result.stream(min_chunk_size=CHUNK):
-                        data = bytes(chunk)
-                        out.write(data)
-                        digest.update(data)
-                        size += len(data)
-                    out.flush()
-                    os.fsync(out.fileno())
+                    size = _drain(result.stream(min_chunk_size=CHUNK), out, digest)
             except FileNotFoundError:
                 part.unlink(missing_ok=True)
                 return None
@@ -103,6 +104,23 @@ class Cache:
             part.unlink(missing_ok=True)
             raise
         return Fetched(dest, size)
+
+    def get_many(
+        self, wanted: Iterable[tuple[str, Path]], workers: int = 4
+    ) -> Iterator[tuple[str, Fetched | None]]:
+        """`get` each (sha256, dest), several at once, yielding as each one ends.
+
+        Fetches overlap one another's network waits, hashing and fsync, so a pull runs
+        at the pace of the store rather than of one clip after another.
+        """
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cache-get") as pool:
+            futures = {pool.submit(self.get, sha, dest): sha for sha, dest in wanted}
+            try:
+                for future in as_completed(futures):
+                    yield futures[future], future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
 
     def put(self, sha256: str, source: Path) -> bool:
         """Upload `source` under its sha256 unless the cache has it: True when uploaded."""
@@ -123,6 +141,40 @@ class Cache:
     def _error(self, what: str, sha256: str, exc: Exception) -> CacheError:
         text = redact_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return CacheError(f"cache {self.shown}: could not {what} {self.key(sha256)}: {text}")
+
+
+def _drain(chunks: Iterable[Any], out: BinaryIO, digest: Any) -> int:
+    """Write and hash `chunks` while the next ones arrive: a worker thread writes and
+    hashes (both release the GIL) as the store's stream is read, with at most
+    `_AHEAD` chunks held in memory. `chunks` are buffers (obstore's Bytes)."""
+    queue: Queue[memoryview | None] = Queue(maxsize=_AHEAD)
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        while (view := queue.get()) is not None:
+            if not failure:
+                try:
+                    out.write(view)
+                    digest.update(view)
+                except BaseException as exc:  # reported to the reader below
+                    failure.append(exc)
+
+    worker = threading.Thread(target=consume, name="cache-writer", daemon=True)
+    worker.start()
+    size = 0
+    try:
+        for chunk in chunks:
+            if failure:
+                break
+            view = memoryview(chunk)  # no copy: the store's buffer as it is
+            size += len(view)
+            queue.put(view)
+    finally:
+        queue.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
+    return size
 
 
 def cache_url(flag: str | None, env: Mapping[str, str] = os.environ) -> str | None:

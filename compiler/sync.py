@@ -69,14 +69,19 @@ def push(lock: Lockfile, renders: Path, cache: Cache, step: Step) -> Moved:
 
 def pull(lock: Lockfile, renders: Path, cache: Cache, step: Step) -> Moved:
     done = Moved()
+    wanted: dict[str, tuple[Clip, Path]] = {}
     for clip in recorded_clips(lock):
-        step(clip.file)
         dest = clip.path(renders)
         if dest is None:
             done.missing += 1
         elif _intact(clip, renders) is not None:
             done.already += 1
-        elif cache.get(clip.sha256, dest) is not None:
+        else:
+            wanted[clip.sha256] = (clip, dest)
+    for sha, fetched in cache.get_many((sha, dest) for sha, (_, dest) in wanted.items()):
+        clip = wanted[sha][0]
+        step(clip.file)
+        if fetched is not None:
             done.moved, done.bytes = done.moved + 1, done.bytes + clip.bytes
         else:
             done.missing += 1
