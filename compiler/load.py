@@ -9,6 +9,7 @@ libyaml compose the node graph and build the data ourselves, so every value gets
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -86,6 +87,15 @@ else:  # pragma: no cover - PyYAML built without libyaml
             _CoreResolver.__init__(self)
 
 
+# Where a text value sits: its first and last (exclusive) character as 0-based
+# (line, column) pairs, and its YAML style ("" plain, "'", '"', "|" or ">").
+Span = tuple[int, int, int, int, str]
+
+# The line breaks YAML knows (libyaml counts lines by these too).
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+_BREAK_CHARS = "\r\n\x85\u2028\u2029"
+
+
 @dataclass(slots=True)
 class SourceDoc:
     """A loaded storyboard: its data, and where each value and key sits in the file."""
@@ -94,7 +104,9 @@ class SourceDoc:
     data: Any
     values: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
     keys: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
-    block_scalars: set[JsonPath] = field(default_factory=set)
+    text: str = ""
+    spans: dict[JsonPath, Span] = field(default_factory=dict)
+    _line_starts: list[int] | None = None
 
     def loc(self, path: JsonPath, *, key: bool = False) -> Location:
         """The position of the value at `path` (or its key), else of its nearest ancestor."""
@@ -107,6 +119,81 @@ class SourceDoc:
                 return Location(self.path, 1, 1)
             path = path[:-1]
             table = self.values
+
+    def loc_in(self, path: JsonPath, offset: int) -> Location:
+        """The position of character `offset` of the text value at `path`.
+
+        Works for every scalar style: plain and quoted values folded over lines, escapes
+        in double quotes, and `|`/`>` block scalars with chomping and indentation
+        indicators. Falls back to the value's own position when it has no text span.
+        """
+        span = self.spans.get(path)
+        value = self._value_at(path)
+        if span is None or not isinstance(value, str):
+            return self.loc(path)
+        starts = self.line_starts()
+        first = starts[span[0]] + span[1] if span[0] < len(starts) else len(self.text)
+        last = starts[span[2]] + span[3] if span[2] < len(starts) else len(self.text)
+        index = _source_index(self.text, first, last, span[4], value, offset)
+        line = bisect.bisect_right(starts, index) - 1
+        return Location(self.path, line + 1, index - starts[line] + 1)
+
+    def line_starts(self) -> list[int]:
+        if self._line_starts is None:
+            self._line_starts = [0, *(m.end() for m in _LINE_BREAK.finditer(self.text))]
+        return self._line_starts
+
+    def _value_at(self, path: JsonPath) -> Any:
+        value = self.data
+        for part in path:
+            try:
+                value = value[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return value
+
+
+_SIMPLE_ESCAPES = {"x": 2, "u": 4, "U": 8}
+
+
+def _source_index(text: str, start: int, end: int, style: str, value: str, offset: int) -> int:
+    """Where character `offset` of `value` was written in `text[start:end]`.
+
+    Walks the value and its source together: a character written as itself matches
+    itself; a folded line break matches the break it came from; an escape matches its
+    backslash; indentation, quotes and chomping are skipped. Never leaves the span.
+    """
+    j = start
+    if style in ("'", '"'):
+        j += 1
+    elif style in ("|", ">"):
+        # The content starts on the line after the indicator (and its comment).
+        brk = _LINE_BREAK.search(text, start, end)
+        j = brk.end() if brk else end
+    i = 0
+    while i < len(value) and j < end:
+        char, src = value[i], text[j]
+        if style == '"' and src == "\\" and j + 1 < end:
+            follow = text[j + 1]
+            if follow in _BREAK_CHARS:  # an escaped line break joins the lines
+                j += 2
+                while j < end and text[j] in " \t" + _BREAK_CHARS:
+                    j += 1
+                continue
+            if i == offset:
+                return j
+            j += 2 + _SIMPLE_ESCAPES.get(follow, 0)
+            i += 1
+            continue
+        if src == char or (char in " \n" and src in _BREAK_CHARS):
+            if i == offset:
+                return j
+            j += 2 if text.startswith("\r\n", j) else 1
+            i += 1
+            continue
+        j += 1  # indentation, a quote, a folded space: not part of the value
+    # Past the value's end (or a walk that lost its way): the nearest place in the span.
+    return max(start, min(j, end - 1))
 
 
 class _LoadFailed(Exception):
@@ -166,9 +253,12 @@ class _Builder:
                 )
         self.doc.values[path] = _mark(node)
         if isinstance(node, ScalarNode):
-            if node.style in ("|", ">"):
-                self.doc.block_scalars.add(path)
-            return self.scalar(node)
+            value = self.scalar(node)
+            if isinstance(value, str):
+                start, end = node.start_mark, node.end_mark
+                span = (start.line, start.column, end.line, end.column, node.style or "")
+                self.doc.spans[path] = span
+            return value
         self.anchored.add(node_id)
         active = (*active, node_id)
         if isinstance(node, SequenceNode):
@@ -334,6 +424,7 @@ def load(file: Path, display_path: str | None = None) -> tuple[SourceDoc, list[D
     """
     path = display_path or file.as_posix()
     doc = SourceDoc(path, None)
+    text = ""
     try:
         size = file.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -346,6 +437,7 @@ def load(file: Path, display_path: str | None = None) -> tuple[SourceDoc, list[D
                 )
             )
         text = _decode(file.read_bytes(), path)
+        doc.text = text
         if "\x00" in text:
             raise _LoadFailed(
                 Diagnostic(Location(path, 1, 1), "yaml-encoding", "file contains NUL bytes")

@@ -127,6 +127,8 @@ class Refs:
     videos: dict[str, VideoRef] = field(default_factory=dict)
     # Names whose definitions were invalid: uses of them are not reported a second time.
     broken: frozenset[tuple[RefKind, str]] = frozenset()
+    # Kinds whose whole table was invalid (`refs.images: [a, b]`): any name may be meant.
+    broken_kinds: frozenset[RefKind] = frozenset()
 
     def table(
         self, kind: RefKind
@@ -169,10 +171,21 @@ class Scene:
     selected: int = 1
     enabled: bool = True
     after: str | None = None  # `first_frame: {after: SCENE}`
+    # Parts written but unusable (they broke the schema, or name nothing): the rules that
+    # depend on them are skipped, since the problem is already reported where it is.
+    # Names: settings ("model", "mode", "aspect_ratio", "sound"), "duration", "shots",
+    # "first_frame", "end_frame", "video", "prompt".
+    unknown: frozenset[str] = frozenset()
+    broken_vars: frozenset[str] = frozenset()  # vars whose values broke the schema
 
     @property
     def multi_shot(self) -> bool:
         return bool(self.shots)
+
+    @property
+    def label(self) -> str:
+        """How diagnostics name the scene: by its id, else by its place in the file."""
+        return f"scene '{self.id}'" if self.id else f"scene {int(self.path[-1]) + 1}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +226,10 @@ class RenderedScene:
     videos: tuple[VideoRef, ...]
     first_frame: ImageRef | None
     end_frame: ImageRef | None
+    # Prompts that could not be rendered (their problems are reported). When anything of
+    # the scene failed, `complete` is False and the media lists are lower bounds.
+    unrendered: frozenset[JsonPath] = frozenset()
+    complete: bool = True
 
     @property
     def frame_types(self) -> tuple[str, ...]:

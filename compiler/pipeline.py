@@ -14,7 +14,7 @@ from .load import load
 from .lower import lower
 from .model import REF_KINDS, RenderedScene, Storyboard, Task
 from .price import estimate
-from .prompts import render_scene
+from .prompts import TemplateBudget, check_vars, render_scene
 from .resolve import resolve
 from .rules import check_scene
 from .validate import check_schema
@@ -54,11 +54,13 @@ def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
         result.diagnostics = sort_diagnostics(problems)
         return result
     result.board = board
+    problems += check_vars(board)
     rendered: list[RenderedScene] = []
+    budget = TemplateBudget()
     for scene in board.scenes:
-        rs, render_problems = render_scene(board, scene)
+        rs, render_problems = render_scene(board, scene, budget)
         problems += render_problems
-        if rs is not None:
+        if not render_problems and rs.complete:
             problems += check_scene(board, rs)
             rendered.append(rs)
     every_scene = len(rendered) == len(doc.data["scenes"])

@@ -148,12 +148,16 @@ class _Resolver:
         return self.local_image(name, path, value)
 
     def url_ok(self, path: JsonPath, url: str, kind: str) -> bool:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if not host or any(c.isspace() for c in url):
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            private = bool(host) and is_private_host(host)
+        except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+            host, private = "", False
+        if not host or any(c.isspace() or ord(c) < 32 for c in url):
             self.problem(path, "url-invalid", f"'{url}' is not a valid URL")
             return False
-        if is_private_host(host):
+        if private:
             self.problem(
                 path,
                 "url-public",
@@ -174,8 +178,10 @@ class _Resolver:
         return True
 
     def local_image(self, name: str, path: JsonPath, rel: str) -> ImageRef | None:
-        if "\\" in rel:
-            self.problem(path, "path-invalid", f"'{rel}' uses backslashes", "write paths with '/'")
+        """A local image file: checked on its normalised form, never an exception."""
+        problem = _path_problem(rel)
+        if problem is not None:
+            self.problem(path, "path-invalid", problem[0], problem[1])
             return None
         if PurePosixPath(rel).is_absolute() or (len(rel) > 1 and rel[1] == ":"):
             self.problem(
@@ -195,6 +201,18 @@ class _Resolver:
                 "so a clone has everything it needs",
             )
             return None
+        problem = _path_shape(rel)
+        if problem is not None:
+            self.problem(path, "path-invalid", problem[0], problem[1])
+            return None
+        try:
+            return self._local_file(name, path, rel, lexical)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.problem(path, "image-missing", f"image file '{rel}' cannot be read: {reason}")
+            return None
+
+    def _local_file(self, name: str, path: JsonPath, rel: str, lexical: Path) -> ImageRef | None:
         if not lexical.exists():
             siblings = _names_in(lexical.parent)
             hint = did_you_mean(lexical.name, siblings) if siblings else None
@@ -376,6 +394,38 @@ class _Resolver:
             enabled=raw.get("enabled", True),
             after=after,
         )
+
+
+# POSIX's NAME_MAX and PATH_MAX, the usual limits of Linux and macOS file systems.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
+def _path_problem(rel: str) -> tuple[str, str] | None:
+    """What makes a written path unusable before the file system is asked, if anything."""
+    if any(ord(c) < 32 or c == "\x7f" for c in rel):
+        return f"image path {rel!r} contains a control character", "write the file name only"
+    if "\\" in rel:
+        return f"'{rel}' uses backslashes", "write paths with '/'"
+    return None
+
+
+def _path_shape(rel: str) -> tuple[str, str] | None:
+    """A path that stays in the project but cannot name an image file."""
+    parts = rel.split("/")
+    if rel.endswith("/") or parts[-1] in (".", ".."):
+        return (
+            f"image path '{rel}' names a folder, not a file",
+            "end the path with the image's file name, e.g. assets/coast.png",
+        )
+    encoded = rel.encode("utf-8", "surrogatepass")
+    longest = max(len(part.encode("utf-8", "surrogatepass")) for part in parts)
+    if longest > MAX_NAME_BYTES or len(encoded) > MAX_PATH_BYTES:
+        return (
+            f"image path '{rel[:40]}...' is too long for a file system",
+            f"file and folder names take at most {MAX_NAME_BYTES} bytes, a path {MAX_PATH_BYTES}",
+        )
+    return None
 
 
 def _names_in(folder: Path) -> list[str]:
