@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/compile.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/incremental.py
+	$(BIN)/python bench/assemble.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -20,7 +20,8 @@ def assemble_film(
 ) -> tuple[Path | None, str]:
     """Join the selected take of every enabled scene, in order, into renders/NAME.mp4.
 
-    Nothing is re-encoded when the clips are the same as last time.
+    Nothing is assembled again when the clips are the same as last time; clips of the same
+    format are joined without re-encoding (compiler.media.assemble).
     """
     from .media import assemble
 
@@ -48,7 +49,7 @@ def assemble_film(
         and sha256_file(film_path) == lock.film.sha256
     ):
         return film_path, "film unchanged"
-    info = assemble([path for path in paths if path is not None], film_path)
+    info = assemble([path for path in paths if path is not None], film_path).info
     lock.film = Film(
         file=film_path.name,
         sha256=sha256_file(film_path),

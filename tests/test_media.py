@@ -1,9 +1,15 @@
-"""compiler.media: placeholder clips, probing, frame grabs and assembly, on tiny real MP4s."""
+"""compiler.media: placeholder clips, probing, frame grabs and assembly, on tiny real MP4s.
+
+Assembly is checked on clips with a white flash frame and a beep at the same instant, so
+that where each lands in the film shows whether picture and sound stayed together.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 from array import array
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -244,6 +250,230 @@ def test_probe_missing_file_raises(tmp_path: Path) -> None:
 # ── assemble ────────────────────────────────────────────────────────────────────────────
 
 
+def make_clip(
+    path: Path,
+    *,
+    size: tuple[int, int] = (160, 90),
+    frames: int = 24,
+    fps: int = 24,
+    flash: int | None = None,
+    sound: bool = True,
+    layout: str = "stereo",
+    preset: str = "ultrafast",
+) -> None:
+    """A dark clip whose frame `flash` is white, with (if `sound`) a 1 kHz beep starting
+    exactly then and lasting 0.1 s over silence: picture and sound events to line up."""
+    dark = Image.new("RGB", size, (30, 30, 30))
+    white = Image.new("RGB", size, (250, 250, 250))
+    with av.open(str(path), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=fps, options={"preset": preset})
+        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, fps)
+        audio = out.add_stream("aac", rate=48_000, layout=layout) if sound else None
+        beep = None if flash is None else (round(flash * 48_000 / fps), 4800)
+        written = 0
+        for n in range(frames):
+            frame = av.VideoFrame.from_image(white if n == flash else dark)
+            frame.pts = n
+            out.mux(video.encode(frame))
+            while audio is not None and written + 1024 <= round((n + 1) * 48_000 / fps):
+                out.mux(audio.encode(_beep_frame(written, beep, layout)))
+                written += 1024
+        out.mux(video.encode())
+        if audio is not None:
+            out.mux(audio.encode())
+
+
+def _beep_frame(start: int, beep: tuple[int, int] | None, layout: str) -> av.AudioFrame:
+    samples = array("f", bytes(4096))
+    if beep is not None:
+        for k in range(1024):
+            if beep[0] <= start + k < beep[0] + beep[1]:
+                samples[k] = 0.5 * math.sin(2 * math.pi * 1000 * (start + k) / 48_000)
+    frame = av.AudioFrame(format="fltp", layout=layout, samples=1024)
+    for plane in frame.planes:
+        plane.update(samples.tobytes())
+    frame.sample_rate, frame.pts, frame.time_base = 48_000, start, Fraction(1, 48_000)
+    return frame
+
+
+def flashes(path: Path) -> list[float]:
+    """The times of the white frames."""
+    found = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            image = frame.to_image().convert("L")
+            if image.getpixel((image.width // 2, image.height // 2)) > 150:
+                found.append(float(frame.time))
+    return found
+
+
+def beeps(path: Path) -> list[float]:
+    """The times the beeps start (any channel louder than half its peak, after a pause)."""
+    samples, rate, first = array("f"), 48_000, 0.0
+    with av.open(str(path)) as container:
+        for n, frame in enumerate(container.decode(audio=0)):
+            if n == 0:
+                first = float(frame.time or 0.0)
+            rate = frame.sample_rate
+            samples.frombytes(bytes(frame.planes[0])[: frame.samples * 4])
+    onsets, last = [], -rate
+    for i, value in enumerate(samples):
+        if abs(value) > 0.25:
+            if i - last > rate // 10:
+                onsets.append(first + i / rate)
+            last = i
+    return onsets
+
+
+def video_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(video=0) if p.size]
+
+
+def x264_settings(path: Path) -> str:
+    """The options x264 writes into its first packet (an SEI)."""
+    first = video_packets(path)[0]
+    start = first.find(b"x264 - core")
+    return first[start : first.find(b"\0", start)].decode("ascii", "replace")
+
+
+def assert_in_sync(film: Path, expected: list[float], silent: tuple[int, ...] = ()) -> None:
+    """Each clip's flash is where its clip's start puts it, and its beep with it (± 1 frame);
+    the clips numbered in `silent` have no beep."""
+    seen, heard = flashes(film), beeps(film)
+    assert seen == pytest.approx(expected, abs=1e-6)
+    beeping = [t for n, t in enumerate(seen) if n not in silent]
+    assert len(heard) == len(beeping), (heard, beeping)
+    for picture, sound in zip(beeping, heard, strict=True):
+        assert abs(sound - picture) <= FRAME, (picture, sound)
+
+
+@pytest.fixture
+def same_format(tmp_path: Path) -> list[Path]:
+    """Four 160x90 24 fps clips (1 s, 1.5 s, 1.25 s, 0.75 s); the second has no sound."""
+    clips = []
+    for n, (frames, flash, sound) in enumerate([(24, 12, True), (36, 6, False), (30, 18, True)]):
+        clip = tmp_path / f"clip{n}.mp4"
+        make_clip(clip, frames=frames, flash=flash, sound=sound)
+        clips.append(clip)
+    clips.append(tmp_path / "clip3.mp4")
+    make_clip(clips[-1], frames=18, flash=3)
+    return clips
+
+
+def test_clips_of_one_format_are_joined_by_copying_their_packets(
+    tmp_path: Path, same_format: list[Path]
+) -> None:
+    film = tmp_path / "out" / "film.mp4"
+
+    made = assemble(same_format, film)
+
+    assert (made.video, made.audio, made.reason, made.lossless) == ("copied", "copied", "", True)
+    assert made.info == probe(film)
+    # The picture is the clips' own packets, byte for byte, in order.
+    assert video_packets(film) == [p for clip in same_format for p in video_packets(clip)]
+    assert count_frames(film) == 24 + 36 + 30 + 18
+    assert made.info.duration == sum(probe(clip).duration for clip in same_format) == 4.5
+    assert (made.info.width, made.info.height, made.info.fps, made.info.has_audio) == (
+        160,
+        90,
+        24.0,
+        True,
+    )
+    assert stream_seconds(film)["audio"] == pytest.approx(4.5, abs=FRAME)
+    # Each clip's sound stays with its picture; the clip without sound is silent.
+    assert_in_sync(film, [0.5, 1.0 + 0.25, 2.5 + 0.75, 3.75 + 0.125], silent=(1,))
+    assert parts_left(film.parent) == [] and parts_left(tmp_path) == []
+
+
+def test_silent_clips_of_one_format_give_a_film_without_sound(tmp_path: Path) -> None:
+    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for clip in clips:
+        make_clip(clip, frames=12, sound=False)
+
+    made = assemble(clips, tmp_path / "film.mp4")
+
+    assert (made.video, made.audio) == ("copied", "none")
+    assert made.info == ClipInfo(duration=1.0, width=160, height=90, fps=24.0, has_audio=False)
+    assert video_packets(tmp_path / "film.mp4") == video_packets(clips[0]) * 2
+
+
+def test_a_mixed_film_is_encoded_once_at_high_quality_and_says_why(tmp_path: Path) -> None:
+    # 720p and 1080p, scaled down four times; sound on, off, on.
+    clips = [tmp_path / "wide.mp4", tmp_path / "big.mp4", tmp_path / "end.mp4"]
+    make_clip(clips[0], size=(320, 180), frames=24, flash=12)
+    make_clip(clips[1], size=(480, 270), frames=24, flash=6, sound=False)
+    make_clip(clips[2], size=(320, 180), frames=12, flash=6)
+    film = tmp_path / "film.mp4"
+
+    made = assemble(clips, film)
+
+    assert (made.video, made.audio, made.lossless) == ("encoded", "encoded", False)
+    assert made.reason == "big.mp4 is 480x270, the others 320x180"
+    assert made.info == ClipInfo(duration=2.5, width=320, height=180, fps=24.0, has_audio=True)
+    assert count_frames(film) == 60  # it plays to the end
+    settings = x264_settings(film)
+    assert f"crf={media.FILM_CRF}.0" in settings and media.FILM_CRF <= 18
+    assert "bframes=" in settings and "subme=0" not in settings  # not "ultrafast"
+    assert_in_sync(film, [0.5, 1.25, 2.25], silent=(1,))
+    assert parts_left(tmp_path) == []
+
+
+def test_sound_of_another_layout_is_encoded_and_the_picture_still_copied(
+    tmp_path: Path,
+) -> None:
+    clips = [tmp_path / "a.mp4", tmp_path / "mono.mp4", tmp_path / "c.mp4"]
+    make_clip(clips[0], frames=24, flash=12)
+    make_clip(clips[1], frames=24, flash=6, layout="mono")
+    make_clip(clips[2], frames=12, flash=6)
+    film = tmp_path / "film.mp4"
+
+    made = assemble(clips, film)
+
+    assert (made.video, made.audio) == ("copied", "encoded")
+    assert made.reason == "mono.mp4 has mono 48 kHz AAC sound, the others stereo 48 kHz AAC sound"
+    assert video_packets(film) == [p for clip in clips for p in video_packets(clip)]
+    assert_in_sync(film, [0.5, 1.25, 2.25])
+
+
+def test_other_h264_settings_are_encoded_and_said(tmp_path: Path) -> None:
+    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "odd.mp4"]
+    make_clip(clips[0], frames=12, sound=False)
+    make_clip(clips[1], frames=12, sound=False)
+    make_clip(clips[2], frames=12, sound=False, preset="veryfast")  # CABAC: another PPS
+
+    made = assemble(clips, tmp_path / "film.mp4")
+
+    assert made.video == "encoded"
+    assert made.reason == "odd.mp4 has other H.264 settings (SPS/PPS) than the others"
+
+
+@pytest.mark.parametrize(
+    ("sizes", "rates", "reason"),
+    [
+        (
+            [(160, 90), (160, 90), (90, 160), (90, 160), (90, 160)],
+            [24] * 5,
+            "a.mp4, b.mp4 are 160x90, the others 90x160",
+        ),
+        ([(160, 90), (128, 72)], [24, 24], "b.mp4 is 128x72, a.mp4 160x90"),
+        ([(160, 90)] * 3, [24, 30, 24], "b.mp4 is 30 fps, the others 24 fps"),
+    ],
+)
+def test_the_reason_names_the_odd_clips_out(
+    tmp_path: Path, sizes: list[tuple[int, int]], rates: list[int], reason: str
+) -> None:
+    clips = []
+    for name, size, fps in zip("abcde", sizes, rates, strict=False):
+        clips.append(tmp_path / f"{name}.mp4")
+        make_clip(clips[-1], size=size, fps=fps, frames=fps // 2, sound=False)
+
+    made = assemble(clips, tmp_path / "film.mp4")
+
+    assert (made.video, made.reason) == ("encoded", reason)
+
+
 @pytest.fixture
 def three_clips(tmp_path: Path) -> list[Path]:
     """A silent 1 s card, a 1.25 s card with sound, a 0.5 s 9:16 card ending on a solid image."""
@@ -263,7 +493,7 @@ def three_clips(tmp_path: Path) -> list[Path]:
 def test_assemble_joins_clips_end_to_end(tmp_path: Path, three_clips: list[Path]) -> None:
     film = tmp_path / "out" / "film.mp4"
 
-    info = assemble(three_clips, film)
+    info = assemble(three_clips, film).info
 
     assert info == probe(film)
     assert (info.width, info.height, info.fps, info.has_audio) == (160, 90, 24.0, True)
@@ -273,21 +503,25 @@ def test_assemble_joins_clips_end_to_end(tmp_path: Path, three_clips: list[Path]
     assert parts_left(film.parent) == [] and parts_left(tmp_path) == []
 
 
+@pytest.mark.parametrize("reencode", [False, True])
 def test_assemble_keeps_each_clips_sound_with_its_picture(
-    tmp_path: Path, three_clips: list[Path]
+    tmp_path: Path, three_clips: list[Path], reencode: bool
 ) -> None:
     film = tmp_path / "film.mp4"
-    assemble(three_clips, film)
+    clips = three_clips[:2] + [three_clips[0]]  # all 160x90: copied unless asked
+    made = assemble(clips, film, reencode=reencode)
 
+    assert made.video == ("encoded" if reencode else "copied")
     assert loudness(film, 0.1, 0.9) < 0.001  # clip a: silence
     assert loudness(film, 1.1, 2.15) > 0.01  # clip b: its tone, from 1.0 s to 2.25 s
-    assert loudness(film, 2.35, 2.7) < 0.001  # clip c: silence again
+    assert loudness(film, 2.35, 3.2) < 0.001  # clip a again: silence
 
 
 def test_assemble_letterboxes_a_portrait_clip(tmp_path: Path, three_clips: list[Path]) -> None:
     film = tmp_path / "film.mp4"
-    assemble(three_clips, film)
+    made = assemble(three_clips, film)
 
+    assert made.reason == "c.mp4 is 90x160, the others 160x90"
     last = extract_frame(film, "last")  # clip c's last frame: the solid image, pillarboxed
 
     assert last.size == (160, 90)
@@ -298,25 +532,16 @@ def test_assemble_letterboxes_a_portrait_clip(tmp_path: Path, three_clips: list[
     assert abs(red - 230) < 10 and abs(green - 200) < 10 and abs(blue - 40) < 10
 
 
-def test_assemble_silent_clips_gives_no_audio(tmp_path: Path) -> None:
-    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
-    for clip in clips:
-        encode_placeholder(clip, width=128, height=72, cards=[Card(0.5, "t", "p")])
-
-    info = assemble(clips, tmp_path / "film.mp4")
-
-    assert info == ClipInfo(duration=1.0, width=128, height=72, fps=24.0, has_audio=False)
-
-
 def test_assemble_retimes_to_the_first_clips_frame_rate(tmp_path: Path) -> None:
     clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
     encode_placeholder(clips[0], width=128, height=72, cards=[Card(1.0, "t", "p")], fps=24)
     encode_placeholder(clips[1], width=128, height=72, cards=[Card(1.0, "t", "p")], fps=30)
 
-    info = assemble(clips, tmp_path / "film.mp4")
+    made = assemble(clips, tmp_path / "film.mp4")
 
-    assert (info.fps, count_frames(tmp_path / "film.mp4")) == (24.0, 48)
-    assert info.duration == pytest.approx(2.0, abs=FRAME)
+    assert made.reason == "b.mp4 is 30 fps, a.mp4 24 fps"
+    assert (made.info.fps, count_frames(tmp_path / "film.mp4")) == (24.0, 48)
+    assert made.info.duration == pytest.approx(2.0, abs=FRAME)
 
 
 def test_assemble_missing_input_leaves_nothing_behind(
@@ -332,20 +557,26 @@ def test_assemble_missing_input_leaves_nothing_behind(
     assert parts_left(tmp_path) == []
 
 
+@pytest.mark.parametrize("where", ["copy", "encode"])
 def test_assemble_failing_midway_removes_its_temp_file(
-    tmp_path: Path, three_clips: list[Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, three_clips: list[Path], monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     film = tmp_path / "film.mp4"
     seen: list[str] = []
 
-    def explode(self: object, frame: object) -> object:
+    def explode(*args: object) -> object:
         seen.extend(parts_left(tmp_path))  # the temp file exists while writing
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(media._Fitter, "__call__", explode)
+    if where == "copy":
+        clips = three_clips[:2]
+        monkeypatch.setattr(media._SoundCopier, "add", explode)
+    else:
+        clips = three_clips
+        monkeypatch.setattr(media._Fitter, "__call__", explode)
 
     with pytest.raises(RuntimeError, match="disk on fire"):
-        assemble(three_clips, film)
+        assemble(clips, film)
 
     assert len(seen) == 1 and seen[0].startswith(".film.mp4.")
     assert parts_left(tmp_path) == []
