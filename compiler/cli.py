@@ -262,6 +262,12 @@ def cmd_render(args: argparse.Namespace) -> ExitCode:
             print(f"{outcome.storyboard}: {scene.outcome}: {scene.error}", file=sys.stderr)
         film = f" -> {outcome.film}" if outcome.film else ""
         print(f"{outcome.storyboard}: {outcome.film_note}{film}")
+        if outcome.film_detail:
+            print(f"{outcome.storyboard}: {outcome.film_detail}")
+        if outcome.timeline is not None:
+            print(f"{outcome.storyboard}: timeline {outcome.timeline.as_posix()}")
+        if outcome.captions is not None:
+            print(f"{outcome.storyboard}: captions {outcome.captions.as_posix()}")
         if outcome.preview is not None:
             print(f"{outcome.storyboard}: contact sheet {outcome.preview.as_posix()}")
     return ExitCode.FAILED if failed else ExitCode.OK
@@ -304,6 +310,29 @@ def _display(rows: list[tuple[str, str]]) -> Display:
     if sys.stdout.isatty():
         return RichProgress(rows)
     return PlainProgress()
+
+
+def cmd_export(args: argparse.Namespace) -> ExitCode:
+    from .film import film_clips
+    from .lockfile import Lockfile
+    from .timeline import FORMATS, export, timeline_path
+
+    renders = Path(args.renders)
+    nothing = False
+    for result in _compiled(args):
+        film = [(task.scene, task.selected) for task in result.tasks if task.enabled]
+        lock = Lockfile.for_storyboard(result.file)
+        clips, why = film_clips(lock, film, result.tasks, renders)
+        if not clips:
+            print(f"{result.path}: {why}: run storyboard render first", file=sys.stderr)
+            nothing = True
+            continue
+        name = result.file.stem
+        title = (result.board.title if result.board else None) or name
+        dest = timeline_path(renders, name, args.to)
+        export(clips, dest, args.to, title=title, storyboard=result.path)
+        print(f"{result.path}: timeline {dest.as_posix()} ({FORMATS[args.to].editors})")
+    return ExitCode.STORYBOARD_ERRORS if nothing else ExitCode.OK  # 1: nothing to export
 
 
 def cmd_preview(args: argparse.Namespace) -> ExitCode:
@@ -541,6 +570,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="append", metavar="SCENE", help="count this scene as re-rendered"
     )
     plan.set_defaults(run=cmd_plan)
+
+    export_ = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write the film's timeline for an editor: renders/NAME.otio, .fcpxml, .xml or .edl",
+    )
+    export_.add_argument(
+        "--to",
+        choices=["otio", "fcpxml", "fcp7", "edl"],
+        default="otio",
+        help="otio (Resolve), fcpxml (Final Cut Pro), fcp7 (FCP 7 XML: Premiere Pro), "
+        "edl (CMX 3600); default: otio",
+    )
+    export_.add_argument(
+        "--renders",
+        default="renders",
+        metavar="DIR",
+        help="where clips and films are (default: renders)",
+    )
+    export_.set_defaults(run=cmd_export)
 
     preview = commands.add_parser(
         "preview",

@@ -1,12 +1,34 @@
-"""Join a storyboard's clips into its film. Lockfile + clips → renders/NAME.mp4."""
+"""Join a storyboard's clips into its film. Lockfile + clips → renders/NAME.mp4, .otio, .srt.
+
+The film is the selected take of every enabled scene, in order. Beside it go its timeline
+(`NAME.otio`, for editors: compiler.timeline) and, when scenes with sound quote dialogue,
+its captions (`NAME.srt`: compiler.captions).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from .fsutil import sha256_file
 from .lockfile import Film, Lockfile
+from .model import Task
+from .timeline import FilmClip, OtherTake
+
+__all__ = ["FilmResult", "assemble_film", "film_clips", "remove_stale_parts"]
+
+
+@dataclass(frozen=True, slots=True)
+class FilmResult:
+    """What assembling a film did, for `render` to say."""
+
+    path: Path | None  # None: no film yet
+    note: str  # "film assembled: 12.00 s", "film unchanged", "no film yet: …"
+    detail: str = ""  # how it was joined: packets copied, or what was re-encoded and why
+    timeline: Path | None = None
+    captions: Path | None = None
 
 
 def remove_stale_parts(renders: Path, name: str) -> None:
@@ -15,46 +37,116 @@ def remove_stale_parts(renders: Path, name: str) -> None:
         stale.unlink(missing_ok=True)
 
 
-def assemble_film(
-    lock: Lockfile, film: Sequence[tuple[str, int]], renders: Path, name: str
-) -> tuple[Path | None, str]:
-    """Join the selected take of every enabled scene, in order, into renders/NAME.mp4.
+def film_clips(
+    lock: Lockfile, film: Sequence[tuple[str, int]], tasks: Sequence[Task], renders: Path
+) -> tuple[list[FilmClip], str]:
+    """The film's clips in order (probed), or why there is no film yet ("no film yet: …").
 
-    Nothing is assembled again when the clips are the same as last time; clips of the same
-    format are joined without re-encoding (compiler.media.assemble).
+    Every clip must be on disk, with the sha256 the lockfile records.
     """
-    from .media import assemble
+    from .media import probe
 
-    remove_stale_parts(renders, name)
-    clips = [lock.task(scene, take) for scene, take in film]
-    paths = [task.clip.path(renders) if task and task.clip else None for task in clips]
+    takes = [lock.task(scene, take) for scene, take in film]
+    paths = [task.clip.path(renders) if task and task.clip else None for task in takes]
     missing = [
         scene if take == 1 else f"{scene} take {take}"
         for (scene, take), path in zip(film, paths, strict=True)
         if path is None or not path.is_file()
     ]
     if missing:
-        return None, f"no film yet: {len(missing)} scene(s) without a clip ({', '.join(missing)})"
-    files = [task.clip for task in clips if task is not None and task.clip is not None]
-    shas = [clip.sha256 for clip in files]
-    for clip, path in zip(files, paths, strict=True):
-        assert path is not None
-        if path.stat().st_size != clip.bytes or sha256_file(path) != clip.sha256:
-            return None, f"no film yet: {clip.file} is not the clip the lockfile records"
+        return [], f"no film yet: {len(missing)} scene(s) without a clip ({', '.join(missing)})"
+    by_scene = {task.scene: task for task in tasks}
+    clips = []
+    for (scene, take), task, path in zip(film, takes, paths, strict=True):
+        assert task is not None and task.clip is not None and path is not None
+        if path.stat().st_size != task.clip.bytes or sha256_file(path) != task.clip.sha256:
+            return [], f"no film yet: {task.clip.file} is not the clip the lockfile records"
+        info = probe(path)
+        rate = Fraction(info.fps).limit_denominator(1001)
+        entry = lock.scenes[scene]
+        others = tuple(
+            OtherTake(
+                number,
+                other.status,
+                other.clip.path(renders) if other.clip else None,
+                other.clip.sha256 if other.clip else None,
+            )
+            for number, other in sorted(entry.takes.items())
+            if number != take
+        )
+        clips.append(
+            FilmClip(
+                by_scene[scene],
+                take,
+                path,
+                task.clip.sha256,
+                round(info.duration * rate),
+                rate,
+                info.width,
+                info.height,
+                info.has_audio,
+                others,
+            )
+        )
+    return clips, ""
+
+
+def assemble_film(
+    lock: Lockfile,
+    film: Sequence[tuple[str, int]],
+    renders: Path,
+    name: str,
+    tasks: Sequence[Task],
+    *,
+    title: str | None = None,
+    storyboard: str = "",
+) -> FilmResult:
+    """Join the selected take of every enabled scene, in order, into renders/NAME.mp4, and
+    write its timeline renders/NAME.otio and captions renders/NAME.srt.
+
+    Nothing is assembled again when the clips are the same as last time; clips of the same
+    format are joined without re-encoding (compiler.media.assemble).
+    """
+    from .captions import write_captions
+    from .media import FILM_CRF, assemble
+    from .timeline import export, timeline_path
+
+    remove_stale_parts(renders, name)
+    clips, why = film_clips(lock, film, tasks, renders)
+    if not clips:
+        return FilmResult(None, why)
+    shas = [clip.sha256 for clip in clips]
     film_path = renders / f"{name}.mp4"
+    detail = ""
     if (
         lock.film is not None
         and lock.film.clips == shas
         and film_path.is_file()
         and sha256_file(film_path) == lock.film.sha256
     ):
-        return film_path, "film unchanged"
-    info = assemble([path for path in paths if path is not None], film_path).info
-    lock.film = Film(
-        file=film_path.name,
-        sha256=sha256_file(film_path),
-        clips=shas,
-        duration=round(info.duration, 3),
+        note = "film unchanged"
+    else:
+        made = assemble([clip.file for clip in clips], film_path)
+        lock.film = Film(
+            file=film_path.name,
+            sha256=sha256_file(film_path),
+            clips=shas,
+            duration=round(made.info.duration, 3),
+        )
+        lock.save()
+        note = f"film assembled: {made.info.duration:.2f} s"
+        if made.video == "encoded":
+            detail = f"re-encoded (x264 CRF {FILM_CRF}): {made.reason}"
+        elif made.audio == "encoded":
+            detail = f"picture copied, sound re-encoded (AAC): {made.reason}"
+        else:
+            detail = "packets copied: nothing re-encoded"
+    timeline = export(
+        clips,
+        timeline_path(renders, name, "otio"),
+        "otio",
+        title=title or name,
+        storyboard=storyboard,
     )
-    lock.save()
-    return film_path, f"film assembled: {info.duration:.2f} s"
+    captions = write_captions(clips, renders / f"{name}.srt")
+    return FilmResult(film_path, note, detail, timeline, captions)

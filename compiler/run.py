@@ -28,6 +28,9 @@ class BoardRender:
     results: list[SceneResult] = field(default_factory=list)
     film: Path | None = None
     film_note: str = ""
+    film_detail: str = ""  # how the film was joined: copied, or what was re-encoded and why
+    timeline: Path | None = None  # renders/NAME.otio
+    captions: Path | None = None  # renders/NAME.srt, when scenes with sound quote dialogue
     preview: Path | None = None
     notes: list[str] = field(default_factory=list)  # warnings: what failed beside the clips
 
@@ -98,9 +101,18 @@ async def render_board(
         outcome.notes += executor.notes
     finally:
         await client.aclose()
-    outcome.film, outcome.film_note = await asyncio.to_thread(
-        assemble_film, planned.lock, planned.film, renders, file.stem
+    made = await asyncio.to_thread(
+        assemble_film,
+        planned.lock,
+        planned.film,
+        renders,
+        file.stem,
+        result.tasks,
+        title=result.board.title if result.board else None,
+        storyboard=result.path,
     )
+    outcome.film, outcome.film_note, outcome.film_detail = made.path, made.note, made.detail
+    outcome.timeline, outcome.captions = made.timeline, made.captions
     if preview:
         from .preview import write_preview
 
