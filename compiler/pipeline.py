@@ -16,7 +16,7 @@ from .model import REF_KINDS, RenderedScene, Storyboard, Task
 from .price import estimate
 from .prompts import TemplateBudget, check_vars, render_scene
 from .resolve import resolve
-from .rules import check_scene
+from .rules import check_scene, merge_per_scene
 from .validate import check_schema
 
 
@@ -60,13 +60,18 @@ def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
     for scene in board.scenes:
         rs, render_problems = render_scene(board, scene, budget)
         problems += render_problems
-        if not render_problems and rs.complete:
-            problems += check_scene(board, rs)
-            rendered.append(rs)
-    every_scene = len(rendered) == len(doc.data["scenes"])
+        problems += check_scene(board, rs)
+        rendered.append(rs)
+    problems = merge_per_scene(problems)
+    scenes = doc.data.get("scenes")
+    every_scene = (
+        isinstance(scenes, list)
+        and len(rendered) == len(scenes)
+        and all(rs.complete for rs in rendered)
+    )
     problems += _unused_refs(board, rendered, complete=every_scene)
     if not any(d.is_error for d in problems):
-        result.tasks = [_task(board, rs) for rs in rendered]
+        result.tasks = [_task(board, rs) for rs in rendered if rs.complete]
         problems += _duplicate_payloads(board, result.tasks)
         if any(d.is_error for d in problems):
             result.tasks = []

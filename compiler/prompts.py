@@ -691,6 +691,13 @@ def _template_line(exc: BaseException) -> int | None:
 
 
 _QUOTED = re.compile(r"'([^']+)'")
+# How Jinja names the tokens it expected or got, and how they are written.
+_TOKEN_TEXT = {
+    "end of statement block": "%}",
+    "end of print statement": "}}",
+    "begin of statement block": "{%",
+    "begin of print statement": "{{",
+}
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -712,6 +719,7 @@ def _problem_from(source: str, exc: BaseException) -> _Problem:
     message = _ADDRESS.sub("", message.splitlines()[0] if message else message)
     quoted = _QUOTED.findall(message)
     needle = quoted[-1] if quoted else ""
+    needle = _TOKEN_TEXT.get(needle, needle)
     if isinstance(exc, TemplateSyntaxError):
         end = "end of template" in message.lower()
         if end and "innermost block" in message:
@@ -724,7 +732,14 @@ def _problem_from(source: str, exc: BaseException) -> _Problem:
         )
     if isinstance(exc, TemplateError):
         return _Problem(_locate(source, needle, line), "template-error", message.rstrip("."))
-    return _Problem(_locate(source, "", line), "template-error", f"{type(exc).__name__}: {message}")
+    operand = re.search(r"operand type\(s\) for (\S+?):", message)
+    needle = operand.group(1) if operand else ""
+    if isinstance(exc, ZeroDivisionError):
+        lo, hi = _line_start(source, line or 1), _line_start(source, (line or 1) + 1)
+        needle = next((op for op in ("//", "/", "%") if op in source[lo:hi]), "")
+    return _Problem(
+        _locate(source, needle, line), "template-error", f"{type(exc).__name__}: {message}"
+    )
 
 
 def _unknown(node: Any, source: str) -> _Problem:
@@ -979,7 +994,8 @@ class _Mentions:
         self.in_prompt.setdefault((kind, name), (self.at, self.source))
         numbers = self.numbers[kind]
         if name not in numbers:
-            if kind == "video" and (self.scene.video is None or self.scene.video.ref != name):
+            declared = self.scene.video is not None and self.scene.video.ref == name
+            if kind == "video" and not declared and "video" not in self.scene.unknown:
                 self.problem_at(
                     _locate(self.source, f"{kind}.{name}"),
                     "video-undeclared",
@@ -1111,7 +1127,7 @@ def _render(
         mentions.problem_at(problem.offset, problem.code, problem.message, problem.hint)
     missing = sorted(compiled.undeclared - set(variables) - set(REF_KINDS))
     for name in missing:
-        if name in mentions.broken_vars:
+        if name in mentions.broken_vars or "*" in mentions.broken_vars:
             continue  # its definition is broken, and reported there
         if name in _REMOVED_GLOBALS:
             message, hint = f"'{name}' is not available in prompts", _REMOVED_GLOBALS[name]
@@ -1263,8 +1279,12 @@ def render_scene(
         if prompt is None:
             unrendered.append(at)
     shot_prompts: list[str] = []
-    for shot in scene.shots:
+    for i, shot in enumerate(scene.shots):
         at = (*shot.path, "prompt")
+        if f"shots.{i}.prompt" in scene.unknown:
+            unrendered.append(at)  # broken, and reported by the schema
+            shot_prompts.append("")
+            continue
         text = _render(shot.template, at, variables, mentions, budget, quoted)
         if text is None:
             unrendered.append(at)

@@ -48,19 +48,28 @@ def find_project_root(start: Path) -> Path:
     return start
 
 
-def _settings(data: dict[str, Any], base: Settings | None = None) -> Settings:
-    def pick(name: str) -> Any:
-        if name in data:
-            return data[name]
-        return getattr(base, name) if base else DEFAULTS[name]
+SETTINGS = ("model", "mode", "aspect_ratio", "sound")
+# The words YAML 1.1 reads as true or false, in the three casings it knows; a switch
+# (`sound`, `enabled`, `keep_original_sound`) takes any of them, and `true`/`false`.
+SWITCH_ON = frozenset(w for w in ("on", "yes", "true") for w in (w, w.title(), w.upper()))
+SWITCH_OFF = frozenset(w for w in ("off", "no", "false") for w in (w, w.title(), w.upper()))
 
-    sound = pick("sound")
-    return Settings(
-        model=pick("model"),
-        mode=pick("mode"),
-        aspect_ratio=pick("aspect_ratio"),
-        sound=sound is True or sound == "on",
-    )
+
+def switch(value: Any) -> bool:
+    """A switch value the schema accepted, as a bool."""
+    return value is True or (isinstance(value, str) and value in SWITCH_ON)
+
+
+class _Broken:
+    """A value that is written but unusable: it broke the schema, and is reported."""
+
+
+class _Missing:
+    """A value that is not written at all."""
+
+
+BROKEN = _Broken()
+MISSING = _Missing()
 
 
 class _Resolver:
@@ -74,13 +83,67 @@ class _Resolver:
     def problem(self, path: JsonPath, code: str, message: str, hint: str | None = None) -> None:
         self.problems.append(Diagnostic(self.doc.loc(path), code, message, hint))
 
+    def broken(self, path: JsonPath) -> bool:
+        """Whether the value at `path`, or one that holds it, broke the schema."""
+        return any(path[:n] in self.broken_paths for n in range(len(path) + 1))
+
+    def value(self, path: JsonPath) -> Any:
+        """The value at `path`: BROKEN when unusable, MISSING when not written."""
+        if self.broken(path):
+            return BROKEN
+        value = self.doc.data
+        for part in path:
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+                value = value[part]
+            else:
+                return MISSING
+        return value
+
+    def table(self, path: JsonPath) -> dict[str, Any] | _Broken:
+        """A mapping of names (vars, a kind of refs): BROKEN, or its usable entries."""
+        value = self.value(path)
+        if value is MISSING:
+            return {}
+        if not isinstance(value, dict):
+            return BROKEN
+        return {k: v for k, v in value.items() if not self.broken((*path, k))}
+
+    def settings(
+        self, at: JsonPath, base: Settings | None, base_unknown: frozenset[str] = frozenset()
+    ) -> tuple[Settings, frozenset[str]]:
+        """The task settings written at `at` over `base` (or the defaults); and which of
+        them are unknown, because the value that sets them is broken."""
+        values: dict[str, Any] = {}
+        unknown: set[str] = set()
+        for name in SETTINGS:
+            inherited = DEFAULTS[name] if base is None else getattr(base, name)
+            value = self.value((*at, name))
+            if value is BROKEN:
+                unknown.add(name)
+                value = inherited
+            elif value is MISSING:
+                value = inherited
+                if name in base_unknown:
+                    unknown.add(name)
+            values[name] = value
+        sound = values["sound"]
+        values["sound"] = sound if isinstance(sound, bool) else switch(sound)
+        return Settings(**values), frozenset(unknown)
+
     # -- references ---------------------------------------------------------------------
 
-    def refs(self, data: dict[str, Any]) -> Refs:
+    def refs(self) -> Refs:
         broken: set[tuple[RefKind, str]] = set()
         for bad in self.broken_paths:
-            if len(bad) >= 3 and bad[0] == "refs":
+            if len(bad) >= 3 and bad[0] == "refs" and bad[1] in _REF_KIND:
                 broken.add((_REF_KIND[str(bad[1])], str(bad[2])))
+        tables = {kind: self.table(("refs", kind)) for kind in _REF_KIND}
+        broken_kinds = frozenset(
+            _REF_KIND[kind] for kind, table in tables.items() if isinstance(table, _Broken)
+        )
+        data = {kind: table for kind, table in tables.items() if isinstance(table, dict)}
         images: dict[str, ImageRef] = {}
         elements: dict[str, ElementRef] = {}
         videos: dict[str, VideoRef] = {}
@@ -114,7 +177,7 @@ class _Resolver:
                 videos[name] = VideoRef(name, path, value["url"], value.get("duration"))
             else:
                 broken.add(("video", name))
-        return Refs(images, elements, videos, frozenset(broken))
+        return Refs(images, elements, videos, frozenset(broken), broken_kinds)
 
     def made_element(self, name: str, path: JsonPath, value: dict[str, Any]) -> ElementRef | None:
         """An element storyboard creates from local images: each must be a usable image."""
@@ -246,29 +309,30 @@ class _Resolver:
 
     # -- scenes -------------------------------------------------------------------------
 
-    def scenes(self, data: dict[str, Any], top: Settings) -> tuple[Scene, ...]:
-        broken_scenes = {p[1] for p in self.broken_paths if len(p) >= 2 and p[0] == "scenes"}
-        top_vars = data.get("vars", {})
+    def scenes(self, top: Settings, top_unknown: frozenset[str]) -> tuple[Scene, ...]:
+        raw_scenes = self.value(("scenes",))
+        if not isinstance(raw_scenes, list):
+            return ()
+        top_vars = self.table(("vars",))
         seen: dict[str, JsonPath] = {}
         scenes: list[Scene] = []
-        for index, raw in enumerate(data["scenes"]):
+        for index in range(len(raw_scenes)):
             path: JsonPath = ("scenes", index)
-            if index in broken_scenes:
-                continue
-            scene_id = raw["id"]
-            if scene_id in seen:
-                first_line = self.doc.loc((*seen[scene_id], "id")).line
+            if self.broken(path) or not isinstance(raw_scenes[index], dict):
+                continue  # not a scene at all; reported by the schema
+            scene = self.scene(path, top, top_unknown, top_vars)
+            if scene.id in seen:
+                first_line = self.doc.loc((*seen[scene.id], "id")).line
                 self.problem(
                     (*path, "id"),
                     "duplicate-scene-id",
-                    f"scene id '{scene_id}' is already used at line {first_line}",
+                    f"scene id '{scene.id}' is already used at line {first_line}",
                     "each scene names its own clip file; give this one another id",
                 )
-                continue
-            seen[scene_id] = path
-            scene = self.scene(raw, path, top, top_vars)
-            if scene is not None and self.continuity_ok(scene, scenes, data["scenes"]):
-                scenes.append(scene)
+            elif scene.id:
+                seen[scene.id] = path
+            self.continuity_ok(scene, scenes, raw_scenes)
+            scenes.append(scene)
         return tuple(scenes)
 
     def continuity_ok(self, scene: Scene, earlier: list[Scene], raw: list[Any]) -> bool:
@@ -306,12 +370,27 @@ class _Resolver:
         return True
 
     def scene(
-        self, raw: dict[str, Any], path: JsonPath, top: Settings, top_vars: dict[str, Any]
-    ) -> Scene | None:
-        ok = True
-        has_prompt, has_shots = "prompt" in raw, "shots" in raw
-        video: dict[str, Any] | None = raw.get("video")
-        base_edit = video is not None and video["refer_type"] == "base"
+        self,
+        path: JsonPath,
+        top: Settings,
+        top_unknown: frozenset[str],
+        top_vars: dict[str, Any] | _Broken,
+    ) -> Scene:
+        """One scene, as far as it is usable: what is broken is recorded in `unknown`."""
+
+        def field(key: str) -> Any:
+            return self.value((*path, key))
+
+        unknown: set[str] = set()
+        scene_id = field("id")
+        scene_id = scene_id if isinstance(scene_id, str) else ""
+        label = f"scene '{scene_id}'" if scene_id else f"scene {int(path[-1]) + 1}"
+        prompt, shots_value, duration = field("prompt"), field("shots"), field("duration")
+        has_prompt, has_shots = prompt is not MISSING, shots_value is not MISSING
+        video, video_known = self.video_use((*path, "video"))
+        if not video_known:
+            unknown.add("video")
+        base_edit = video is not None and video.refer_type == "base"
         if has_prompt and has_shots:
             self.problem(
                 (*path, "shots"),
@@ -319,57 +398,59 @@ class _Resolver:
                 "a scene has either 'prompt' (one shot) or 'shots' (multi-shot), not both",
                 "move the prompt text into a shot, or remove 'shots'",
             )
-            ok = False
+            unknown.add("structure")
         elif not has_prompt and not has_shots:
             self.problem(
                 (*path, "id"),
                 "missing-prompt",
-                f"scene '{raw['id']}' has neither 'prompt' nor 'shots'",
+                f"{label} has neither 'prompt' nor 'shots'",
                 "add `prompt:` with `duration:`, or a list of `shots:`",
             )
-            ok = False
-        if has_shots and "duration" in raw:
+            unknown.add("structure")
+        if has_shots and duration is not MISSING:
             self.problem(
                 (*path, "duration"),
                 "duration-with-shots",
                 "a multi-shot scene lasts the sum of its shots; 'duration' is not allowed here",
                 "remove 'duration', or change the shots' durations",
             )
-            ok = False
-        elif base_edit and "duration" in raw:
+        elif base_edit and duration is not MISSING:
             self.problem(
                 (*path, "duration"),
                 "duration-base-edit",
                 "a base edit takes its length from the video; 'duration' would be ignored (R13)",
                 "remove 'duration'; set the video ref's 'duration' for the cost estimate",
             )
-            ok = False
-        elif has_prompt and not has_shots and not base_edit and "duration" not in raw:
-            self.problem(
-                (*path, "prompt"),
-                "missing-duration",
-                f"scene '{raw['id']}' needs a 'duration' in seconds",
-                "add e.g. `duration: 5`",
-            )
-            ok = False
-        if not ok:
-            return None
-        shots = tuple(
-            Shot(shot["prompt"], shot["duration"], (*path, "shots", i))
-            for i, shot in enumerate(raw.get("shots", ()))
-        )
-        video_use = None
-        if video:
-            video_use = VideoUse(
-                video["ref"],
-                video["refer_type"],
-                video.get("keep_original_sound"),
-                (*path, "video"),
-            )
-        scene_vars = {**top_vars, **raw.get("vars", {})}
-        first_frame = raw.get("first_frame")
-        after = first_frame["after"] if isinstance(first_frame, dict) else None
-        takes, selected = raw.get("takes", 1), raw.get("selected", 1)
+        elif has_prompt and not has_shots and video_known and not base_edit:
+            if duration is MISSING:
+                self.problem(
+                    (*path, "prompt"),
+                    "missing-duration",
+                    f"{label} needs a 'duration' in seconds",
+                    "add e.g. `duration: 5`",
+                )
+        if not isinstance(duration, int) or isinstance(duration, bool):
+            if duration is not MISSING or (has_prompt and not base_edit):
+                unknown.add("duration")
+            duration = None
+        if not isinstance(prompt, str):
+            unknown.update(["prompt"] if prompt is BROKEN else [])
+            prompt = None
+        shots = self.shots(path, shots_value, unknown)
+
+        settings, setting_unknown = self.settings(path, top, top_unknown)
+        unknown |= setting_unknown
+        scene_vars, broken_vars = self.scene_vars(path, top_vars)
+        first_frame, after = field("first_frame"), None
+        if isinstance(first_frame, dict):
+            after = first_frame.get("after")
+            first_frame = f"last frame of {after}"
+        for frame, value in (("first_frame", first_frame), ("end_frame", field("end_frame"))):
+            if value is BROKEN:
+                unknown.add(frame)
+        takes, selected = field("takes"), field("selected")
+        takes = takes if isinstance(takes, int) and not isinstance(takes, bool) else 1
+        selected = selected if isinstance(selected, int) and not isinstance(selected, bool) else 1
         if selected > takes:
             self.problem(
                 (*path, "selected"),
@@ -377,23 +458,81 @@ class _Resolver:
                 f"selected take {selected}, but the scene has {takes} take(s)",
                 f"pick a take from 1 to {takes}, or raise `takes`",
             )
-            return None
+        enabled = field("enabled")
         return Scene(
-            id=raw["id"],
+            id=scene_id,
             path=path,
-            settings=_settings(raw, top),
-            prompt=raw.get("prompt"),
-            duration=raw.get("duration"),
+            settings=settings,
+            prompt=prompt,
+            duration=duration,
             shots=shots,
-            first_frame=f"last frame of {after}" if after else first_frame,
-            end_frame=raw.get("end_frame"),
-            video=video_use,
+            first_frame=first_frame if isinstance(first_frame, str) else None,
+            end_frame=field("end_frame") if isinstance(field("end_frame"), str) else None,
+            video=video,
             vars=scene_vars,
             takes=takes,
             selected=selected,
-            enabled=raw.get("enabled", True),
-            after=after,
+            enabled=enabled
+            if isinstance(enabled, bool)
+            else (switch(enabled) if isinstance(enabled, str) else True),
+            after=after if isinstance(after, str) else None,
+            unknown=frozenset(unknown),
+            broken_vars=broken_vars,
         )
+
+    def shots(self, path: JsonPath, value: Any, unknown: set[str]) -> tuple[Shot, ...]:
+        if value is BROKEN:
+            unknown.add("shots")
+        if not isinstance(value, list):
+            return ()
+        shots = []
+        for i, raw in enumerate(value):
+            at: JsonPath = (*path, "shots", i)
+            if self.broken(at) or not isinstance(raw, dict):
+                unknown.add("shots")
+                continue
+            template, seconds = self.value((*at, "prompt")), self.value((*at, "duration"))
+            if not isinstance(template, str):
+                unknown.add(f"shots.{i}.prompt")
+                template = ""
+            if not isinstance(seconds, int) or isinstance(seconds, bool):
+                unknown.update([f"shots.{i}.duration", "shots.duration"])
+                seconds = 0
+            shots.append(Shot(template, seconds, at))
+        return tuple(shots)
+
+    def video_use(self, at: JsonPath) -> tuple[VideoUse | None, bool]:
+        """The scene's video, and whether it is known (absent counts as known)."""
+        value = self.value(at)
+        if value is MISSING:
+            return None, True
+        ref, refer_type = self.value((*at, "ref")), self.value((*at, "refer_type"))
+        if not isinstance(value, dict) or not isinstance(ref, str) or refer_type is BROKEN:
+            return None, False
+        keep = self.value((*at, "keep_original_sound"))
+        if isinstance(keep, str):
+            keep = switch(keep)
+        return VideoUse(ref, refer_type, keep if isinstance(keep, bool) else None, at), True
+
+    def scene_vars(
+        self, path: JsonPath, top_vars: dict[str, Any] | _Broken
+    ) -> tuple[dict[str, Any], frozenset[str]]:
+        """The vars a scene's prompts see, and the names whose definitions are broken
+        ("*": the whole table is, so any name may be meant)."""
+        own = self.table((*path, "vars"))
+        broken: set[str] = set()
+        for at, table in ((("vars",), top_vars), ((*path, "vars"), own)):
+            if isinstance(table, _Broken):
+                broken.add("*")
+                continue
+            raw = self.doc.data
+            for part in at:
+                raw = raw.get(part) if isinstance(raw, dict) else None
+            if isinstance(raw, dict):
+                broken.update(str(name) for name in raw if name not in table)
+        merged = {**(top_vars if isinstance(top_vars, dict) else {})}
+        merged.update(own if isinstance(own, dict) else {})
+        return merged, frozenset(broken)
 
 
 # POSIX's NAME_MAX and PATH_MAX, the usual limits of Linux and macOS file systems.
@@ -512,30 +651,31 @@ def resolve(
 ) -> tuple[Storyboard | None, list[Diagnostic]]:
     """Build the IR from a loaded document whose schema problems are at `broken_paths`.
 
-    Parts that broke the schema are skipped so one mistake is reported once; when the
-    top-level settings themselves are broken, nothing further can be checked.
+    Parts that broke the schema are skipped so one mistake is reported once, and every
+    other part is resolved in full: a broken setting falls back to its default and is
+    marked unknown on the scenes it reaches, so their checks that depend on it are
+    skipped while the rest still run. Only a file that is not a mapping stops here.
     """
-    for path in broken_paths:
-        if (
-            not path
-            or path[0] not in ("scenes", "refs")
-            or len(path) < (2 if path[0] == "scenes" else 3)
-        ):
-            return None, []
-    data: dict[str, Any] = doc.data
+    if () in broken_paths or not isinstance(doc.data, dict):
+        return None, []
     resolver = _Resolver(doc, file, broken_paths)
-    top = _settings(data)
-    refs = resolver.refs(data.get("refs", {}))
-    scenes = resolver.scenes(data, top)
+    top, top_unknown = resolver.settings((), None)
+    refs = resolver.refs()
+    scenes = resolver.scenes(top, top_unknown)
+    title, usd, budget = (resolver.value((key,)) for key in ("title", "usd_per_unit", "budget_usd"))
     board = Storyboard(
         doc=doc,
         base_dir=resolver.base_dir,
         project_root=resolver.project_root,
-        title=data.get("title"),
+        title=title if isinstance(title, str) else None,
         settings=top,
-        usd_per_unit=float(data.get("usd_per_unit", model_data()["usd_per_unit"])),
-        budget_usd=data.get("budget_usd"),
+        usd_per_unit=float(usd if _is_amount(usd) else model_data()["usd_per_unit"]),
+        budget_usd=budget if _is_amount(budget) else None,
         refs=refs,
         scenes=scenes,
     )
     return board, resolver.problems
+
+
+def _is_amount(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -6,8 +6,9 @@ numbers are those of ../shared/kling-api.md §3. Limits come from `models.yaml`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .diagnostics import Diagnostic, Location, Severity
@@ -37,6 +38,17 @@ class Check:
         return str(self.rs.scene.settings.model)
 
     @property
+    def where(self) -> str:
+        """The suffix naming the scene, for a rule that may point at a shared value;
+        `merge_per_scene` folds the repeats of one shared value into one diagnostic."""
+        return f", in {self.rs.scene.label}"
+
+    @property
+    def complete(self) -> bool:
+        """Whether the media lists are whole; if not, they are lower bounds."""
+        return self.rs.complete
+
+    @property
     def has_video(self) -> bool:
         return self.rs.scene.video is not None
 
@@ -47,12 +59,19 @@ class Check:
 
 
 Rule = Callable[[Check], Iterator[Diagnostic]]
-RULES: dict[str, Rule] = {}
+RULES: dict[str, tuple[Rule, frozenset[str]]] = {}
 
 
-def rule(code: str) -> Callable[[Rule], Rule]:
+def rule(code: str, needs: str = "") -> Callable[[Rule], Rule]:
+    """Register a rule. `needs` names the parts of a scene it reads (see `Scene.unknown`):
+    when one of them is broken, and so already reported, the rule is skipped.
+
+    A broken model, mode or sound falls back to its default (kling-v3-omni, pro, off),
+    whose limits are the loosest of every model's: what a rule finds then is an error
+    whatever the author meant, so those rules still run."""
+
     def register(fn: Rule) -> Rule:
-        RULES[code] = fn
+        RULES[code] = (fn, frozenset(needs.split()))
         return fn
 
     return register
@@ -96,30 +115,30 @@ def allowed_durations(caps: dict[str, Any], case: str) -> tuple[set[int], str]:
 # -- R15: what the model can do -------------------------------------------------------
 
 
-@rule("model-mode")
+@rule("model-mode", "mode")
 def _model_mode(c: Check) -> Iterator[Diagnostic]:
     mode = c.scene.settings.mode
     if mode not in c.caps["modes"]:
         yield _error(
             c.setting("mode"),
             "model-mode",
-            f"{c.model} has no '{mode}' mode (R15), in scene '{c.scene.id}'",
+            f"{c.model} has no '{mode}' mode (R15){c.where}",
             f"use one of {', '.join(c.caps['modes'])}, or model kling-v3-omni for 4K",
         )
 
 
-@rule("model-sound")
+@rule("model-sound", "sound")
 def _model_sound(c: Check) -> Iterator[Diagnostic]:
     if c.scene.settings.sound and not c.caps["sound"]:
         yield _error(
             c.setting("sound"),
             "model-sound",
-            f"{c.model} makes no native audio (R15), in scene '{c.scene.id}'",
+            f"{c.model} makes no native audio (R15){c.where}",
             "set `sound: off`, or use model kling-v3-omni",
         )
 
 
-@rule("model-multi-shot")
+@rule("model-multi-shot", "structure")
 def _model_multi_shot(c: Check) -> Iterator[Diagnostic]:
     if c.scene.shots and not c.caps["multi_shot"]:
         yield _error(
@@ -147,7 +166,7 @@ def _prompt_length(c: Check) -> Iterator[Diagnostic]:
             f"Kling takes at most {limit:,} (R1)",
             "shorten it, or split the scene into shots",
         )
-    elif not prompt:
+    elif not prompt and c.complete:
         yield _error(
             c.at("prompt"),
             "prompt-empty",
@@ -160,6 +179,8 @@ def _prompt_length(c: Check) -> Iterator[Diagnostic]:
 def _shot_prompt_length(c: Check) -> Iterator[Diagnostic]:
     limit = limits()["shot_prompt_chars"]
     for i, text in enumerate(c.rs.shot_prompts):
+        if (*c.scene.path, "shots", i, "prompt") in c.rs.unrendered:
+            continue
         if len(text) > limit:
             yield _error(
                 c.at("shots", i, "prompt"),
@@ -168,7 +189,7 @@ def _shot_prompt_length(c: Check) -> Iterator[Diagnostic]:
                 f"a shot takes at most {limit} (R4)",
                 "shorten it, or split the shot in two",
             )
-        elif not text:
+        elif not text and c.complete:
             yield _error(
                 c.at("shots", i, "prompt"),
                 "prompt-empty",
@@ -180,7 +201,7 @@ def _shot_prompt_length(c: Check) -> Iterator[Diagnostic]:
 # -- R2, R4, R5: shots and durations --------------------------------------------------
 
 
-@rule("shot-count")
+@rule("shot-count", "shots structure")
 def _shot_count(c: Check) -> Iterator[Diagnostic]:
     shots = c.scene.shots
     if c.caps["multi_shot"] and len(shots) > c.caps["max_shots"]:
@@ -192,12 +213,14 @@ def _shot_count(c: Check) -> Iterator[Diagnostic]:
         )
 
 
-@rule("shot-duration")
+@rule("shot-duration", "structure")
 def _shot_duration(c: Check) -> Iterator[Diagnostic]:
     if not c.caps["multi_shot"]:
         return
     cap = c.caps["max_shot_seconds"]
     for i, shot in enumerate(c.scene.shots):
+        if f"shots.{i}.duration" in c.scene.unknown:
+            continue
         if shot.duration > cap:
             yield _error(
                 c.at("shots", i, "duration"),
@@ -207,7 +230,7 @@ def _shot_duration(c: Check) -> Iterator[Diagnostic]:
             )
 
 
-@rule("shot-duration-sum")
+@rule("shot-duration-sum", "shots shots.duration video structure")
 def _shot_duration_sum(c: Check) -> Iterator[Diagnostic]:
     shots = c.scene.shots
     if not shots or not c.caps["multi_shot"]:
@@ -237,7 +260,7 @@ def _shot_duration_sum(c: Check) -> Iterator[Diagnostic]:
     )
 
 
-@rule("duration-range")
+@rule("duration-range", "duration video structure")
 def _duration_range(c: Check) -> Iterator[Diagnostic]:
     case = duration_case(c.rs)
     if case in ("base_edit", "multi_shot"):
@@ -246,6 +269,8 @@ def _duration_range(c: Check) -> Iterator[Diagnostic]:
     allowed, text = allowed_durations(c.caps, case)
     if duration in allowed:
         return
+    if not c.complete and duration in allowed_durations(c.caps, "reference")[0]:
+        return  # a reference that failed to resolve may make this a reference scene
     hint = f"allowed for {_CASE_NAMES[case]} on {c.model}: {text}"
     if case == "feature_video" and c.model == "kling-v3-omni":
         hint += "; " + strict_reading("feature_video_duration")
@@ -257,7 +282,7 @@ def _duration_range(c: Check) -> Iterator[Diagnostic]:
     )
 
 
-@rule("multi-shot-frames")
+@rule("multi-shot-frames", "structure")
 def _multi_shot_frames(c: Check) -> Iterator[Diagnostic]:
     if not c.scene.shots:
         return
@@ -278,7 +303,7 @@ def _multi_shot_frames(c: Check) -> Iterator[Diagnostic]:
         )
 
 
-@rule("shots-with-base-edit")
+@rule("shots-with-base-edit", "video structure")
 def _shots_with_base_edit(c: Check) -> Iterator[Diagnostic]:
     if c.scene.shots and c.base_edit:
         yield _error(
@@ -292,7 +317,7 @@ def _shots_with_base_edit(c: Check) -> Iterator[Diagnostic]:
 # -- R6-R10: frames, images and elements ----------------------------------------------
 
 
-@rule("ref-count")
+@rule("ref-count", "video")
 def _ref_count(c: Check) -> Iterator[Diagnostic]:
     count = len(c.rs.images) + len(c.rs.elements)
     key = "max_images_and_elements_with_video" if c.has_video else "max_images_and_elements"
@@ -308,7 +333,7 @@ def _ref_count(c: Check) -> Iterator[Diagnostic]:
         )
 
 
-@rule("end-frame-alone")
+@rule("end-frame-alone", "first_frame")
 def _end_frame_alone(c: Check) -> Iterator[Diagnostic]:
     if c.scene.end_frame is not None and c.scene.first_frame is None:
         yield _error(
@@ -319,7 +344,7 @@ def _end_frame_alone(c: Check) -> Iterator[Diagnostic]:
         )
 
 
-@rule("frame-with-base-edit")
+@rule("frame-with-base-edit", "video")
 def _frame_with_base_edit(c: Check) -> Iterator[Diagnostic]:
     if not c.base_edit:
         return
@@ -348,7 +373,7 @@ def _o1_frames_images(c: Check) -> Iterator[Diagnostic]:
         )
 
 
-@rule("element-limit")
+@rule("element-limit", "first_frame end_frame")
 def _element_limit(c: Check) -> Iterator[Diagnostic]:
     count = len(c.rs.elements)
     if c.scene.end_frame is not None and c.scene.first_frame is not None:
@@ -370,13 +395,13 @@ def _element_limit(c: Check) -> Iterator[Diagnostic]:
 # -- R11-R13: video input -------------------------------------------------------------
 
 
-@rule("sound-with-video")
+@rule("sound-with-video", "sound video")
 def _sound_with_video(c: Check) -> Iterator[Diagnostic]:
     if c.has_video and c.scene.settings.sound and c.caps["sound"]:
         yield _error(
             c.setting("sound"),
             "sound-with-video",
-            f"sound must be off when a scene uses a video (R12), in scene '{c.scene.id}'",
+            f"sound must be off when a scene uses a video (R12){c.where}",
             "set `sound: off` on this scene; `keep_original_sound: true` keeps the video's audio",
         )
 
@@ -392,15 +417,17 @@ def _video_duration(c: Check) -> Iterator[Diagnostic]:
                 c.board.loc((*video.path, "duration")),
                 "video-duration",
                 f"video '{video.name}' lasts {video.duration:g} s; {c.model} takes "
-                f"{spec['min']}-{spec['max']} s videos (§2.1) in scene '{c.scene.id}'",
+                f"{spec['min']}-{spec['max']} s videos (§2.1){c.where}",
                 "trim the video",
             )
 
 
-@rule("video-unmentioned")
+@rule("video-unmentioned", "video")
 def _video_unmentioned(c: Check) -> Iterator[Diagnostic]:
     if not c.has_video or ("video", c.scene.video.ref) in c.board.refs.broken:
         return  # a broken video ref was reported where it is defined
+    if not c.complete or c.rs.unrendered:
+        return  # the prompt that names it may be the one that failed
     texts = [c.rs.prompt or "", *c.rs.shot_prompts]
     if not any("<<<video_1>>>" in text for text in texts):
         yield Diagnostic(
@@ -412,7 +439,7 @@ def _video_unmentioned(c: Check) -> Iterator[Diagnostic]:
         )
 
 
-@rule("frame-aspect")
+@rule("frame-aspect", "aspect_ratio first_frame structure")
 def _frame_aspect(c: Check) -> Iterator[Diagnostic]:
     frame = c.rs.first_frame
     if frame is None or frame.size is None or c.scene.shots:
@@ -431,5 +458,49 @@ def _frame_aspect(c: Check) -> Iterator[Diagnostic]:
 
 
 def check_scene(board: Storyboard, rs: RenderedScene) -> list[Diagnostic]:
+    """Every rule that applies to a (possibly partly rendered) scene.
+
+    A rule whose inputs are broken is skipped; a rule that counts media treats the lists
+    of an incompletely rendered scene as lower bounds, so what it reports is certain.
+    """
     c = Check(board, rs, capabilities(rs.scene.settings.model))
-    return [diag for fn in RULES.values() for diag in fn(c)]
+    unknown = rs.scene.unknown
+    return [diag for fn, needs in RULES.values() if not needs & unknown for diag in fn(c)]
+
+
+_PER_SCENE = re.compile(r"^(?P<base>.*), in (?P<scene>scene '[^']*'|scene \d+)$")
+
+
+def merge_per_scene(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """One diagnostic per cause: a shared value (a top-level setting, a video ref) that
+    breaks a rule in several scenes is reported once, naming every scene it breaks."""
+    groups: dict[tuple[object, ...], list[str]] = {}
+    merged: list[Diagnostic] = []
+    for diag in diagnostics:
+        match = _PER_SCENE.match(diag.message)
+        if match is None:
+            merged.append(diag)
+            continue
+        key = (diag.loc, diag.code, match["base"], diag.hint, diag.severity)
+        if key not in groups:
+            groups[key] = []
+            merged.append(diag)
+        if match["scene"] not in groups[key]:
+            groups[key].append(match["scene"])
+    out = []
+    for diag in merged:
+        match = _PER_SCENE.match(diag.message)
+        if match is None:
+            out.append(diag)
+            continue
+        scenes = groups[(diag.loc, diag.code, match["base"], diag.hint, diag.severity)]
+        out.append(replace(diag, message=f"{match['base']}, in {_scene_list(scenes)}"))
+    return out
+
+
+def _scene_list(scenes: list[str]) -> str:
+    if len(scenes) == 1:
+        return scenes[0]
+    names = [s.removeprefix("scene ") for s in scenes]
+    shown = names[:5] + ([f"{len(names) - 5} more"] if len(names) > 5 else [])
+    return "scenes " + ", ".join(shown[:-1]) + " and " + shown[-1]

@@ -6,6 +6,7 @@ offending value, or of the offending key for unknown keys.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import math
@@ -90,12 +91,39 @@ def _field(path: JsonPath) -> str:
 
 
 def check_schema(doc: SourceDoc) -> tuple[list[Diagnostic], set[JsonPath]]:
-    """Return the schema problems, and the paths of the values that broke the schema."""
+    """Return the schema problems, and the paths of the values that broke the schema.
+
+    A broken path names a value the later stages cannot use: one of the wrong type or
+    shape, a required key that is missing, and a key written under a misspelt name
+    (`promt:` breaks `prompt`, so "no prompt" is not reported a second time). A mapping
+    with an unknown key is not broken itself: its other keys are checked in full.
+    """
     problems: list[Diagnostic] = []
     broken: set[JsonPath] = set()
-    for error in _validator().iter_errors(doc.data):
+    errors = list(_validator().iter_errors(doc.data))
+    meant: set[JsonPath] = set()  # keys an unknown key was probably meant to be
+    for error in errors:
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = (
+                list(error.schema.get("properties", {})) if isinstance(error.schema, dict) else []
+            )
+            for key in error.instance:
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                if close and close[0] not in error.instance:
+                    meant.add((*error.absolute_path, close[0]))
+    for error in errors:
+        path: JsonPath = tuple(error.absolute_path)
+        if error.validator == "required":
+            missing = _missing_key(error)
+            if (*path, missing) in meant:
+                continue  # reported as the misspelt key
+            broken.add((*path, missing))
+        elif "propertyNames" in error.absolute_schema_path:
+            broken.add((*path, str(error.instance)))  # the name, not its whole mapping
+        elif error.validator != "additionalProperties":
+            broken.add(path)
         problems.extend(_diagnose(doc, error))
-        broken.add(tuple(error.absolute_path))
+    broken |= meant
     for path, value in _non_finite(doc.data, ()):
         if path not in broken:
             problems.append(
@@ -150,8 +178,7 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
                 suggestion or hint,
             )
     elif keyword == "required":
-        match = re.match(r"'(.+)' is a required property", error.message)
-        missing = match.group(1) if match else str(error.validator_value)
+        missing = _missing_key(error)
         properties: dict[str, Any] = subschema.get("properties", {})
         sub_hint = properties.get(missing, {}).get("description")
         yield Diagnostic(
@@ -242,6 +269,11 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
         yield Diagnostic(doc.loc(path), "size", message, hint)
     else:
         yield Diagnostic(doc.loc(path), f"schema-{keyword}", error.message, hint)
+
+
+def _missing_key(error: ValidationError) -> str:
+    match = re.match(r"'(.+)' is a required property", error.message)
+    return match.group(1) if match else str(error.validator_value)
 
 
 _SIZE_MESSAGES = {
