@@ -722,10 +722,9 @@ def _problem_from(source: str, exc: BaseException) -> _Problem:
     needle = _TOKEN_TEXT.get(needle, needle)
     if isinstance(exc, TemplateSyntaxError):
         end = "end of template" in message.lower()
-        if end and "innermost block" in message:
-            needle = quoted[-1] if quoted else ""
+        at = None if end else _syntax_offset(source, exc, needle)
         return _Problem(
-            _locate(source, needle, None if end else line, last=end),
+            at if at is not None else _locate(source, needle, None if end else line, last=end),
             "template-syntax",
             message,
             "check the {{ }} and {% %} pairs" if end or "expected" in message else None,
@@ -740,6 +739,41 @@ def _problem_from(source: str, exc: BaseException) -> _Problem:
     return _Problem(
         _locate(source, needle, line), "template-error", f"{type(exc).__name__}: {message}"
     )
+
+
+def _syntax_offset(source: str, exc: TemplateSyntaxError, needle: str) -> int | None:
+    """Where a syntax error is: Jinja gives only its line, so find the shortest start of
+    the template that fails the same way; the offending token ends there."""
+    numbered = re.search(r" at (\d+)$", exc.message or "")
+    if numbered:  # the lexer's own errors give the offset
+        return min(int(numbered.group(1)), len(source))
+
+    def fails_alike(end: int) -> bool:
+        try:
+            _ENV.parse(source[:end])
+        except TemplateSyntaxError as other:
+            return other.message == exc.message and other.lineno == exc.lineno
+        except Exception:
+            return False
+        return False
+
+    lo, hi = 0, len(source)
+    if not fails_alike(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fails_alike(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    for quoted in (needle, *_QUOTED.findall(exc.message or "")):
+        token = _TOKEN_TEXT.get(quoted, quoted)
+        if token and source.endswith(token, 0, lo):
+            return lo - len(token)
+    start = lo
+    while start > 0 and (source[start - 1].isalnum() or source[start - 1] == "_"):
+        start -= 1
+    return start if start < lo else max(0, lo - 1)
 
 
 def _unknown(node: Any, source: str) -> _Problem:

@@ -87,3 +87,95 @@ def test_any_yaml_structure_gives_diagnostics_never_an_exception(data: dict[str,
     text = yaml.safe_dump({"storyboard": 1, **data}, allow_unicode=True)
     for headline in _compile_text(text):
         assert headline.startswith("fuzz.yaml:")
+
+
+# -- positions inside text values: every scalar style ---------------------------------
+
+STYLES = """\
+a: plain X text
+  more X here
+b: 'single ''X'' quoted
+   X next line'
+c: "double \\t esc \\x41X \\u263aX \\
+   X joined
+   X folded"
+d: |
+  literal X
+    more-indented X
+
+  after blank X
+e: >-
+  folded X
+  line two X
+
+  para X
+f: |2+
+    indented by X
+  X
+
+g: >4-  # comment
+      deep X
+     less X
+h: [ "flow X", plain X
+     continues X ]
+i: |-
+    X at the start
+j: >+
+  X
+
+  X
+
+k: "\\
+  X after an escaped break"
+"""
+
+
+def _x_positions(doc: load_module.SourceDoc) -> list[tuple[object, int, str]]:
+    lines = doc.text.splitlines()
+    found = []
+    for path in doc.spans:
+        value = doc._value_at(path)
+        for offset, char in enumerate(value):
+            if char == "X":
+                loc = doc.loc_in(path, offset)
+                found.append((path, offset, lines[loc.line - 1][loc.col - 1]))
+    return found
+
+
+def test_a_position_inside_a_value_is_exact_in_every_scalar_style(tmp_path: Path) -> None:
+    board = tmp_path / "styles.yaml"
+    board.write_text(STYLES, encoding="utf-8")
+    doc, problems = load(board, "styles.yaml")
+    assert problems == []
+    found = _x_positions(doc)
+    assert len(found) == 25
+    assert [(path, offset) for path, offset, char in found if char != "X"] == []
+
+
+_TEXT = st.text(alphabet=st.sampled_from(list("ab X{}%'\"\\:#-\n\t")), min_size=1, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_TEXT, st.sampled_from([None, "", "'", '"', "|", ">"]), st.integers(0, 6))
+def test_any_text_in_any_style_maps_back_to_itself(
+    text: str, style: str | None, indent: int
+) -> None:
+    dumped = yaml.safe_dump(
+        {"scenes": [{"prompt": text}]}, default_style=style, indent=max(2, indent), width=20
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        board = Path(folder) / "b.yaml"
+        board.write_text(dumped, encoding="utf-8")
+        doc, problems = load(board, "b.yaml")
+    if problems or not isinstance(doc.data, dict):
+        return  # PyYAML wrote something our core schema reads differently
+    path = ("scenes", 0, "prompt")
+    value = doc._value_at(path)
+    if value != text:
+        return
+    lines = doc.text.splitlines()
+    for offset, char in enumerate(value):
+        if char not in "abX{}%:#-":
+            continue  # whitespace and escapes have no single place
+        loc = doc.loc_in(path, offset)
+        assert lines[loc.line - 1][loc.col - 1] == char, (dumped, offset)
