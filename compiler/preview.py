@@ -14,7 +14,7 @@ import io
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,9 @@ from .request import ElementId, ElementMedia, FrameFile, ImageItem, LastFrame, L
 
 __all__ = ["write_preview", "prompt_parts", "PromptPart"]
 
-THUMB_BOX = (480, 270)  # the largest a thumbnail gets: sharp at twice its shown size
+# The largest a thumbnail gets, at any aspect (16:9 480x270, 1:1 480x480, 9:16 360x640):
+# sharp at twice the size the page shows it.
+THUMB_BOX = (480, 640)
 _JPEG_QUALITY = 82
 _TOKEN = re.compile(r"<<<(image|element|video)_([1-9][0-9]*)>>>")
 _ROLE = {"first_frame": "first frame", "end_frame": "end frame"}
@@ -65,6 +67,7 @@ class Picture:
     caption: str
     href: str | None = None
     empty: str = ""  # what the empty slot says
+    ratio: float = 16 / 9  # width / height: the box keeps the picture's own aspect
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,7 @@ class SceneCard:
     meta: tuple[str, ...]
     frames: tuple[Picture, ...]
     frames_kind: str  # clip | refs | none
+    ratio: float  # the scene's width / height: its clip's, else the one it asks for
     shots: tuple[Shot, ...]
     multi_shot: bool
     refs: tuple[RefRow, ...]
@@ -122,6 +126,7 @@ class FilmView:
     duration: str
     note: str
     stale: bool
+    ratio: float  # the film's width / height (the player keeps it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +223,7 @@ class _Sheet:
             (p.job.scene, p.job.take): p for p in plan.takes
         }
         self.used_thumbs: set[str] = set()
+        self.sizes: dict[str, tuple[int, int]] = {}  # thumbnail → its pixel size
         self.base_dir = result.file.parent
         self.image_names = {ref.media: name for name, ref in board.refs.images.items()}
         self.elements = {ref.media: ref for ref in board.refs.elements.values()}
@@ -303,7 +309,7 @@ class _Sheet:
                 if waiting
                 else "every scene has a clip: render again to assemble the film"
             )
-            return FilmView(path.name, None, None, "", note, stale=False)
+            return FilmView(path.name, None, None, "", note, False, self.board_ratio())
         current = [self.clip_of(t.scene, t.selected) for t in enabled]
         shas = [clip.sha256 for clip in current if clip is not None]
         outdated = any(
@@ -323,7 +329,15 @@ class _Sheet:
             if stale
             else f"{_count(len(shas), 'clip')}, up to date"
         )
-        return FilmView(path.name, self.href(path), poster, duration, note, stale)
+        ratio = self.board_ratio()
+        try:
+            from .media import probe
+
+            film = probe(path)
+            ratio = film.width / film.height
+        except (OSError, ValueError):
+            pass  # a film being replaced: the storyboard's aspect will do
+        return FilmView(path.name, self.href(path), poster, duration, note, stale, ratio)
 
     # -- one scene --------------------------------------------------------------------------
 
@@ -344,16 +358,25 @@ class _Sheet:
             shots = (Shot(prompt_parts(request.prompt, anchors, titles)),)
 
         clip = self.clip_of(task.scene, task.selected)
+        ratio = _aspect(request.aspect_ratio or self.board.settings.aspect_ratio)
         if clip is not None:
             href = self.href(clip.path(self.renders) or self.renders)
+            first, last = self.frame_thumb(clip, "first"), self.frame_thumb(clip, "last")
+            ratio = self.ratio_of(first) or self.ratio_of(last) or ratio
             frames: tuple[Picture, ...] = (
-                Picture(self.frame_thumb(clip, "first"), "first frame", href),
-                Picture(self.frame_thumb(clip, "last"), f"last frame · {clip.duration:g} s", href),
+                Picture(first, "first frame", href, ratio=ratio),
+                Picture(last, f"last frame · {clip.duration:g} s", href, ratio=ratio),
             )
             frames_kind = "clip"
         else:
             frames = tuple(
-                Picture(r.picture.src, f"{r.token} · {r.role}", f"#{r.anchor}", r.picture.empty)
+                Picture(
+                    r.picture.src,
+                    f"{r.token} · {r.role}",
+                    f"#{r.anchor}",
+                    r.picture.empty,
+                    r.picture.ratio if r.picture.src else ratio,
+                )
                 for r in refs
                 if r.kind == "image" and r.picture is not None
             )
@@ -378,6 +401,7 @@ class _Sheet:
             meta=self.meta(task),
             frames=frames,
             frames_kind=frames_kind,
+            ratio=ratio,
             shots=shots,
             multi_shot=request.multi_shot,
             refs=refs,
@@ -466,7 +490,7 @@ class _Sheet:
         detail = f"{_count(len(ref.images), 'image')} · {made}" + (
             f" · {ref.description}" if ref.description else ""
         )
-        picture = Picture(src, name, src, "element")
+        picture = self.sized(Picture(src, name, src, "element"))
         return RefRow(anchor, token, "element", name, "new element", picture, None, detail)
 
     def image_row(self, scene: str, n: int, item: ImageItem) -> RefRow:
@@ -479,7 +503,9 @@ class _Sheet:
             task = next((t for t in self.result.tasks if t.scene == source), None)
             clip = self.clip_of(source, task.selected) if task else None
             src = self.frame_thumb(clip, "last") if clip else None
-            picture = Picture(src, f"last frame of {source}", f"#scene-{source}", "not rendered")
+            picture = self.sized(
+                Picture(src, f"last frame of {source}", f"#scene-{source}", "not rendered")
+            )
             return RefRow(
                 anchor,
                 token,
@@ -492,7 +518,7 @@ class _Sheet:
             )
         if isinstance(media, LocalFile):
             src = self.image_thumb(self.base_dir / media.file, media.sha256)
-            picture = Picture(src, name or media.file, src, "image missing")
+            picture = self.sized(Picture(src, name or media.file, src, "image missing"))
             detail = f"{media.file} · {media.sha256[:12]}"
             return RefRow(anchor, token, "image", name, role, picture, src, detail)
         # A public URL: never fetched (the page works offline), only linked.
@@ -551,6 +577,27 @@ class _Sheet:
         self.used_thumbs.add(name)
         return f"thumbs/{name}"
 
+    def ratio_of(self, src: str | None) -> float | None:
+        """Width / height of a thumbnail this page shows (read from its header)."""
+        if src is None or not src.startswith("thumbs/"):
+            return None
+        if src not in self.sizes:
+            try:
+                with Image.open(self.folder / src) as thumb:
+                    self.sizes[src] = thumb.size
+            except (OSError, UnidentifiedImageError):
+                return None
+        width, height = self.sizes[src]
+        return width / height if height else None
+
+    def sized(self, picture: Picture) -> Picture:
+        """`picture` with its thumbnail's own aspect."""
+        ratio = self.ratio_of(picture.src)
+        return replace(picture, ratio=ratio) if ratio else picture
+
+    def board_ratio(self) -> float:
+        return _aspect(self.board.settings.aspect_ratio)
+
     def prune_thumbs(self) -> None:
         """Remove the thumbnails of clips and images the page no longer shows."""
         if not self.thumbs.is_dir():
@@ -577,6 +624,15 @@ def _save_thumb(image: Image.Image, dest: Path) -> None:
     buffer = io.BytesIO()
     thumb.save(buffer, format="JPEG", quality=_JPEG_QUALITY, optimize=True)
     atomic_write_bytes(dest, buffer.getvalue())
+
+
+def _aspect(text: str | None) -> float:
+    """ "9:16" → 0.5625; 16:9 when unknown."""
+    try:
+        width, height = (float(part) for part in (text or "").split(":"))
+        return width / height
+    except ValueError:
+        return 16 / 9
 
 
 def _short_url(url: str) -> str:

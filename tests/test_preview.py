@@ -333,3 +333,97 @@ def test_a_headless_browser_renders_the_sheet_with_its_images(
     assert colours is not None and len(colours) > 500  # thumbnails and text, not a blank page
     background = max(colours)[1]
     assert sum(background) < 3 * 60, background  # the dark theme
+
+
+# -- at any aspect ------------------------------------------------------------------------
+
+ASPECT_BOARD = """\
+storyboard: 1
+title: Aspect {aspect}
+mode: std
+aspect_ratio: "{aspect}"
+refs:
+  images:
+    still: still.png
+scenes:
+  - id: opening
+    first_frame: still
+    prompt: "Dolly in over {{{{ image.still }}}} at dusk."
+    duration: 3
+  - id: coda
+    prompt: "The beam sweeps the sea."
+    duration: 3
+  - id: later
+    enabled: false
+    prompt: "Fade to black."
+    duration: 3
+"""
+# The size of every frame and of the player, as the browser laid them out.
+MEASURE = """<script>
+window.addEventListener("load", function () {
+  var boxes = [];
+  document.querySelectorAll(".frame img, .player video").forEach(function (el) {
+    var box = el.getBoundingClientRect();
+    boxes.push([el.tagName, el.naturalWidth || 0, el.naturalHeight || 0, box.width, box.height]
+               .join(","));
+  });
+  document.body.dataset.boxes = boxes.join(";");
+});
+</script>
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="needs Debian's chromium on PATH for a headless browser (apt-get install chromium)",
+)
+@pytest.mark.parametrize(
+    ("aspect", "still", "thumb"),
+    [
+        ("16:9", (640, 360), (480, 270)),
+        ("9:16", (360, 640), (360, 640)),
+        ("1:1", (480, 480), (480, 480)),
+    ],
+)
+def test_frames_and_the_player_keep_the_films_aspect_in_a_browser(
+    project: Path,
+    tmp_path: Path,
+    aspect: str,
+    still: tuple[int, int],
+    thumb: tuple[int, int],
+) -> None:
+    from tests.rendering import write_image
+
+    write_image(project / "still.png", still)
+    (project / "film.yaml").write_text(ASPECT_BOARD.format(aspect=aspect), encoding="utf-8")
+    render(project, make_emulator(FakeTime(), clip_max_side=640))
+    index = write_preview(_compile(project), project / "renders")
+    width, height = (int(n) for n in aspect.split(":"))
+    ratio = width / height
+
+    # Thumbnails keep the clip's shape, sharp at twice the size they are shown.
+    for name in (index.parent / "thumbs").glob("*-first.jpg"):
+        with Image.open(name) as image:
+            assert image.size == thumb
+    probe = index.with_name("measure.html")
+    probe.write_text(
+        index.read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>"), "utf-8"
+    )
+    dom = _chromium(tmp_path, "--window-size=1280,1600", "--dump-dom", probe.as_uri())
+    boxes = [row.split(",") for row in _Elements(dom).by_tag("body")[0]["data-boxes"].split(";")]
+    frames = [(int(w), int(h), float(bw), float(bh)) for tag, w, h, bw, bh in boxes if tag == "IMG"]
+    assert len(frames) == 4  # first and last frames of the two rendered scenes
+    for natural_w, natural_h, shown_w, shown_h in frames:
+        assert natural_w / natural_h == pytest.approx(ratio, rel=0.02)
+        assert shown_w / shown_h == pytest.approx(ratio, rel=0.02), "cropped or stretched"
+        assert shown_h >= 130 and shown_w >= 130  # not thumbnails the size of a stamp
+        assert (natural_w, natural_h) >= (shown_w, shown_h)
+    (player,) = [(float(bw), float(bh)) for tag, _, _, bw, bh in boxes if tag == "VIDEO"]
+    assert player[0] / player[1] == pytest.approx(ratio, rel=0.02)
+    assert max(player) >= 400
+
+    screenshot = tmp_path / f"sheet-{width}x{height}.png"
+    _chromium(tmp_path, f"--screenshot={screenshot}", "--window-size=1280,1600", index.as_uri())
+    with Image.open(screenshot) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 500
