@@ -268,9 +268,38 @@ class _Builder:
                 self.build(child, (*path, i), active, aliased) for i, child in enumerate(node.value)
             ]
         assert isinstance(node, MappingNode)
+        template = self.unquoted_template(node)
+        if template is not None:
+            self.doc.spans[path] = (
+                node.start_mark.line,
+                node.start_mark.column,
+                node.end_mark.line,
+                node.end_mark.column,
+                "",
+            )
+            return template
         if node.tag != _MAP:
             self.bad_tag(node)
         return self.mapping(node, path, active, aliased)
+
+    def unquoted_template(self, node: MappingNode) -> str | None:
+        """`prompt: {{ keeper }}` is a YAML mapping (of a mapping): say so, and carry on
+        with the text as written, so the rest of the file is still checked."""
+        if not node.flow_style:
+            return None
+        starts = self.doc.line_starts()
+        start = starts[node.start_mark.line] + node.start_mark.column
+        end = starts[node.end_mark.line] + node.end_mark.column
+        text = self.doc.text[start:end]
+        if not text.startswith("{{"):
+            return None
+        self.problem(
+            node,
+            "yaml-unquoted-template",
+            "a value that starts with '{{' is read by YAML as a mapping, not as text",
+            f"quote it: {_quoted_example(text)}",
+        )
+        return text
 
     def mapping(
         self, node: MappingNode, path: JsonPath, active: tuple[int, ...], aliased: bool
@@ -384,6 +413,26 @@ def _to_float(text: str) -> float:
     return float(text)
 
 
+def _quoted_example(text: str) -> str:
+    line = text.splitlines()[0] if text else text
+    shown = line if len(line) <= 40 else line[:37] + "..."
+    return '"' + shown.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_UNQUOTED_TEMPLATE = re.compile(r"^(\s*(?:-\s+)?(?:[^\s:#][^:#]*:\s+|-\s+))(\{[{%])")
+
+
+def _unquoted_template_at(text: str, line: int) -> tuple[int, str] | None:
+    """A line whose value starts with `{{` or `{%`: the 0-based column of the brace."""
+    lines = text.splitlines()
+    if not 0 <= line < len(lines):
+        return None
+    match = _UNQUOTED_TEMPLATE.match(lines[line])
+    if match is None:
+        return None
+    return match.start(2), lines[line][match.start(2) :]
+
+
 def _syntax_hint(problem: str) -> str:
     if "\\t" in problem or "tab" in problem:
         return "YAML indents with spaces only; replace the tab with spaces"
@@ -479,6 +528,17 @@ def load(file: Path, display_path: str | None = None) -> tuple[SourceDoc, list[D
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
         message = problem + (f" ({exc.context})" if exc.context and exc.problem else "")
+        for near in (exc.context_mark, exc.problem_mark):
+            found = _unquoted_template_at(text, near.line) if near else None
+            if near is not None and found is not None:
+                return SourceDoc(path, None), [
+                    Diagnostic(
+                        Location(path, near.line + 1, found[0] + 1),
+                        "yaml-unquoted-template",
+                        "a value that starts with '{{' or '{%' must be quoted in YAML",
+                        f"quote the whole value: {_quoted_example(found[1])}",
+                    )
+                ]
         return SourceDoc(path, None), [
             Diagnostic(Location(path, line, col), "yaml-syntax", message, _syntax_hint(problem))
         ]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .diagnostics import Diagnostic, Severity, sort_diagnostics
 from .load import load
+from .lockfile import external_task_id
 from .lower import lower
 from .model import REF_KINDS, RenderedScene, Storyboard, Task
 from .price import estimate
@@ -124,21 +125,41 @@ def _unused_refs(
 
 
 def _duplicate_payloads(board: Storyboard, tasks: list[Task]) -> list[Diagnostic]:
-    """R16: identical payloads would share one external_task_id, so one would be lost."""
+    """Two scenes that compile to the same task: a warning, since rendering both is what
+    a user who copied a scene means, but each is a separate paid generation.
+
+    Kling keeps `external_task_id` unique per account (R16); it includes the scene id,
+    so the two stay apart, unless the ids agree as far as the external id keeps them.
+    """
     seen: dict[str, str] = {}
     problems = []
     scenes = {scene.id: scene for scene in board.scenes}
     for task in tasks:
         key = json.dumps(task.payload, sort_keys=True, separators=(",", ":"))
-        if key in seen:
+        first = seen.setdefault(key, task.scene)
+        if first == task.scene:
+            continue
+        loc = board.loc((*scenes[task.scene].path, "id"))
+        if external_task_id(first, "") == external_task_id(task.scene, ""):
             problems.append(
                 Diagnostic(
-                    board.loc((*scenes[task.scene].path, "id")),
+                    loc,
                     "duplicate-payload",
-                    f"scene '{task.scene}' compiles to the same task as scene '{seen[key]}' (R16)",
-                    "change its prompt or settings; to reuse a clip, cut it in your editor",
+                    f"scene '{task.scene}' compiles to the same task as scene '{first}', and "
+                    "their ids begin alike, so Kling would take them for one task (R16)",
+                    "change its prompt or settings, or give one of them a shorter id",
                 )
             )
-        else:
-            seen[key] = task.scene
+            continue
+        problems.append(
+            Diagnostic(
+                loc,
+                "duplicate-payload",
+                f"scene '{task.scene}' compiles to the same task as scene '{first}': each is "
+                "a separate paid generation",
+                "for variants of one scene, use `takes: N` on it instead; to reuse a clip, "
+                "cut it in your editor",
+                Severity.WARNING,
+            )
+        )
     return problems

@@ -347,7 +347,7 @@ class _Resolver:
                 self.problem(
                     at,
                     "continuity-order",
-                    f"scene '{scene.id}' starts from scene '{scene.after}', which does not "
+                    f"{scene.label} starts from scene '{scene.after}', which does not "
                     "come before it",
                     "a scene can only continue a scene above it; move one of them",
                 )
@@ -363,7 +363,7 @@ class _Resolver:
             self.problem(
                 at,
                 "continuity-disabled",
-                f"scene '{scene.id}' starts from scene '{scene.after}', which is disabled",
+                f"{scene.label} starts from scene '{scene.after}', which is disabled",
                 f"enable '{scene.after}', or give this scene an image as its first frame",
             )
             return False

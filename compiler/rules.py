@@ -260,12 +260,14 @@ def _shot_duration_sum(c: Check) -> Iterator[Diagnostic]:
     )
 
 
-@rule("duration-range", "duration video structure")
+@rule("duration-range", "duration shots video structure")
 def _duration_range(c: Check) -> Iterator[Diagnostic]:
     case = duration_case(c.rs)
     if case in ("base_edit", "multi_shot"):
         return
     duration = c.scene.duration
+    if duration is None:
+        return  # missing or broken, and reported as such
     allowed, text = allowed_durations(c.caps, case)
     if duration in allowed:
         return

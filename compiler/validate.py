@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError
 
 from .diagnostics import Diagnostic, did_you_mean
 from .load import JsonPath, SourceDoc
@@ -101,16 +101,7 @@ def check_schema(doc: SourceDoc) -> tuple[list[Diagnostic], set[JsonPath]]:
     problems: list[Diagnostic] = []
     broken: set[JsonPath] = set()
     errors = list(_validator().iter_errors(doc.data))
-    meant: set[JsonPath] = set()  # keys an unknown key was probably meant to be
-    for error in errors:
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            known = (
-                list(error.schema.get("properties", {})) if isinstance(error.schema, dict) else []
-            )
-            for key in error.instance:
-                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-                if close and close[0] not in error.instance:
-                    meant.add((*error.absolute_path, close[0]))
+    meant = _meant_keys(errors)
     for error in errors:
         path: JsonPath = tuple(error.absolute_path)
         if error.validator == "required":
@@ -138,6 +129,30 @@ def check_schema(doc: SourceDoc) -> tuple[list[Diagnostic], set[JsonPath]]:
     return problems, broken
 
 
+def _meant_keys(errors: list[ValidationError]) -> set[JsonPath]:
+    """The keys that unknown keys were probably meant to be (`promt` → `prompt`)."""
+    meant: set[JsonPath] = set()
+    for error in errors:
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            schema = error.schema if isinstance(error.schema, dict) else {}
+            known = list(schema.get("properties", {}))
+            for key in error.instance:
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                if close and close[0] not in error.instance:
+                    meant.add((*error.absolute_path, close[0]))
+    return meant
+
+
+def _not_meant(errors: list[ValidationError]) -> list[ValidationError]:
+    """The errors without "needs 'prompt'" where `promt:` is reported already."""
+    meant = _meant_keys(errors)
+    return [
+        e
+        for e in errors
+        if e.validator != "required" or (*e.absolute_path, _missing_key(e)) not in meant
+    ]
+
+
 def _non_finite(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
     """Every NaN or infinite number in the document: JSON Schema lets them through."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -150,7 +165,9 @@ def _non_finite(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
             yield from _non_finite(item, (*path, index))
 
 
-def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
+def _diagnose(
+    doc: SourceDoc, error: ValidationError, *, branch: bool = False
+) -> Iterator[Diagnostic]:
     path: JsonPath = tuple(error.absolute_path)
     keyword = error.validator
     subschema = error.schema if isinstance(error.schema, dict) else {}
@@ -158,23 +175,36 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
     value: Any = error.instance
     name = _field(path)
 
-    if keyword in ("oneOf", "anyOf") and error.context:
-        # Explain the alternative of the right type: a mapping is judged as a mapping.
-        same_type = [e for e in error.context if e.validator != "type" or e.relative_path]
-        if same_type:
-            yield from _diagnose(doc, best_match(same_type))
+    shape = _near_miss(path, value) if keyword in ("type", "oneOf", "anyOf") else None
+    if shape is not None:
+        yield Diagnostic(doc.loc(path), "type", shape[0], shape[1])
+    elif keyword in ("oneOf", "anyOf") and error.context:
+        switch = _switch(error, name)
+        if switch is not None:
+            yield Diagnostic(doc.loc(path), switch[0], switch[1], hint)
             return
-        yield Diagnostic(doc.loc(path), "type", f"'{name}' cannot be {_describe(value)}", hint)
+        chosen = _branch(error)
+        if chosen is None:
+            yield Diagnostic(doc.loc(path), "type", f"'{name}' cannot be {_describe(value)}", hint)
+        elif isinstance(chosen, str):
+            yield Diagnostic(
+                doc.loc(path), "missing-key", f"{_where(doc, path)} needs {chosen}", hint
+            )
+        else:
+            for inner in _not_meant(chosen):
+                yield from _diagnose(doc, inner, branch=True)
     elif keyword == "additionalProperties":
         known = list(subschema.get("properties", {}))
         for key in value:
             if key in known:
                 continue
             suggestion = did_you_mean(key, known)
+            if branch and not (suggestion or "").startswith("did"):
+                suggestion = hint  # one form of several: say what the form is
             yield Diagnostic(
                 doc.loc((*path, key), key=True),
                 "unknown-key",
-                f"unknown key '{key}' in {_where(path)}",
+                f"unknown key '{key}' in {_where(doc, path)}",
                 suggestion or hint,
             )
     elif keyword == "required":
@@ -182,7 +212,7 @@ def _diagnose(doc: SourceDoc, error: ValidationError) -> Iterator[Diagnostic]:
         properties: dict[str, Any] = subschema.get("properties", {})
         sub_hint = properties.get(missing, {}).get("description")
         yield Diagnostic(
-            doc.loc(path), "missing-key", f"{_where(path)} needs '{missing}'", sub_hint
+            doc.loc(path), "missing-key", f"{_where(doc, path)} needs '{missing}'", sub_hint
         )
     elif keyword == "type":
         wanted: Any = error.validator_value
@@ -286,14 +316,113 @@ _SIZE_MESSAGES = {
 }
 
 
-def _where(path: JsonPath) -> str:
+def _where(doc: SourceDoc, path: JsonPath) -> str:
     if not path:
         return "the storyboard"
-    if path[0] == "scenes" and len(path) >= 2:
-        where = f"scene {int(path[1]) + 1}"
-        if len(path) >= 4 and path[2] == "shots":
-            where += f", shot {int(path[3]) + 1}"
-        elif len(path) >= 3:
-            where += f" '{path[2]}'"
+    if path[0] == "scenes" and len(path) >= 2 and isinstance(path[1], int):
+        where = scene_label(doc, path[1])
+        if len(path) >= 4 and path[2] == "shots" and isinstance(path[3], int):
+            return f"shot {path[3] + 1} of {where}"
+        if len(path) >= 3:
+            return f"'{path[2]}' of {where}"
         return where
     return "'" + ".".join(str(p) for p in path) + "'"
+
+
+def scene_label(doc: SourceDoc, index: int) -> str:
+    """A scene as messages name it: by its id when it has one, else by its place."""
+    scenes = doc.data.get("scenes") if isinstance(doc.data, dict) else None
+    raw = scenes[index] if isinstance(scenes, list) and index < len(scenes) else None
+    scene_id = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(scene_id, str) and scene_id and len(scene_id) <= 64:
+        return f"scene '{scene_id}'"
+    return f"scene {index + 1}"
+
+
+# -- near misses: say what the author most likely meant -------------------------------
+
+_CASINGS = "in lower case, Capitalised or UPPER CASE"
+
+
+def _switch(error: ValidationError, name: str) -> tuple[str, str] | None:
+    """A switch (`sound`, `enabled`, ...) given a word it does not know."""
+    alternatives = error.schema.get(error.validator, []) if isinstance(error.schema, dict) else []
+    if not any(alt.get("title") == "Switch word" for alt in alternatives):
+        return None
+    got = _describe(error.instance)
+    enum = next((alt["enum"] for alt in alternatives if "enum" in alt), None)
+    if enum is not None:
+        choices = " or ".join(c for c in enum if isinstance(c, str))
+        return (
+            "enum",
+            f"'{name}' must be {choices} (also yes/no, true/false, {_CASINGS}); got {got}",
+        )
+    return "type", f"'{name}' must be true or false (also yes/no, on/off, {_CASINGS}); got {got}"
+
+
+def _branch(error: ValidationError) -> list[ValidationError] | str | None:
+    """The errors of the alternative the author most likely meant: one of the value's
+    type, and for a mapping the one that knows most of its keys. When alternatives tie
+    and each only misses keys, the keys that would complete any of them (a str)."""
+    groups: dict[int, list[ValidationError]] = {}
+    for inner in error.context or ():
+        groups.setdefault(int(inner.relative_schema_path[0]), []).append(inner)
+    alternatives = error.schema.get(error.validator, []) if isinstance(error.schema, dict) else []
+    fitting = {
+        i: errors
+        for i, errors in sorted(groups.items())
+        if not any(e.validator == "type" and not e.relative_path for e in errors)
+    }
+    if not fitting:
+        return None
+    instance = error.instance
+    if isinstance(instance, dict):
+
+        def known(i: int) -> int:
+            properties = alternatives[i].get("properties", {}) if i < len(alternatives) else {}
+            return sum(key in properties for key in instance)
+
+        best = max(known(i) for i in fitting)
+        top = [i for i in fitting if known(i) == best]
+        if len(top) > 1 and all(e.validator == "required" for i in top for e in fitting[i]):
+            options = [" and ".join(f"'{_missing_key(e)}'" for e in fitting[i]) for i in top]
+            return ", or ".join(options)
+        return fitting[min(top, key=lambda i: len(fitting[i]))]
+    return fitting[min(fitting, key=lambda i: len(fitting[i]))]
+
+
+def _near_miss(path: JsonPath, value: Any) -> tuple[str, str] | None:
+    """Shapes that are almost right: what is wrong, and what to write instead."""
+    if len(path) == 2 and path[0] == "scenes" and not isinstance(value, dict):
+        return (
+            f"a scene is a mapping of keys (id:, prompt:, duration:), not {_describe(value)}",
+            "start each scene with `- id: NAME` and indent its other keys under it",
+        )
+    if len(path) == 3 and path[0] == "scenes" and path[2] == "video" and isinstance(value, str):
+        return (
+            f"'video' takes a mapping, not the name '{value}'",
+            f"write `video: {{ref: {value}, refer_type: base}}` to edit the video, or "
+            "`refer_type: feature` to use it as a reference",
+        )
+    if len(path) == 3 and path[:2] == ("refs", "videos") and isinstance(value, str):
+        return (
+            f"a video ref is a mapping, not {_describe(value)}",
+            f'write `{path[2]}: {{url: "{value}"}}` (add `duration: SECONDS` for the cost '
+            "estimate)",
+        )
+    if len(path) == 3 and path[0] == "scenes" and path[2] in ("first_frame", "end_frame"):
+        frame = str(path[2])
+        meant_after = isinstance(value, dict) and any(
+            (did_you_mean(str(key), ["after"]) or "").startswith("did") for key in value
+        )
+        if isinstance(value, dict | list) and not meant_after:
+            also = (
+                " or `{after: SCENE}` to continue an earlier scene"
+                if frame == "first_frame"
+                else ""
+            )
+            return (
+                f"'{frame}' takes the name of an image, not {_describe(value)}",
+                f"write `{frame}: NAME` with an image from refs.images{also}",
+            )
+    return None

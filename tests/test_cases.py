@@ -55,3 +55,18 @@ def test_invalid_case(
 def test_cases_root_is_a_project() -> None:
     # Paths in cases are checked against the project root: the repository itself.
     assert (ROOT / ".git").exists() or (ROOT / "pyproject.toml").exists()
+
+
+def test_a_copied_scene_is_a_warning_and_both_are_rendered(
+    chdir_root: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    case = CASES / "valid" / "duplicate-payload-aliases.yaml"
+    code = main(["compile", "--json", display(case)])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert [task["scene"] for task in json.loads(out)["tasks"]] == ["beam", "beam-again"]
+    assert (
+        f"{display(case)}:15:9: warning[duplicate-payload]: scene 'beam-again' compiles to the "
+        "same task as scene 'beam': each is a separate paid generation"
+    ) in err.splitlines()
+    assert "hint: for variants of one scene, use `takes: N` on it instead" in err
