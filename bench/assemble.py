@@ -122,19 +122,20 @@ def copy_loop(clips: list[Path], dest: Path) -> None:
         offset = Fraction(0)
         for clip in clips:
             with av.open(str(clip)) as container:
-                length = Fraction(0)
+                shifts = [round(offset / stream.time_base) for stream in container.streams]
+                video = container.streams.video[0]
+                end = 0  # ticks of the video stream
                 for packet in container.demux():
                     if packet.dts is None:
                         continue
-                    tb = packet.time_base
-                    shift = round(offset / tb)
-                    packet.pts = (packet.pts if packet.pts is not None else packet.dts) + shift
-                    packet.dts += shift
-                    if packet.stream.type == "video":
-                        length = max(length, (packet.pts + packet.duration) * tb - offset)
-                    packet.stream = streams[packet.stream.index]
+                    index = packet.stream_index
+                    packet.pts += shifts[index]
+                    packet.dts += shifts[index]
+                    if index == video.index:
+                        end = max(end, packet.pts + packet.duration)
+                    packet.stream = streams[index]
                     out.mux(packet)
-                offset += length
+                offset = end * video.time_base
 
 
 # ── (c) PSNR ──────────────────────────────────────────────────────────────────────────
@@ -190,6 +191,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of (a) and (b)")
     parser.add_argument("--presets", default="", help="also re-encode with these x264 presets")
+    parser.add_argument("--no-reencode", action="store_true", help="skip (c)")
     parser.add_argument("--keep", type=Path, help="make the clips here once and keep them")
     args = parser.parse_args()
 
@@ -222,7 +224,7 @@ def main() -> int:
         presets = [media.FILM_PRESET] + [
             p for p in args.presets.split(",") if p and p != media.FILM_PRESET
         ]
-        for preset in presets:
+        for preset in [] if args.no_reencode else presets:
             media.FILM_PRESET = preset
             film = folder / f"reencoded-{preset}.mp4"
             seconds = timed(lambda: media.assemble(clips, film, reencode=True))  # noqa: B023

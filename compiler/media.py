@@ -331,8 +331,10 @@ def _sound_differences(sources: Sequence[_Source]) -> str:
         return layouts
     sound = with_sound[0].sound
     assert sound is not None
+    if not sound.frame:
+        return f"{_names(with_sound)}: {sound} sound in packets of unknown length"
     silent = [s for s in sources if s.sound is None]
-    if not sound.frame or (silent and not _silence_fits(sound)):
+    if silent and not _silence_fits(sound):
         return f"{_names(silent)} {_verb(silent, 'has', 'have')} no sound to match {sound}"
     return ""
 

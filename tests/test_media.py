@@ -387,6 +387,25 @@ def test_clips_of_one_format_are_joined_by_copying_their_packets(
     assert parts_left(film.parent) == [] and parts_left(tmp_path) == []
 
 
+def test_clips_with_b_frames_are_copied_with_rising_timestamps(tmp_path: Path) -> None:
+    # x264 "veryfast" reorders frames (B-frames): decoding runs ahead of display.
+    clips = [tmp_path / f"{n}.mp4" for n in range(3)]
+    for clip, frames in zip(clips, (24, 13, 30), strict=True):
+        make_clip(clip, frames=frames, flash=frames // 2, preset="veryfast")
+    film = tmp_path / "film.mp4"
+
+    made = assemble(clips, film)
+
+    assert (made.video, made.audio) == ("copied", "copied")
+    assert "bframes=3" in x264_settings(clips[0])
+    assert video_packets(film) == [p for clip in clips for p in video_packets(clip)]
+    with av.open(str(film)) as container:
+        dts = [p.dts for p in container.demux(video=0) if p.size]
+    assert dts == sorted(set(dts))
+    assert count_frames(film) == 67 and made.info.duration == pytest.approx(67 / 24)
+    assert_in_sync(film, [0.5, 1 + 6 / 24, (24 + 13 + 15) / 24])
+
+
 def test_silent_clips_of_one_format_give_a_film_without_sound(tmp_path: Path) -> None:
     clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
     for clip in clips:
