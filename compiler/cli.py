@@ -313,25 +313,20 @@ def _display(rows: list[tuple[str, str]]) -> Display:
 
 
 def cmd_export(args: argparse.Namespace) -> ExitCode:
-    from .film import film_clips
-    from .lockfile import Lockfile
-    from .timeline import FORMATS, export, timeline_path
+    from .film import export_timeline
+    from .timeline import FORMATS
 
-    renders = Path(args.renders)
     nothing = False
     for result in _compiled(args):
-        film = [(task.scene, task.selected) for task in result.tasks if task.enabled]
-        lock = Lockfile.for_storyboard(result.file)
-        clips, why = film_clips(lock, film, result.tasks, renders)
-        if not clips:
+        title = (result.board.title if result.board else None) or result.file.stem
+        dest, why = export_timeline(
+            result.file, result.tasks, Path(args.renders), args.to, title=title, shown=result.path
+        )
+        if dest is None:
             print(f"{result.path}: {why}: run storyboard render first", file=sys.stderr)
             nothing = True
-            continue
-        name = result.file.stem
-        title = (result.board.title if result.board else None) or name
-        dest = timeline_path(renders, name, args.to)
-        export(clips, dest, args.to, title=title, storyboard=result.path)
-        print(f"{result.path}: timeline {dest.as_posix()} ({FORMATS[args.to].editors})")
+        else:
+            print(f"{result.path}: timeline {dest.as_posix()} ({FORMATS[args.to].editors})")
     return ExitCode.STORYBOARD_ERRORS if nothing else ExitCode.OK  # 1: nothing to export
 
 

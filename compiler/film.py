@@ -17,7 +17,7 @@ from .lockfile import Film, Lockfile
 from .model import Task
 from .timeline import FilmClip, OtherTake
 
-__all__ = ["FilmResult", "assemble_film", "film_clips", "remove_stale_parts"]
+__all__ = ["FilmResult", "assemble_film", "export_timeline", "film_clips", "remove_stale_parts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,3 +150,24 @@ def assemble_film(
     )
     captions = write_captions(clips, renders / f"{name}.srt")
     return FilmResult(film_path, note, detail, timeline, captions)
+
+
+def export_timeline(
+    storyboard: Path,
+    tasks: Sequence[Task],
+    renders: Path,
+    fmt: str,
+    *,
+    title: str,
+    shown: str = "",
+) -> tuple[Path | None, str]:
+    """Write the film's timeline in `fmt` (compiler.timeline.FORMATS) from the storyboard's
+    lockfile and clips: (the file written, "") or (None, why there is no film yet)."""
+    from .timeline import export, timeline_path
+
+    film = [(task.scene, task.selected) for task in tasks if task.enabled]
+    clips, why = film_clips(Lockfile.for_storyboard(storyboard), film, tasks, renders)
+    if not clips:
+        return None, why
+    dest = timeline_path(renders, storyboard.stem, fmt)
+    return export(clips, dest, fmt, title=title, storyboard=shown), ""
