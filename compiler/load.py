@@ -21,7 +21,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .diagnostics import Diagnostic, Location
 
-MAX_FILE_BYTES = 16 * 1024 * 1024
+# A film of 1,000 scenes with long prompts is well under 1 MB; the bound keeps the worst
+# file (every prompt a distinct template to compile) to seconds, not minutes.
+MAX_FILE_BYTES = 2 * 1024 * 1024
 # Nodes built by following aliases; a normal board reuses a few shot lists, a "billion
 # laughs" document asks for billions.
 MAX_ALIAS_EXPANSION = 100_000

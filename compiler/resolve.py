@@ -35,6 +35,10 @@ from .model import (
     model_data,
 )
 
+# Resource bounds (README "Limits"): what one file may hold before the rest is not read.
+MAX_SCENES = 1000
+MAX_SHOTS = 24  # Kling takes 6; more are checked, up to this many, to report them all
+
 DEFAULTS = {"model": "kling-v3-omni", "mode": "pro", "aspect_ratio": "16:9", "sound": "off"}
 _REF_KIND: dict[str, RefKind] = {"images": "image", "elements": "element", "videos": "video"}
 
@@ -313,6 +317,15 @@ class _Resolver:
         raw_scenes = self.value(("scenes",))
         if not isinstance(raw_scenes, list):
             return ()
+        if len(raw_scenes) > MAX_SCENES:
+            self.problem(
+                ("scenes", MAX_SCENES),
+                "too-many-scenes",
+                f"a storyboard holds at most {MAX_SCENES:,} scenes; this one has "
+                f"{len(raw_scenes):,}, and those from here on are not checked",
+                "split the film into several storyboards",
+            )
+            raw_scenes = raw_scenes[:MAX_SCENES]
         top_vars = self.table(("vars",))
         seen: dict[str, JsonPath] = {}
         scenes: list[Scene] = []
@@ -485,6 +498,16 @@ class _Resolver:
             unknown.add("shots")
         if not isinstance(value, list):
             return ()
+        if len(value) > MAX_SHOTS:
+            self.problem(
+                (*path, "shots", MAX_SHOTS),
+                "too-many-shots",
+                f"{len(value)} shots; Kling takes at most 6 in a task, and storyboard checks "
+                f"at most {MAX_SHOTS}",
+                "split the scene into several scenes",
+            )
+            unknown.add("shots")  # the count is reported here, not again by the rules
+            value = value[:MAX_SHOTS]
         shots = []
         for i, raw in enumerate(value):
             at: JsonPath = (*path, "shots", i)

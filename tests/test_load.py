@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,42 @@ def test_any_text_in_any_style_maps_back_to_itself(
             continue  # whitespace and escapes have no single place
         loc = doc.loc_in(path, offset)
         assert lines[loc.line - 1][loc.col - 1] == char, (dumped, offset)
+
+
+def test_a_storyboard_over_the_scene_limit_is_checked_up_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compiler import resolve
+
+    monkeypatch.setattr(resolve, "MAX_SCENES", 3)
+    scenes = "".join(
+        f'  - id: s{i}\n    prompt: "Shot {i}."\n    duration: {5 if i < 3 else 99}\n'
+        for i in range(5)
+    )
+    board = tmp_path / "b.yaml"
+    board.write_text(f"storyboard: 1\nscenes:\n{scenes}", encoding="utf-8")
+    result = compile_file(board, "b.yaml")
+    assert [d.headline() for d in result.diagnostics] == [
+        "b.yaml:12:5: error[too-many-scenes]: a storyboard holds at most 3 scenes; this one "
+        "has 5, and those from here on are not checked"
+    ]
+
+
+def test_the_worst_file_within_the_limits_compiles_in_seconds(tmp_path: Path) -> None:
+    # Every prompt a distinct template that must be compiled: the costliest input per byte.
+    # 300 of the 1,000 scenes allowed; the whole takes about three times as long.
+    text = "storyboard: 1\nvars:\n  keeper: the keeper\nscenes:\n"
+    for i in range(300):
+        text += f"  - id: s{i}\n    shots:\n"
+        for j in range(6):
+            text += (
+                f'      - prompt: "{{{{ keeper }}}} climbs {i}.{j}, {{% if true %}}slowly'
+                '{% endif %} to the lamp room at the top"\n        duration: 2\n'
+            )
+    assert len(text.encode()) < load_module.MAX_FILE_BYTES
+    board = tmp_path / "b.yaml"
+    board.write_text(text, encoding="utf-8")
+    started = time.perf_counter()
+    result = compile_file(board, "b.yaml")
+    assert time.perf_counter() - started < 8
+    assert {d.code for d in result.diagnostics} == {"duration-range"} or result.ok
