@@ -361,6 +361,8 @@ def test_duplicate_external_task_id_is_refused() -> None:
         "element_creates": 3,
         "elements": {"sb-el-keeper-1": 1, "keeper": 2},
         "downloads": 0,
+        "image_creates": 0,
+        "images": {},
     }
 
 
@@ -379,6 +381,8 @@ def test_stats_count_element_creates_apart_from_video_creates() -> None:
             "element_creates": 3,
             "elements": {"e-1": 1, "e-2": 1, "gull": 1},
             "downloads": 0,
+            "image_creates": 0,
+            "images": {},
         }
     )
 

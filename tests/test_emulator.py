@@ -98,13 +98,15 @@ def jwt_token(**claims: Any) -> str:
 
 
 def videos_only(total: int, creates: dict[str, int]) -> dict[str, Any]:
-    """What stats() answers when no element was created."""
+    """What stats() answers when no element or image was created."""
     return {
         "total_creates": total,
         "creates": creates,
         "element_creates": 0,
         "elements": {},
         "downloads": 0,
+        "image_creates": 0,
+        "images": {},
     }
 
 
@@ -303,10 +305,6 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
         {**MULTI, "shot_type": "intelligence"},
         "prompt is required when shot_type is intelligence",
     ),
-    (
-        {**MULTI, "multi_prompt": shots("5"), "image_list": [FRAME, END]},
-        "end_frame is not supported when multi_shot is true",
-    ),
     ({"image_list": [END]}, "end_frame requires a first_frame in image_list"),
     ({"image_list": [FRAME, FRAME]}, "image_list may hold only one first_frame"),
     (
@@ -418,8 +416,8 @@ GOOD_BODIES: list[dict[str, Any]] = [
     {"video_list": [{"video_url": "https://example.com/v.mp4"}], "aspect_ratio": None},
     {**MULTI, "duration": "15", "multi_prompt": shots("5", "5", "5"), "sound": "on"},
     {**MULTI, "shot_type": "intelligence", "prompt": "Three shots of the sea."},
-    {**MULTI, "multi_prompt": shots("2", "3"), "image_list": [FRAME]},  # R2 disputed: lone first
-    {"duration": "15", "video_list": [VIDEO]},  # §3.3: 15 s with a reference is disputed
+    {**MULTI, "multi_prompt": shots("2", "3"), "image_list": [FRAME]},  # §11, 05/07/2026
+    {"duration": "15", "video_list": [VIDEO]},  # §11, 06/17/2026: 3-15 s with a reference
     {"element_list": [{"element_id": "829301938475"}], "prompt": "<<<element_1>>> waves."},
     {"model_name": O1, "duration": "10", "image_list": [FRAME]},
     {"model_name": O1, "duration": "7", "image_list": [FRAME, END]},
@@ -432,6 +430,104 @@ def test_bodies_within_the_rules_pass(changes: dict[str, Any]) -> None:
     emu = make(FakeClock())
     response = post(emu, text_payload(**changes))
     assert response.status_code == 200, response.text
+
+
+# -- §11: the 2026 rules, on both models ------------------------------------------------
+
+V3 = "kling-v3-omni"
+INTELLIGENCE = {"multi_shot": True, "shot_type": "intelligence", "prompt": "Three shots."}
+FRAMES = [FRAME, END]
+
+# (model, changes, the message a refusal starts with, or None when the body passes)
+RULES_2026: list[tuple[str, dict[str, Any], str | None]] = [
+    # 05/07/2026: multi-shot may set a first frame, or first + end frames, on v3-omni.
+    (V3, {**MULTI, "multi_prompt": shots("2", "3"), "image_list": [FRAME]}, None),
+    (V3, {**MULTI, "multi_prompt": shots("2", "3"), "image_list": FRAMES}, None),
+    (V3, {**INTELLIGENCE, "image_list": FRAMES, "aspect_ratio": None}, None),
+    (V3, {**MULTI, "multi_prompt": shots("5"), "image_list": [END]}, "end_frame requires a"),
+    (O1, {**MULTI, "multi_prompt": shots("2", "3"), "image_list": [FRAME]}, "multi_shot is not"),
+    (O1, {**MULTI, "multi_prompt": shots("2", "3"), "image_list": FRAMES}, "multi_shot is not"),
+    # 03/11/2026: shot_type intelligence: the whole description in prompt, no multi_prompt.
+    (V3, {**INTELLIGENCE, "duration": "15", "sound": "on"}, None),
+    (V3, {**INTELLIGENCE, "multi_prompt": []}, None),  # §9.13: empty means absent
+    (V3, {**INTELLIGENCE, "prompt": ""}, "prompt is required when shot_type is intelligence"),
+    (V3, {**INTELLIGENCE, "prompt": "x" * 2501}, "prompt must be at most 2500 characters"),
+    (
+        V3,
+        {**INTELLIGENCE, "multi_prompt": shots("2", "3")},
+        "multi_prompt must be left out when shot_type is intelligence",
+    ),
+    (O1, {**INTELLIGENCE}, "multi_shot is not supported by kling-video-o1"),
+    # 06/17/2026: reference videos of 3-15 s on v3-omni; the output may last 3..15 s too.
+    (V3, {"duration": "15", "video_list": [VIDEO]}, None),
+    (V3, {"duration": "3", "video_list": [VIDEO]}, None),
+    (V3, {"duration": "16", "video_list": [VIDEO]}, "duration must be one of 3..15"),
+    (O1, {"duration": "10", "video_list": [VIDEO]}, None),
+    (O1, {"duration": "15", "video_list": [VIDEO]}, "duration must be one of 3..10"),
+    # 06/17/2026: a feature reference video with multi-shot requires shot_type intelligence.
+    (
+        V3,
+        {**INTELLIGENCE, "prompt": "After <<<video_1>>>: three shots.", "video_list": [VIDEO]},
+        None,
+    ),
+    (
+        V3,
+        {**MULTI, "multi_prompt": shots("2", "3"), "video_list": [VIDEO]},
+        "shot_type must be intelligence when multi_shot is true with a feature reference video",
+    ),
+    (
+        V3,
+        {**MULTI, "video_list": [VIDEO]},  # no multi_prompt either: the shot_type is named first
+        "shot_type must be intelligence when multi_shot is true with a feature reference video",
+    ),
+    (O1, {**INTELLIGENCE, "video_list": [VIDEO]}, "multi_shot is not supported by kling-video-o1"),
+    # 04/23/2026 (06/17/2026 for reference videos): mode 4k on v3-omni, for every function.
+    (V3, {"mode": "4k"}, None),
+    (V3, {"mode": "4k", "image_list": [FRAME], "aspect_ratio": None}, None),
+    (V3, {"mode": "4k", "image_list": FRAMES, "element_list": [{"element_id": 7}]}, None),
+    (V3, {"mode": "4k", **MULTI, "multi_prompt": shots("2", "3"), "sound": "on"}, None),
+    (V3, {"mode": "4k", **INTELLIGENCE, "image_list": [FRAME]}, None),
+    (V3, {"mode": "4k", "video_list": [VIDEO]}, None),
+    (V3, {"mode": "4k", "video_list": [BASE], "aspect_ratio": None}, None),
+    (O1, {"mode": "4k"}, "mode must be one of std, pro for kling-video-o1"),
+    (O1, {"mode": "4k", "image_list": [FRAME]}, "mode must be one of std, pro for kling-video-o1"),
+    (O1, {"mode": "4k", "video_list": [VIDEO]}, "mode must be one of std, pro for kling-video-o1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "changes", "message"),
+    RULES_2026,
+    ids=[f"{model}-{message or 'passes'}-{n}" for n, (model, _, message) in enumerate(RULES_2026)],
+)
+def test_the_2026_rules_on_both_models(
+    model: str, changes: dict[str, Any], message: str | None
+) -> None:
+    emu = make(FakeClock())
+    response = post(emu, text_payload(model_name=model, **changes))
+    if message is None:
+        assert response.status_code == 200, response.text
+        assert emu.stats()["total_creates"] == 1
+    else:
+        status, code, text = error(response)
+        assert (status, code) == (400, 1201)
+        assert text.startswith(message), text
+        assert emu.stats()["total_creates"] == 0
+
+
+def test_a_multi_shot_clip_opens_on_its_first_frame_and_closes_on_its_end_frame() -> None:
+    clock = FakeClock()
+    emu = make(clock, fps=12)
+    first = {"image_url": b64_image((480, 480), "blue"), "type": "first_frame"}
+    end = {"image_url": b64_image((480, 480), "lime"), "type": "end_frame"}
+    changes = {**MULTI, "duration": "4", "multi_prompt": shots("1", "3"), "aspect_ratio": None}
+    task = finished(emu, clock, text_payload(image_list=[first, end], **changes))
+    clip = download(emu, task["task_result"]["videos"][0]["url"]).content
+    with av.open(BytesIO(clip)) as container:
+        frames = [frame.to_image() for frame in container.decode(video=0)]
+    assert len(frames) == 4 * 12 and frames[0].size == (160, 160)
+    assert frames[0].getpixel((80, 80))[2] > 200  # type: ignore[index]
+    assert frames[-1].getpixel((80, 80))[1] > 200  # type: ignore[index]
 
 
 def _golden_payloads() -> list[Any]:
@@ -465,6 +561,10 @@ def test_the_compilers_valid_payloads_pass(payload: dict[str, Any]) -> None:
         ({"video_list": [BASE], "aspect_ratio": None, "duration": None}, "6"),
         ({"model_name": O1, "mode": "std", "video_list": [VIDEO]}, "4.5"),
         ({"model_name": O1, "duration": "10"}, "8"),
+        # §11, 04/23/2026: 4K bills 3 units/s flat, with sound or a reference video too.
+        ({"mode": "4k"}, "15"),
+        ({"mode": "4k", "sound": "on", "duration": "15"}, "45"),
+        ({"mode": "4k", "video_list": [VIDEO], "duration": "10"}, "30"),
     ],
 )
 def test_final_unit_deduction(changes: dict[str, Any], units: str) -> None:

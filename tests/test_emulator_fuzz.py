@@ -1,4 +1,5 @@
-"""The emulator answers any create body with a Kling envelope, never a crash."""
+"""The emulator answers any create body (video or Omni-Image) with a Kling envelope, never a
+crash."""
 
 from __future__ import annotations
 
@@ -34,7 +35,13 @@ _SCALARS = st.one_of(
             "end_frame",
             "https://example.com/a.png",
             "<<<image_1>>>",
+            "<<<element_1>>>",
             "iVBORw0KGgo=",
+            "kling-image-o1",
+            "1k",
+            "series",
+            "auto",
+            "21:9",
         ]
     ),
 )
@@ -62,6 +69,11 @@ _KEYS = st.sampled_from(
         "external_task_id",
         "callback_url",
         "watermark_info",
+        "image",
+        "resolution",
+        "result_type",
+        "n",
+        "series_amount",
     ]
 )
 _VALUES = st.recursive(
@@ -71,24 +83,25 @@ _VALUES = st.recursive(
 )
 
 
-def _create(body: Any) -> httpx.Response:
+def _create(path: str, body: Any) -> httpx.Response:
     emulator = Emulator(api_key="k", clip_max_side=96)
 
     async def send() -> httpx.Response:
         async with httpx.AsyncClient(
             transport=emulator.transport(), base_url="http://emulator"
         ) as client:
-            return await client.post(
-                "/v1/videos/omni-video", json=body, headers={"Authorization": "Bearer k"}
-            )
+            return await client.post(path, json=body, headers={"Authorization": "Bearer k"})
 
     return asyncio.run(send())
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(st.dictionaries(_KEYS, _VALUES, max_size=8), _VALUES))
-def test_every_create_body_gets_an_envelope(body: Any) -> None:
-    response = _create(body)
+@given(
+    st.sampled_from(["/v1/videos/omni-video", "/v1/images/omni-image"]),
+    st.one_of(st.dictionaries(_KEYS, _VALUES, max_size=8), _VALUES),
+)
+def test_every_create_body_gets_an_envelope(path: str, body: Any) -> None:
+    response = _create(path, body)
     doc = response.json()
     assert set(doc) >= {"code", "message", "request_id"}
     if doc["code"] == 0:

@@ -174,9 +174,10 @@ def test_a_blob_at_the_cap_is_served_as_a_stream() -> None:
 
 
 def test_the_body_cap_keeps_every_valid_create() -> None:
-    # R6: at most 7 images, each up to 10 MB, Base64 inside the JSON; prompts are small.
-    largest_create = 7 * 4 * math.ceil(IMAGE_BYTES / 3) + 64 * 1024
-    assert largest_create < BODY_MAX == 128 * 1024 * 1024
+    # Omni-Image (§11.1): at most 10 images, each up to 10 MB, Base64 inside the JSON (a
+    # video create, R6, holds at most 7); prompts are small.
+    largest_create = 10 * 4 * math.ceil(IMAGE_BYTES / 3) + 64 * 1024
+    assert largest_create < BODY_MAX == 144 * 1024 * 1024
 
 
 class Upload:
@@ -204,7 +205,10 @@ def test_a_body_declared_over_the_cap_is_refused_unread() -> None:
     assert emu.stats()["total_creates"] == 0
 
 
-@pytest.mark.parametrize("path", ["/v1/videos/omni-video", "/v1/general/advanced-custom-elements"])
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/videos/omni-video", "/v1/general/advanced-custom-elements", "/v1/images/omni-image"],
+)
 def test_a_streamed_body_is_refused_at_the_cap(path: str) -> None:
     emu = Emulator()
     upload = Upload(200 * 1024 * 1024)  # chunked: no length to refuse it by
@@ -212,7 +216,8 @@ def test_a_streamed_body_is_refused_at_the_cap(path: str) -> None:
     refused = call(emu, "POST", path, content=upload, headers=headers)
     assert error(refused) == (413, 1200, TOO_LARGE)
     assert upload.sent <= BODY_MAX + len(upload.chunk)  # read to the cap, no further
-    assert emu.stats()["total_creates"] == emu.stats()["element_creates"] == 0
+    stats = emu.stats()
+    assert stats["total_creates"] == stats["element_creates"] == stats["image_creates"] == 0
 
 
 def test_a_fault_body_is_capped_far_lower() -> None:
@@ -332,6 +337,24 @@ def test_requests_are_answered_while_blobs_stream(live: Live) -> None:
     assert added.status_code == 200
     stalled.close()
     reading.close()
+
+
+def test_an_image_task_is_made_and_its_still_served_by_the_server(live: Live) -> None:
+    body = {"prompt": "A lighthouse at dusk.", "aspect_ratio": "16:9", "external_task_id": "s-1"}
+    created = httpx.post(live.url + "/v1/images/omni-image", json=body, headers=BEARER, timeout=10)
+    assert created.json()["data"]["task_status"] == "submitted"
+
+    def task() -> Any:
+        query = live.url + "/v1/images/omni-image/s-1"
+        return httpx.get(query, headers=BEARER, timeout=10).json()["data"]
+
+    _wait_for(lambda: task()["task_status"] == "succeed", "the image task")  # 0.5 s latency
+    [image] = task()["task_result"]["images"]
+    still = httpx.get(image["url"], timeout=10)
+    assert still.headers["content-type"] == "image/png"
+    assert int(still.headers["content-length"]) == len(still.content)
+    stats = live.stats().json()
+    assert (stats["image_creates"], stats["images"], stats["downloads"]) == (1, {"s-1": 1}, 1)
 
 
 def test_a_body_declared_over_the_cap_is_refused_by_the_server(live: Live) -> None:

@@ -1,15 +1,22 @@
-"""Emulate the Kling Omni-Video API offline. HTTP requests → Kling-shaped JSON and MP4 clips.
+"""Emulate the Kling Omni-Video API offline. HTTP requests → Kling-shaped JSON, MP4 clips, PNGs.
 
 The emulator is a Starlette app that keeps the contract of kling-api.md: auth (§1.2, §1.3),
-its own reading of the body rules R1-R16 (§3: a bad body is HTTP 400, code 1201 with a
-message naming the field), unique `external_task_id`, the account's concurrency cap (1303),
-the task timeline submitted → processing → succeed | failed on an injected clock, and real
-MP4 placeholder clips of the paid length and aspect, encoded lazily on first download.
+its own reading of the body rules R1-R16 as Kling's 2026 change log amends them (§3, §11:
+a bad body is HTTP 400, code 1201 with a message naming the field), unique
+`external_task_id`, the account's concurrency cap (1303), the task timeline submitted →
+processing → succeed | failed on an injected clock, and real MP4 placeholder clips of the
+paid length and aspect, encoded lazily on first download.
 
 It also keeps an element registry (§7.1, `/v1/general/advanced-custom-elements`): element
 creates are checked (1201), take `element_latency` seconds on the same clock, hold no
 video concurrency slot, and end with an integer `element_id` that video creates accept in
 `element_list` (as they accept any positive id from the user's own library).
+
+And Omni-Image (§11.1, `/v1/images/omni-image`): image creates are checked (1201), take
+`image_latency` seconds, hold one slot per image of `image_concurrency` (1303 above it,
+apart from the video slots), bill 8 image units an image (16 at 4K), and end with
+placeholder PNGs of the asked resolution and aspect that show the prompt and the
+references sent as Base64. `stats()` counts them as `image_creates` and `images`.
 
 It reads the rules independently of `compiler.rules` on purpose: it exists to catch the
 compiler's bugs. For the same reason the package imports nothing from the rest of the
@@ -26,8 +33,10 @@ or as a server with `serve(host, port, emulator)`. Faults are injected through
 `emulator.faults` (or `POST /_emulator/faults`) for the client's and executor's tests.
 
 The modules, one concern each: `app` (the Emulator: routes, auth, admission, timeline,
-stats), `rules` (create and element bodies), `faults`, `elements` (the registry's state
-and views), `clips` (placeholder MP4s) and `transport` (in-process and uvicorn).
+stats), `rules` (video, element and image create bodies), `faults`, `elements` (the
+registry's state and views), `images` (Omni-Image tasks' state and views), `timeline`
+(element and image task statuses), `clips` (placeholder MP4s and PNG stills) and
+`transport` (in-process and uvicorn).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The emulator's HTTP app: routes, auth, admission, the task timeline and its stats.
 
-`Emulator` holds the account's state (video tasks, the element registry, the fault plan)
-and answers Kling's endpoints with Kling's envelopes. What a body may hold is `rules`'
-business, what a clip shows `clips`', how requests reach the app `transport`'s; this
-module decides what happens to a request, and when.
+`Emulator` holds the account's state (video tasks, the element registry, Omni-Image
+tasks, the fault plan) and answers Kling's endpoints with Kling's envelopes. What a body
+may hold is `rules`' business, what a clip or a still shows `clips`', how requests reach
+the app `transport`'s; this module decides what happens to a request, and when.
 """
 
 from __future__ import annotations
@@ -31,20 +31,31 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .clips import placeholder_clip
+from .clips import placeholder_clip, placeholder_still
 from .elements import ELEMENTS_PATH, ElementRegistry, ElementTask, element_json, element_subjects
 from .faults import REQUEST_FAULTS, Fault, FaultPlan, Op
-from .rules import Body, Invalid, check_body, check_element_body, units_charged
+from .images import IMAGES_PATH, ImageTask, image_json, image_subjects
+from .rules import (
+    Body,
+    Invalid,
+    check_body,
+    check_element_body,
+    check_image_body,
+    image_units,
+    units_charged,
+)
+from .timeline import status_at
 from .transport import SERVER, DropGuard, InProcessTransport, drop
 
 CHUNK = 64 * 1024
 BLOB_CHUNK = 1024 * 1024
 # The largest blob `/_emulator/blob` makes: 1 GiB (benchmarks ask for a few hundred MB).
 BLOB_MAX = 1 << 30
-# The largest request body read: 128 MiB. A create may carry 7 images (R6) of up to 10 MB
-# each, sent as Base64 inside the JSON (4/3 of their size): 7 x 13.4 MiB = 93.3 MiB, plus
-# prompts. Larger bodies are refused (413) before more than this is read.
-BODY_MAX = 128 << 20
+# The largest request body read: 144 MiB. An Omni-Image create may carry 10 images (§11.1)
+# of up to 10 MB each, sent as Base64 inside the JSON (4/3 of their size): 10 x 13.4 MiB =
+# 133.3 MiB, plus a prompt (a video create: 7 images, R6, 93.3 MiB). Larger bodies are
+# refused (413) before more than this is read.
+BODY_MAX = 144 << 20
 # A fault is a small JSON object: control bodies are capped far lower.
 CONTROL_BODY_MAX = 64 << 10
 
@@ -98,6 +109,10 @@ class Emulator:
 
     `clock` and `sleep` stay public so a caller can share the emulator's time (a fake one
     in tests). `auth_clock` is the wall clock that JWT `exp`/`nbf` are checked against.
+    `latency` and `concurrency` are the video tasks'; element tasks take `element_latency`
+    and hold no slot; Omni-Image tasks take `image_latency` and hold one slot per image of
+    `image_concurrency`. Placeholder stills are at most `image_max_side` pixels wide or
+    tall (by default `clip_max_side`, which caps the clips).
     """
 
     def __init__(
@@ -114,6 +129,9 @@ class Emulator:
         clip_max_side: int | None = None,
         fps: int = 24,
         auth_clock: Callable[[], float] = time.time,
+        image_latency: float = 0.5,
+        image_concurrency: int = 4,
+        image_max_side: int | None = None,
     ) -> None:
         if (access_key is None) != (secret_key is None):
             raise ValueError("give both access_key and secret_key, or neither")
@@ -121,6 +139,9 @@ class Emulator:
         self.element_latency = element_latency
         self.concurrency = concurrency
         self.clip_max_side = clip_max_side
+        self.image_latency = image_latency
+        self.image_concurrency = image_concurrency
+        self.image_max_side = image_max_side if image_max_side is not None else clip_max_side
         self.fps = fps
         self.faults = FaultPlan()
         self.clock = clock
@@ -138,6 +159,9 @@ class Emulator:
         self._by_external: dict[str, _Task] = {}
         # The element registry (§7.1): its own tasks and external_task_id namespace.
         self._elements = ElementRegistry()
+        # Omni-Image tasks (§11.1): their own namespace, latency and concurrency.
+        self._images: dict[str, ImageTask] = {}
+        self._images_by_external: dict[str, ImageTask] = {}
         self._lock = threading.Lock()
         self.app = Starlette(
             routes=[
@@ -147,6 +171,14 @@ class Emulator:
                 Route(ELEMENTS_PATH, self._element_create, methods=["POST"]),
                 Route(ELEMENTS_PATH, self._element_list, methods=["GET"]),
                 Route(ELEMENTS_PATH + "/{id}", self._element_query, methods=["GET"]),
+                Route(IMAGES_PATH, self._image_create, methods=["POST"]),
+                Route(IMAGES_PATH, self._image_list, methods=["GET"]),
+                Route(IMAGES_PATH + "/{id}", self._image_query, methods=["GET"]),
+                Route(
+                    "/_emulator/images/{task_id}/{index:int}.png",
+                    self._image_download,
+                    methods=["GET"],
+                ),
                 Route(
                     "/_emulator/element-images/{task_id}/{n:int}",
                     self._element_image,
@@ -174,11 +206,13 @@ class Emulator:
         return self._api_key is None and self._secret_key is None
 
     def stats(self) -> dict[str, Any]:
-        """Tasks actually created (a refused create makes none).
+        """Tasks actually created (a refused create makes none), and downloads answered.
 
         `total_creates` and `creates` (per external_task_id) count video tasks only;
         `element_creates` and `elements` count element tasks, the latter per
-        external_task_id, or per element_name for a task sent without one.
+        external_task_id, or per element_name for a task sent without one;
+        `image_creates` and `images` count Omni-Image tasks (not the images they make),
+        the latter per external_task_id. `downloads` counts clip and still downloads.
         """
         with self._lock:
             creates: dict[str, int] = {}
@@ -188,16 +222,22 @@ class Emulator:
             elements: dict[str, int] = {}
             for element in self._elements.tasks.values():
                 elements[element.stats_key] = elements.get(element.stats_key, 0) + 1
+            images: dict[str, int] = {}
+            for image in self._images.values():
+                if image.external_task_id is not None:
+                    images[image.external_task_id] = images.get(image.external_task_id, 0) + 1
             return {
                 "total_creates": len(self._tasks),
                 "creates": creates,
                 "element_creates": len(self._elements.tasks),
                 "elements": elements,
                 "downloads": self._downloads,
+                "image_creates": len(self._images),
+                "images": images,
             }
 
     def expire(self) -> None:
-        """From now on every result URL is gone, as Kling's are after 30 days."""
+        """From now on every result URL (clips and stills) is gone, as Kling's are after 30 days."""
         with self._lock:
             self._expired = True
 
@@ -286,18 +326,21 @@ class Emulator:
     async def _admit(
         self,
         request: Request,
-        op: Op,
+        ops: tuple[Op, ...],
         subjects_of: Callable[[Any], list[str]],
         check: Callable[[Any], B],
     ) -> tuple[B, list[str], Fault | None] | Response:
-        """What every create goes through: auth, JSON, request faults, the body rules."""
+        """What every create goes through: auth, JSON, request faults, the body rules.
+
+        `ops` are the fault ops the request answers to; the first picks the fault kinds.
+        """
         if (denied := self._auth_error(request)) is not None:
             return denied
         raw = await _json_body(request, BODY_MAX)
         if isinstance(raw, Response):
             return raw
         subjects = subjects_of(raw)
-        fault = self.faults.take(op, subjects, REQUEST_FAULTS[op])
+        fault = self.faults.take(ops, subjects, REQUEST_FAULTS[ops[0]])
         if fault is not None and fault.kind == "drop_before":
             raise drop(request)
         if fault is not None and fault.kind in ("http_500", "code_1302", "code_1303"):
@@ -308,7 +351,7 @@ class Emulator:
             return _error(400, 1201, str(exc))
 
     async def _create(self, request: Request) -> Response:
-        admitted = await self._admit(request, "create", _subjects, check_body)
+        admitted = await self._admit(request, ("create",), _subjects, check_body)
         if isinstance(admitted, Response):
             return admitted
         body, subjects, fault = admitted
@@ -355,12 +398,15 @@ class Emulator:
         # Random, like Kling's: a restarted emulator must not answer for old task ids.
         while True:
             task_id = str(secrets.randbelow(9 * 10**17) + 10**17)
-            if task_id not in self._tasks and task_id not in self._elements.tasks:
+            taken = self._tasks, self._elements.tasks, self._images
+            if all(task_id not in tasks for tasks in taken):
                 return task_id
 
-    async def _request_fault(self, request: Request, op: Op, subject: str) -> Fault | None:
+    async def _request_fault(
+        self, request: Request, ops: tuple[Op, ...], subject: str
+    ) -> Fault | None:
         """Apply the faults that come before the answer; return the one still to apply."""
-        fault = self.faults.take(op, [subject], REQUEST_FAULTS[op])
+        fault = self.faults.take(ops, [subject], REQUEST_FAULTS[ops[0]])
         if fault is None:
             return None
         if fault.kind == "drop_before":
@@ -371,24 +417,26 @@ class Emulator:
         return fault
 
     async def _query(self, request: Request) -> Response:
-        return await self._lookup(request, "query", self._tasks, self._by_external, self._task_json)
+        return await self._lookup(
+            request, ("query",), self._tasks, self._by_external, self._task_json
+        )
 
     async def _list(self, request: Request) -> Response:
-        return await self._listing(request, "query", self._tasks, self._task_json)
+        return await self._listing(request, ("query",), self._tasks, self._task_json)
 
     async def _lookup(
         self,
         request: Request,
-        op: Op,
+        ops: tuple[Op, ...],
         by_id: Mapping[str, Any],
         by_external: Mapping[str, Any],
         as_json: Callable[[Any, str], dict[str, Any]],
     ) -> Response:
-        """GET one task (video or element) by its task id or its external_task_id."""
+        """GET one task (video, element or image) by its task id or its external_task_id."""
         if (denied := self._auth_error(request)) is not None:
             return denied
         key = request.path_params["id"]
-        fault = await self._request_fault(request, op, key)
+        fault = await self._request_fault(request, ops, key)
         if fault is not None and fault.kind != "drop_after":
             return _fault_response(fault)
         with self._lock:
@@ -403,14 +451,14 @@ class Emulator:
     async def _listing(
         self,
         request: Request,
-        op: Op,
+        ops: tuple[Op, ...],
         by_id: Mapping[str, Any],
         as_json: Callable[[Any, str], dict[str, Any]],
     ) -> Response:
-        """GET a page of tasks (video or element), newest first."""
+        """GET a page of tasks (video, element or image), newest first."""
         if (denied := self._auth_error(request)) is not None:
             return denied
-        fault = await self._request_fault(request, op, "")
+        fault = await self._request_fault(request, ops, "")
         if fault is not None and fault.kind != "drop_after":
             return _fault_response(fault)
         try:
@@ -429,7 +477,7 @@ class Emulator:
     # -- the element registry (§7.1) ------------------------------------------------
 
     async def _element_create(self, request: Request) -> Response:
-        admitted = await self._admit(request, "element", element_subjects, check_element_body)
+        admitted = await self._admit(request, ("element",), element_subjects, check_element_body)
         if isinstance(admitted, Response):
             return admitted
         body, subjects, fault = admitted
@@ -456,16 +504,20 @@ class Emulator:
 
     async def _element_query(self, request: Request) -> Response:
         return await self._lookup(
-            request, "element", self._elements.tasks, self._elements.by_external, self._element_json
+            request,
+            ("element",),
+            self._elements.tasks,
+            self._elements.by_external,
+            self._element_json,
         )
 
     async def _element_list(self, request: Request) -> Response:
-        return await self._listing(request, "element", self._elements.tasks, self._element_json)
+        return await self._listing(request, ("element",), self._elements.tasks, self._element_json)
 
     async def _element_image(self, request: Request) -> Response:
         """An element's Base64 image as Kling would serve it back: by URL, without auth."""
         task_id, n = request.path_params["task_id"], request.path_params["n"]
-        fault = await self._request_fault(request, "download", task_id)
+        fault = await self._request_fault(request, ("download",), task_id)
         if fault is not None and fault.kind not in ("drop_after", "truncate"):
             return _fault_response(fault)
         with self._lock:
@@ -480,9 +532,79 @@ class Emulator:
     def _element_json(self, task: ElementTask, base_url: str) -> dict[str, Any]:
         return element_json(task, self.clock(), base_url, self._ms)
 
+    # -- Omni-Image (§11.1) ---------------------------------------------------------
+
+    async def _image_create(self, request: Request) -> Response:
+        ops: tuple[Op, ...] = ("create", "image")
+        admitted = await self._admit(request, ops, image_subjects, check_image_body)
+        if isinstance(admitted, Response):
+            return admitted
+        body, subjects, fault = admitted
+        now = self.clock()
+        ext = body.external_task_id
+        with self._lock:
+            if ext is not None and ext in self._images_by_external:
+                return _error(400, 1201, f"external_task_id must be unique: {ext!r} exists")
+            # §11.1: image packs have their own concurrency; a task holds a slot per image.
+            if self._image_slots(now) + body.count > self.image_concurrency:
+                return _error(429, 1303, "parallel task over resource pack limit")
+            failing = self.faults.take(ops, subjects, {"fail_task"})
+            task = ImageTask(
+                task_id=self._new_task_id(),
+                external_task_id=ext,
+                body=body,
+                created=now,
+                finishes=now + self.image_latency,
+                fail_message=(failing.message or "image task failed (emulated)")
+                if failing
+                else None,
+                units=image_units(body),
+            )
+            self._images[task.task_id] = task
+            if ext is not None:
+                self._images_by_external[ext] = task
+        return await self._answer_created(request, fault, task.task_id, ext, task.created)
+
+    def _image_slots(self, now: float) -> int:
+        return sum(task.slots for task in self._images.values() if task.finishes > now)
+
+    async def _image_query(self, request: Request) -> Response:
+        ops: tuple[Op, ...] = ("query", "image")
+        return await self._lookup(
+            request, ops, self._images, self._images_by_external, self._image_json
+        )
+
+    async def _image_list(self, request: Request) -> Response:
+        return await self._listing(request, ("query", "image"), self._images, self._image_json)
+
+    def _image_json(self, task: ImageTask, base_url: str) -> dict[str, Any]:
+        return image_json(task, self.clock(), base_url, self._ms)
+
+    async def _image_download(self, request: Request) -> Response:
+        """A still's PNG, drawn on first download: by URL, without auth, like a clip."""
+        task_id, index = request.path_params["task_id"], request.path_params["index"]
+        fault = await self._request_fault(request, ("download", "image"), task_id)
+        if fault is not None and fault.kind not in ("drop_after", "truncate"):
+            return _fault_response(fault)
+        with self._lock:
+            task = self._images.get(task_id)
+            expired = self._expired
+        if expired:
+            return _error(404, 1203, f"the result of task {task_id} has expired")
+        if task is None or status_at(task, self.clock())[0] != "succeed":
+            return _error(404, 1203, f"no images for task {task_id}")
+        if not 0 <= index < task.body.count:
+            return _error(404, 1203, f"no image {index} for task {task_id}")
+        with self._lock:
+            self._downloads += 1
+        png = task.pngs.get(index)
+        if png is None:
+            png = await anyio.to_thread.run_sync(self._draw, task, index)
+        return _stream(request, png, len(png), fault, "image/png")
+
     async def _download(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
-        fault = await self._request_fault(request, "download", task_id)
+        fault = await self._request_fault(request, ("download",), task_id)
         if fault is not None and fault.kind not in ("drop_after", "truncate"):
             return _fault_response(fault)
         with self._lock:
@@ -505,7 +627,7 @@ class Emulator:
             seed = _int_param(request, "seed", 0, 0, 1 << 63)
         except Invalid as exc:
             return _error(400, 1201, str(exc))
-        fault = await self._request_fault(request, "download", "blob")
+        fault = await self._request_fault(request, ("download",), "blob")
         if fault is not None and fault.kind not in ("drop_after", "truncate"):
             return _fault_response(fault)
         return _stream(request, _random_chunks(size, seed), size, fault)
@@ -579,6 +701,13 @@ class Emulator:
             if task.clip is None:
                 task.clip = placeholder_clip(task.body, max_side=self.clip_max_side, fps=self.fps)
             return task.clip
+
+    def _draw(self, task: ImageTask, index: int) -> bytes:
+        """Draw one of a task's stills once (runs in a worker thread)."""
+        with task.draw_lock:
+            if index not in task.pngs:
+                task.pngs[index] = placeholder_still(task.body, index, max_side=self.image_max_side)
+            return task.pngs[index]
 
 
 # -- reading requests, streaming answers ----------------------------------------------

@@ -1,4 +1,5 @@
-"""The emulator's placeholder clips: a task's body → a real H.264 MP4 of title cards.
+"""The emulator's placeholder media: a video task's body → a real H.264 MP4 of title cards,
+an Omni-Image task's body → PNG stills.
 
 A download must be a real MP4 of the length, size and sound the task paid for, so the
 compiler's probe, frame grabs and film assembly run on it as on Kling's clips. Each card
@@ -10,6 +11,10 @@ few lines both need (an x264 stream, an AAC writer, an atomic temp file).
 PyAV (libav* bundled in its wheel) and Pillow only; no system ffmpeg. Video is H.264
 (x264 preset ultrafast, yuv420p) with time_base 1/fps, so a clip lasts exactly its frame
 count, and the sound a quiet AAC tone at 48 kHz.
+
+A still (`placeholder_still`) is the same card as a PNG of the size the image task asked
+for (its resolution's long side, shaped by its aspect ratio), titled "image i/n", with a
+strip of thumbnails of the reference images sent as Base64 along its bottom.
 """
 
 from __future__ import annotations
@@ -35,9 +40,17 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .rules import ASPECTS, Body, ImageItem
+from .rules import ASPECTS, IMAGE_ASPECTS, Body, ImageBody, ImageItem, Picture
 
-__all__ = ["Card", "clip_size", "encode_placeholder", "placeholder_clip", "task_cards"]
+__all__ = [
+    "Card",
+    "clip_size",
+    "encode_placeholder",
+    "placeholder_clip",
+    "placeholder_still",
+    "still_size",
+    "task_cards",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +63,9 @@ class Card:
 
 # Output size by mode (std 720p, pro 1080p, 4k), as (long side, short side).
 FRAME_SIZES = {"std": (1280, 720), "pro": (1920, 1080), "4k": (3840, 2160)}
+# A still's long side by resolution (Omni-Image, §11.1).
+STILL_LONG_SIDES = {"1k": 1024, "2k": 2048, "4k": 4096}
+_STILL_STRIP = 0.3  # the share of a still's height its reference thumbnails take
 
 # x264 "ultrafast" on still frames: a 15 s 1080p card clip encodes in about 0.7 s on the
 # dev box, where the default preset takes several seconds (design.md §3).
@@ -137,6 +153,73 @@ def _open_frame(image: ImageItem | None) -> Image.Image | None:
         return None
     with Image.open(BytesIO(image.data)) as opened:
         return opened.convert("RGB")
+
+
+# ── an image task's stills ──────────────────────────────────────────────────────────────
+
+
+def placeholder_still(body: ImageBody, index: int, *, max_side: int | None) -> bytes:
+    """The PNG an image task's download `index` serves (0-based, as Kling counts them)."""
+    width, height = still_size(body, max_side)
+    kind = "series" if body.result_type == "series" else "image"
+    title = f"{kind} {index + 1}/{body.count}"
+    card = Card(0.0, title, _readable(body.prompt), body.external_task_id or "")
+    references = [(n, p) for n, p in enumerate(body.images, 1) if p.data is not None]
+    out = BytesIO()
+    _draw_still(card, width, height, references).save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+def still_size(body: ImageBody, max_side: int | None) -> tuple[int, int]:
+    """Width and height: the resolution's long side (at most max_side), shaped by the aspect.
+
+    `auto` takes the shape of the first reference image sent as Base64, else square.
+    """
+    long = STILL_LONG_SIDES[body.resolution]
+    if max_side is not None:
+        long = min(long, max_side)
+    if body.aspect_ratio in IMAGE_ASPECTS:
+        w, h = IMAGE_ASPECTS[body.aspect_ratio]
+        ratio = w / h
+    else:
+        sizes = [picture.size for picture in body.images if picture.size is not None]
+        ratio = sizes[0][0] / sizes[0][1] if sizes else 1.0
+    width, height = (long, long / ratio) if ratio >= 1 else (long * ratio, long)
+    return max(1, round(width)), max(1, round(height))
+
+
+def _draw_still(
+    card: Card, width: int, height: int, references: Sequence[tuple[int, Picture]]
+) -> Image.Image:
+    """The card over the top, the references' thumbnails in a strip along the bottom."""
+    strip = round(height * _STILL_STRIP) if references else 0
+    if strip < 4:
+        return _render_card(card, width, height)
+    image = Image.new("RGB", (width, height), _BACKGROUND)
+    image.paste(_render_card(card, width, height - strip), (0, 0))
+    margin = max(2, round(min(width, height) * 0.07))
+    gap = max(1, width // 100)
+    cell_width = (width - 2 * margin - gap * (len(references) - 1)) // len(references)
+    cell_height = strip - margin
+    if cell_width < 2 or cell_height < 2:
+        return image
+    draw = ImageDraw.Draw(image)
+    font = _font(max(5, cell_height // 8))
+    top = height - strip
+    for number, (n, picture) in enumerate(references):
+        assert picture.data is not None
+        left = margin + number * (cell_width + gap)
+        with Image.open(BytesIO(picture.data)) as opened:
+            opened.draft("RGB", (cell_width, cell_height))  # JPEG: decode at a fraction
+            thumb = ImageOps.contain(opened.convert("RGB"), (cell_width, cell_height))
+        x = left + (cell_width - thumb.width) // 2
+        y = top + (cell_height - thumb.height) // 2
+        image.paste(thumb, (x, y))
+        # Named as the prompt names it: `<<<image_2>>>` reads as `[image 2]` on the card.
+        caption = f"image {n}"
+        draw.rectangle(draw.textbbox((x, y), caption, font=font), fill=_BACKGROUND)
+        draw.text((x, y), caption, font=font, fill=_ACCENT_COLOUR)
+    return image
 
 
 # ── encode_placeholder ──────────────────────────────────────────────────────────────────

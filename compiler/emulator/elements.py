@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .rules import ElementBody
+from .timeline import status_at
 
 ELEMENTS_PATH = "/v1/general/advanced-custom-elements"  # §7.1
 
@@ -66,21 +67,11 @@ def element_subjects(raw: Any) -> list[str]:
     return [text for text in texts if isinstance(text, str)]
 
 
-def element_status(task: ElementTask, now: float) -> tuple[str, float]:
-    """The task's status at `now` and the clock time it took that status."""
-    if now >= task.finishes:
-        return ("failed" if task.fail_message is not None else "succeed"), task.finishes
-    submitted_for = min(1.0, (task.finishes - task.created) / 4)
-    if now - task.created < submitted_for:
-        return "submitted", task.created
-    return "processing", task.created + submitted_for
-
-
 def element_json(
     task: ElementTask, now: float, base_url: str, ms: Callable[[float], int]
 ) -> dict[str, Any]:
     """The task as a query shows it at `now`; `ms` turns clock time into Unix ms."""
-    status, since = element_status(task, now)
+    status, since = status_at(task, now)
     data: dict[str, Any] = {
         "task_id": task.task_id,
         "task_status": status,

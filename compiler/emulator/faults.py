@@ -22,8 +22,8 @@ FaultKind = Literal[
     "truncate",
     "fail_task",
 ]
-FaultOp = Literal["create", "query", "download", "element", "any"]
-Op = Literal["create", "query", "download", "element"]
+FaultOp = Literal["create", "query", "download", "element", "image", "any"]
+Op = Literal["create", "query", "download", "element", "image"]
 
 # Faults that answer a request; `fail_task` acts on the created task instead.
 REQUEST_FAULTS: dict[Op, frozenset[str]] = {
@@ -37,6 +37,10 @@ REQUEST_FAULTS: dict[Op, frozenset[str]] = {
     # Every request to the element registry: create, query one, list.
     "element": frozenset(
         {"http_500", "code_1302", "code_1303", "drop_before", "drop_after", "slow"}
+    ),
+    # Every Omni-Image request: create, query one, list, PNG download.
+    "image": frozenset(
+        {"http_500", "code_1302", "code_1303", "drop_before", "drop_after", "slow", "truncate"}
     ),
 }
 
@@ -60,11 +64,15 @@ class FaultPlan:
     """Faults waiting to hit requests, first added first served.
 
     `op` picks the requests a fault can hit: create, query (one task or the list),
-    download (clips, blobs and element images), element (every request to the element
-    registry: create, query one, list) or any. `match`, when given, narrows it to requests
-    whose subject contains the text: a create's prompt, shot prompts or external_task_id,
-    an element create's element_name or external_task_id, a query's id, a download's
-    task id. A `fail_task` fault with op element (or any) fails the next element task.
+    download (clips, blobs, element images and generated images), element (every request
+    to the element registry: create, query one, list), image (every Omni-Image request:
+    create, query one, list, PNG download) or any. Create, query and download hit
+    Omni-Image requests as well as video ones, as image acts on Omni-Image alone; none of
+    them hits the element registry. `match`, when given, narrows it to requests whose
+    subject contains the text: a create's prompt, shot prompts or external_task_id, an
+    element create's element_name or external_task_id, a query's id, a download's task
+    id. A `fail_task` fault fails the next task its op creates: a video or image task
+    (create), an image task (image), an element task (element), any task (any).
     """
 
     def __init__(self) -> None:
@@ -84,10 +92,14 @@ class FaultPlan:
             raise ValueError(f"kind must be one of {', '.join(get_args(FaultKind))}")
         if op not in get_args(FaultOp):
             raise ValueError(f"op must be one of {', '.join(get_args(FaultOp))}")
-        if kind == "fail_task" and op not in ("create", "element", "any"):
-            raise ValueError("a fail_task fault acts on creates: op must be create, element or any")
-        if kind == "truncate" and op not in ("download", "any"):
-            raise ValueError("a truncate fault acts on downloads: op must be download or any")
+        if kind == "fail_task" and op not in ("create", "element", "image", "any"):
+            raise ValueError(
+                "a fail_task fault acts on creates: op must be create, element, image or any"
+            )
+        if kind == "truncate" and op not in ("download", "image", "any"):
+            raise ValueError(
+                "a truncate fault acts on downloads: op must be download, image or any"
+            )
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError("times must be a positive integer")
         if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
@@ -111,11 +123,17 @@ class FaultPlan:
         with self._lock:
             return [Fault(**asdict(f)) for f in self._faults]
 
-    def take(self, op: Op, subjects: Sequence[str], kinds: Collection[str]) -> Fault | None:
-        """Use up one hit of the first fault of `kinds` that applies; a copy, or None."""
+    def take(
+        self, op: Op | Collection[Op], subjects: Sequence[str], kinds: Collection[str]
+    ) -> Fault | None:
+        """Use up one hit of the first fault of `kinds` that applies; a copy, or None.
+
+        `op` is the request's op, or all of them (an image create is both create and image).
+        """
+        ops: Collection[str] = (op,) if isinstance(op, str) else op
         with self._lock:
             for fault in self._faults:
-                if fault.kind not in kinds or fault.op not in (op, "any"):
+                if fault.kind not in kinds or (fault.op != "any" and fault.op not in ops):
                     continue
                 if fault.match is not None and not any(fault.match in s for s in subjects):
                     continue

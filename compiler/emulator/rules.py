@@ -3,8 +3,10 @@
 The emulator reads the rules independently of `compiler.rules` on purpose: it exists to
 catch the compiler's bugs, so it must not share the compiler's mistakes. Where the facts
 are disputed it is no stricter than a rule it can cite (kling-api.md §9.14), and it reads
-an empty string, list or null as an absent field (§9.13). Element creates (§7.1) are read
-here too, and `units_charged` is what a task bills (§6.2).
+an empty string, list or null as an absent field (§9.13). Kling's 2026 change log (§11)
+supersedes the older readings of §2-§3 where they disagree, and the rules below follow it.
+Element creates (§7.1) and Omni-Image creates (§11.1) are read here too; `units_charged`
+and `image_units` are what a task bills (§6.2, §11.1).
 
 No I/O: Base64 images are decoded and measured in memory, https URLs are not fetched.
 """
@@ -24,7 +26,9 @@ from PIL import Image
 
 MODELS = ("kling-video-o1", "kling-v3-omni")
 DEFAULT_MODEL = "kling-video-o1"  # §2.1: an omitted model_name selects O1
-MODES = {"kling-video-o1": ("std", "pro"), "kling-v3-omni": ("std", "pro", "4k")}  # R15
+# R15: O1 has no 4K. §11 (04/23/2026, 06/17/2026): kling-v3-omni takes mode "4k" for every
+# function, reference videos included since 06/17 (§2.1 "mode and 4K").
+MODES = {"kling-video-o1": ("std", "pro"), "kling-v3-omni": ("std", "pro", "4k")}
 ASPECTS = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1)}
 PROMPT_CHARS = 2500  # R1
 SHOT_PROMPT_CHARS = 512  # R4
@@ -93,6 +97,7 @@ class Body:
     multi_shot: bool
     shot_type: str | None
     shots: tuple[Shot, ...]
+    multi_prompt_sent: bool  # a non-empty multi_prompt, read or not
     images: tuple[ImageItem, ...]
     elements: int
     videos: tuple[VideoItem, ...]
@@ -102,6 +107,10 @@ class Body:
     @property
     def base_edit(self) -> bool:
         return any(v.refer_type == "base" for v in self.videos)
+
+    @property
+    def feature_video(self) -> bool:
+        return any(v.refer_type == "feature" for v in self.videos)
 
     def frame(self, kind: str) -> ImageItem | None:
         return next((image for image in self.images if image.type == kind), None)
@@ -206,6 +215,7 @@ def read_body(raw: dict[str, Any]) -> Body:
         multi_shot=multi_shot,
         shot_type=shot_type,
         shots=shots,
+        multi_prompt_sent=_present(raw, "multi_prompt") is not None,
         images=images,
         elements=len(elements),
         videos=videos,
@@ -356,6 +366,29 @@ def _r3_shot_type(b: Body) -> str | None:
 
 
 @body_rule
+def _intelligence_takes_no_shots(b: Body) -> str | None:
+    # §11 (03/11/2026): with shot_type intelligence the model plans the cuts from `prompt`;
+    # a multi_prompt sent beside it is a caller's mistake, not something to ignore.
+    if b.multi_shot and b.shot_type == "intelligence" and b.multi_prompt_sent:
+        return (
+            "multi_prompt must be left out when shot_type is intelligence "
+            "(the model plans the shots from prompt)"
+        )
+    return None
+
+
+@body_rule
+def _feature_video_multi_shot(b: Body) -> str | None:
+    # §11 (06/17/2026): a feature reference video with multi-shot requires intelligence.
+    if b.multi_shot and b.feature_video and b.shot_type != "intelligence":
+        return (
+            "shot_type must be intelligence when multi_shot is true with a feature "
+            "reference video (video_list refer_type feature)"
+        )
+    return None
+
+
+@body_rule
 def _r4_shots(b: Body) -> str | None:
     if not b.multi_shot or b.shot_type != "customize":
         return None
@@ -386,7 +419,12 @@ def _r5_duration(b: Body) -> str | None:
 
 
 def _durations(b: Body) -> tuple[range | tuple[int, ...], str]:
-    """Allowed output seconds by model and case (§3.3, the capability map)."""
+    """Allowed output seconds by model and case (§3.3, the capability map).
+
+    On kling-v3-omni every case takes 3..15: §11 (06/17/2026) overrides the "3-10 s with
+    a reference video" of §3.1 and §3.3. The emulator cannot fetch a reference video, so
+    the input's own 3-15 s bound goes unchecked; only the task's `duration` is read.
+    """
     if b.model == "kling-v3-omni":
         return range(3, 16), f"3..15 for {b.model}"
     first_frame_only = len(b.images) == 1 and b.images[0].type == "first_frame"
@@ -420,12 +458,9 @@ def _r7_end_frame(b: Body) -> str | None:
     return None
 
 
-@body_rule
-def _r2_multi_shot_frames(b: Body) -> str | None:
-    # R2 forbids start & end frames; a lone first frame is disputed, so it passes.
-    if b.multi_shot and b.frame("end_frame") is not None:
-        return "end_frame is not supported when multi_shot is true"
-    return None
+# R2's "no start & end frames with multi-shot" is gone: §11 (05/07/2026) lets a multi-shot
+# task on kling-v3-omni set a first frame, or first + end frames (R7 still needs the first),
+# and kling-video-o1 has no multi-shot at all (R15).
 
 
 @body_rule
@@ -637,3 +672,137 @@ def _element_video(raw: dict[str, Any]) -> str:
     if not url.startswith("https://"):
         raise Invalid(f"{where}.refer_videos[0].video_url must be an https URL")
     return url
+
+
+# -- Omni-Image creates (kling-api.md §11.1) ------------------------------------------
+
+IMAGE_MODELS = ("kling-image-o1", "kling-v3-omni")
+DEFAULT_IMAGE_MODEL = "kling-image-o1"  # §11.1: an omitted model_name selects Image O1
+IMAGE_RESOLUTIONS = ("1k", "2k", "4k")
+IMAGE_ASPECTS = {
+    "16:9": (16, 9),
+    "9:16": (9, 16),
+    "1:1": (1, 1),
+    "4:3": (4, 3),
+    "3:4": (3, 4),
+    "3:2": (3, 2),
+    "2:3": (2, 3),
+    "21:9": (21, 9),
+}
+AUTO = "auto"  # aspect_ratio and series_amount: Kling chooses
+MAX_IMAGE_REFERENCES = 10  # image_list + element_list together
+MAX_IMAGES = 9  # n
+SERIES_AMOUNTS = range(2, 10)
+DEFAULT_SERIES_AMOUNT = 4  # Kling's default; the emulator makes as many for "auto"
+IMAGE_UNITS = {"1k": 8, "2k": 8, "4k": 16}  # image units per image made
+
+
+@dataclass(frozen=True, slots=True)
+class ImageBody:
+    """An Omni-Image create body (§11.1) after its checks, defaults applied."""
+
+    model: str
+    prompt: str
+    images: tuple[Picture, ...]  # image_list: https URLs (not fetched) or decoded Base64
+    elements: int
+    resolution: str  # 1k | 2k | 4k
+    result_type: str  # single | series
+    count: int  # images the task makes: n for single, the series' amount for series
+    aspect_ratio: str  # a key of IMAGE_ASPECTS, or "auto"
+    external_task_id: str | None
+    watermark: bool
+
+
+def check_image_body(raw: Any) -> ImageBody:
+    """Read an Omni-Image create body and check it (§11.1); raises Invalid on the first error.
+
+    As Kling says, `n` is ignored for a series and `series_amount` for a single image.
+    """
+    if not isinstance(raw, dict):
+        raise Invalid("request body must be a JSON object")
+    model = _enum(raw, "model_name", IMAGE_MODELS) or DEFAULT_IMAGE_MODEL
+    prompt = _string(raw, "prompt")
+    if prompt is None:
+        raise Invalid("prompt is required")
+    if len(prompt) > PROMPT_CHARS:
+        raise Invalid(f"prompt must be at most {PROMPT_CHARS} characters")
+    images = []
+    for i, item in enumerate(_list(raw, "image_list")):
+        value = _string(item, "image", f"image_list[{i}].")
+        if value is None:
+            raise Invalid(f"image_list[{i}].image is required")
+        images.append(read_picture(value, f"image_list[{i}].image"))
+    elements = _list(raw, "element_list")
+    for i, item in enumerate(elements):
+        if _element_id(item.get("element_id")) is None:
+            raise Invalid(f"element_list[{i}].element_id must be an integer element id")
+    if len(images) + len(elements) > MAX_IMAGE_REFERENCES:
+        raise Invalid(
+            f"image_list and element_list may hold at most {MAX_IMAGE_REFERENCES} items in total"
+        )
+    _image_tokens(prompt, len(images), len(elements))
+    resolution = _enum(raw, "resolution", IMAGE_RESOLUTIONS) or "1k"
+    result_type = _enum(raw, "result_type", ("single", "series")) or "single"
+    count = _series_amount(raw) if result_type == "series" else _image_n(raw)
+    aspect = _enum(raw, "aspect_ratio", (*IMAGE_ASPECTS, AUTO)) or AUTO
+    watermark = _present(raw, "watermark_info") or {}
+    if not isinstance(watermark, dict) or not isinstance(watermark.get("enabled", False), bool):
+        raise Invalid('watermark_info must be an object such as {"enabled": true}')
+    _string(raw, "callback_url")
+    return ImageBody(
+        model=model,
+        prompt=prompt,
+        images=tuple(images),
+        elements=len(elements),
+        resolution=resolution,
+        result_type=result_type,
+        count=count,
+        aspect_ratio=aspect,
+        external_task_id=_string(raw, "external_task_id"),
+        watermark=bool(watermark.get("enabled", False)),
+    )
+
+
+def _image_tokens(prompt: str, images: int, elements: int) -> None:
+    # §11.1: <<<image_N>>> is the N-th item of image_list, <<<element_N>>> of element_list.
+    counts = {"image": images, "element": elements}
+    for match in TOKEN.finditer(prompt):
+        kind, n = match.group(1), int(match.group(2))
+        if kind not in counts:
+            raise Invalid(
+                f"{match.group(0)} refers to nothing: Omni-Image takes image_list and "
+                "element_list, no videos"
+            )
+        if not 1 <= n <= counts[kind]:
+            raise Invalid(
+                f"{match.group(0)} refers to no item of {kind}_list ({counts[kind]} items)"
+            )
+
+
+def _image_n(raw: dict[str, Any]) -> int:
+    n = _present(raw, "n")
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
+        raise Invalid(f"n must be an integer from 1 to {MAX_IMAGES}")
+    return n
+
+
+def _series_amount(raw: dict[str, Any]) -> int:
+    amount = _present(raw, "series_amount")
+    if amount is None or amount == AUTO:
+        return DEFAULT_SERIES_AMOUNT
+    # Kling lists the values 2..9 and "auto": take the numbers as JSON numbers or strings.
+    if isinstance(amount, str) and amount.isascii() and amount.isdecimal():
+        amount = int(amount)
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount not in SERIES_AMOUNTS:
+        raise Invalid(
+            f"series_amount must be an integer from {SERIES_AMOUNTS[0]} to "
+            f"{SERIES_AMOUNTS[-1]}, or auto"
+        )
+    return amount
+
+
+def image_units(body: ImageBody) -> str:
+    """final_unit_deduction of an Omni-Image task: image units per image x images (§11.1)."""
+    return str(IMAGE_UNITS[body.resolution] * body.count)
