@@ -244,6 +244,8 @@ class Lockfile:
         """Read `NAME.lock` beside `NAME.yaml`, or start an empty one."""
         path = storyboard.with_suffix(".lock")
         lock = cls(path, storyboard.name)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)  # a save cut short by a killed run
         if not path.exists():
             return lock
         try:

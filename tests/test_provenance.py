@@ -262,3 +262,13 @@ def test_only_the_example_lockfiles_are_ignored_by_git() -> None:
     # A storyboard a user writes here keeps its lockfile in git, as the README asks.
     assert not ignored("storyboards/my-film.lock")
     assert not ignored("storyboards/harbour-2.lock")
+
+
+def test_a_lockfile_save_cut_short_by_a_kill_leaves_nothing_behind(project: Path) -> None:
+    render(project, make_emulator(FakeTime()))
+    stale = project / ".film.lock.k9x2.tmp"  # what fsutil's atomic write leaves on SIGKILL
+    stale.write_text('{"lock_version": 2, "scen', encoding="utf-8")
+    other = project / ".other.lock.k9x2.tmp"
+    other.write_text("", encoding="utf-8")
+    assert lock_of(project).scenes  # the lockfile itself is whole
+    assert not stale.exists() and other.exists()
