@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/incremental.py
 	$(BIN)/python bench/assemble.py
+	$(BIN)/python bench/untrusted.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
