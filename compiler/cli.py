@@ -557,7 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser(
         "plan",
         parents=[common, backend],
-        help="what a render would submit and why, what it costs, what was charged; nothing sent to Kling",
+        help="what a render would submit and why, what it costs, what was charged; "
+        "nothing is sent to Kling",
     )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.add_argument("--only", action="append", metavar="SCENE", help="plan only this scene")
