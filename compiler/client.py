@@ -22,6 +22,7 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -42,6 +43,8 @@ TASKS_PATH = "/v1/videos/omni-video"
 ELEMENTS_PATH = "/v1/general/advanced-custom-elements"
 CHUNK_SIZE = 1 << 20  # download in 1 MiB pieces: memory stays flat whatever the clip size
 NOT_FOUND_CODE = 1203
+_REASON_CHARS = 2000  # a task's reason as kept in the lockfile
+_STATUSES = frozenset({"submitted", "processing", "succeed", "failed"})  # §4.4
 _USER_AGENT = f"storyboard/{__version__} httpx/{httpx.__version__}"
 
 log = logging.getLogger(__name__)
@@ -364,9 +367,9 @@ def _task_info(data: object) -> TaskInfo:
         status=status,
         status_msg=_outside_text(data.get("task_status_msg")),
         external_task_id=_text(task_info.get("external_task_id")),
-        video_url=_text(video.get("url")),
+        video_url=_url(video.get("url")),
         video_duration=_seconds(video.get("duration")),
-        units_charged=_text(data.get("final_unit_deduction")),
+        units_charged=_units(data.get("final_unit_deduction")),
     )
 
 
@@ -378,8 +381,12 @@ def _task_head(data: object) -> tuple[dict[str, Any], str, str]:
     status = data.get("task_status")
     if not isinstance(task_id, str | int) or isinstance(task_id, bool) or task_id == "":
         raise _Malformed("no `data.task_id`")
+    if not str(task_id).isprintable() or len(str(task_id)) > 256:
+        raise _Malformed("`data.task_id` is not an id")
     if not isinstance(status, str) or not status:
         raise _Malformed("no `data.task_status`")
+    if status not in _STATUSES:
+        raise _Malformed(f"unknown `data.task_status` {status[:40]!r}")
     return data, str(task_id), status
 
 
@@ -423,9 +430,36 @@ def _text(value: object) -> str | None:
 
 
 def _outside_text(value: object) -> str | None:
-    """A server's words (a task's reason): never with a credential of ours in them."""
+    """A server's words (a task's reason): never with a credential of ours in them, and
+    short enough, and plain enough, for the lockfile to keep (lockfile.schema.json)."""
     text = _text(value)
-    return redact_secrets(text) if text is not None else None
+    if text is None:
+        return None
+    text = text.encode("utf-8", "replace").decode("utf-8")[:_REASON_CHARS]
+    return redact_secrets(text)
+
+
+def _units(value: object) -> str | None:
+    """Units charged as Kling reports them, in the lockfile's plain decimal form."""
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        units = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not units.is_finite() or units < 0 or units >= 10**9:
+        return None
+    shown = format(units.quantize(Decimal("0.000000001")).normalize(), "f")
+    return shown
+
+
+def _url(value: object) -> str | None:
+    """A result URL the lockfile can record: http(s), of a sane length; else none."""
+    text = _text(value)
+    if text is None or len(text) > 8192 or not text.startswith(("https://", "http://")):
+        return None
+    return text
 
 
 def _seconds(value: object) -> float | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from .client import TaskInfo
 
 LOCK_VERSION = 2
+MAX_ATTEMPT = 1_000_000  # lockfile.schema.json: "attempt" maximum
 READABLE_VERSIONS = (1, 2)  # version 1 is read (see `_legacy_origin`) and saved as 2
 BACKENDS = ("kling", "emulator")
 # The in-process emulator's host (backends.py): a URL there was never Kling's.
@@ -61,8 +63,10 @@ class Clip:
         """
         candidate = renders / self.file
         try:
+            if any(len(os.fsencode(part)) > 255 for part in Path(self.file).parts):
+                return None  # no file system takes such a name
             inside = candidate.resolve().is_relative_to(renders.resolve())
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ValueError):  # ValueError: NUL, lone surrogates
             return None
         return candidate if inside else None
 
@@ -249,7 +253,7 @@ class Lockfile:
         if not path.exists():
             return lock
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
             _check(path, doc)
             version = doc["lock_version"]
             lock.scenes = {
@@ -297,7 +301,13 @@ class Lockfile:
 
     def next_attempt(self, scene: str, digest: str, take: int) -> int:
         """An attempt number whose `external_task_id` this work has never used."""
-        return max([0, *(task.attempt for task in self.tasks_for(scene, digest, take))]) + 1
+        attempt = max([0, *(task.attempt for task in self.tasks_for(scene, digest, take))]) + 1
+        if attempt > MAX_ATTEMPT:  # what the lockfile schema allows: never save past it
+            raise LockfileError(
+                f"{self.path}: scene '{scene}' take {take} has used {attempt - 1} attempts; "
+                "storyboard makes no more (edit the scene to start a new series)"
+            )
+        return attempt
 
     def install(
         self, scene: str, take: int, digest: str, payload: dict[str, Any], task: TaskLock
@@ -336,7 +346,8 @@ class Lockfile:
             doc["film"] = asdict(self.film)
         if self.last_frames:
             doc["last_frames"] = self.last_frames
-        text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        text += "\n"
         atomic_write_text(self.path, text)
 
 
@@ -346,8 +357,42 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _bad_text(value: object, where: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """Where a string holds text no file, terminal or page can carry (a lone surrogate)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items: list[tuple[str | int, object]] = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        if isinstance(key, str) and _bad_text(key) is not None:
+            return (*where, "(a key)")
+        found = _bad_text(item, (*where, key))
+        if found is not None:
+            return found
+    return None
+
+
 def _check(path: Path, doc: object) -> None:
     """Refuse a lockfile that does not follow the lockfile schema, naming the bad entry."""
+    bad = _bad_text(doc)
+    if bad is not None:
+        where = " → ".join(str(part) for part in bad) or "the top level"
+        raise LockfileError(
+            f"{path}: {where}: text that is not valid Unicode (a lone surrogate escape); "
+            "restore the lockfile from git, or move it aside to start over"
+        )
     if isinstance(doc, dict) and doc.get("lock_version") not in (None, *READABLE_VERSIONS):
         raise LockfileError(
             f"{path}: lock_version {doc.get('lock_version')!r} is not one of "

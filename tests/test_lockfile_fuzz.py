@@ -15,8 +15,8 @@ then byte-level ones) and runs the five commands. Whatever the damage:
 `render` runs on the emulator `choose_backend` picks without KLING_* credentials, given
 the fake clock and small clips of tests/rendering.py (the real one waits 1 s per task).
 
-Crashes found by this test are pinned by the strict xfail reproducers at the end; their
-trigger values (NUL_CLIP and the rest below) are kept out of the fuzz until it is fixed.
+The crashes this test found are fixed; the reproducers at the end pin each one, and their
+trigger values (NUL_CLIP and the rest below) are fuzzed with the others.
 """
 
 from __future__ import annotations
@@ -56,13 +56,13 @@ SHA = "ab" * 32
 PASSWD_MARK = b"root:x:0:0:"
 HOSTNAME = Path("/etc/hostname").read_bytes() if Path("/etc/hostname").is_file() else b""
 
-# Values that crash storyboard today (see the xfail tests below): not fuzzed until fixed.
+# Values that crashed storyboard once (pinned by the reproducers below).
 NUL_CLIP = "film/a\x00.mp4"
 SURROGATE_CLIP = "film/a\ud800.mp4"
 LONG_CLIP = "film/" + "a" * 254 + ".mp4"  # the schema allows it; the file system does not
 SURROGATE = "boom \ud800"
-# And a take at the schema's last attempt (100000), or a ledger at its cap (10000 tasks):
-# render then writes a lockfile its own schema refuses (test_render_writes_a_readable_lockfile).
+# And a take at attempt 100000, or a ledger of 10000 tasks: render once wrote a lockfile
+# its own schema refused (test_render_writes_a_readable_lockfile).
 
 # -- the valid lockfile, made once -----------------------------------------------------------
 
@@ -158,6 +158,10 @@ CLIP_FILES = [
     "film/ .mp4",
     "film/x.mp4\n",
     "",
+    NUL_CLIP,
+    SURROGATE_CLIP,
+    LONG_CLIP,
+    "film/" + "é" * 190 + ".mp4",  # under 200 characters, over 255 bytes
 ]
 URLS = [
     "http://127.0.0.1:9/x",
@@ -330,11 +334,11 @@ def m_task_field(doc: Any, draw: Draw, project: Path) -> None:
             [
                 ("status", STATUSES),
                 ("units_charged", UNITS),
-                ("attempt", [0, 1.0, 99999, 100001, 2**63, -5]),
+                ("attempt", [0, 1.0, 99999, 100001, 1_000_000, 1_000_001, 2**63, -5]),
                 ("task_id", ["", "../../x", "1" * 300, None, "999"]),
                 ("external_task_id", ["", "x" * 300, "sb-coda-x-t1", None]),
                 ("backend", ["kling", "emulator", "bogus", None]),
-                ("status_msg", ["", "KLING_API_KEY=abc", "x" * 10001, "\x1b[31mred"]),
+                ("status_msg", ["", "KLING_API_KEY=abc", "x" * 10001, "\x1b[31mred", SURROGATE]),
                 ("take", [1, 2, 0, 100, "1"]),
                 ("digest", [SHA, "0" * 64, "short"]),
             ]
@@ -831,63 +835,31 @@ def _nan_duration(doc: dict[str, Any]) -> None:
         pytest.param(
             _clip_file(NUL_CLIP),
             "plan",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason='clip.file "film/a\\u0000.mp4" (the schema allows a NUL): '
-                "Clip.path → Path.resolve raises ValueError: embedded null byte → internal "
-                "error in plan, status, preview and render",
-            ),
             id="nul-in-clip-file",
         ),
         pytest.param(
             _clip_file(SURROGATE_CLIP),
             "plan",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason='clip.file "film/a\\ud800.mp4" (a lone surrogate escape): Clip.path '
-                "raises UnicodeEncodeError → internal error in plan, status, preview, render",
-            ),
             id="surrogate-in-clip-file",
         ),
         pytest.param(
             _clip_file(LONG_CLIP),
             "plan",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="clip.file of 254 characters + .mp4 (the schema's {0,254} allows it): "
-                "OSError ENAMETOOLONG from is_file() → internal error in plan, status, "
-                "preview and render",
-            ),
             id="clip-name-too-long",
         ),
         pytest.param(
             _failed_with(SURROGATE),
             "preview",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason='a failed take\'s status_msg "boom \\ud800": the contact sheet (and '
-                "render's) UTF-8 write raises UnicodeEncodeError → internal error",
-            ),
             id="surrogate-in-status-msg-preview",
         ),
         pytest.param(
             _failed_with(SURROGATE),
             "status",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason='a failed take\'s status_msg "boom \\ud800" printed to a UTF-8 stdout '
-                "raises UnicodeEncodeError → internal error",
-            ),
             id="surrogate-in-status-msg-status",
         ),
         pytest.param(
             _prompt("x\ud800"),
             "render",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason='payload.prompt "x\\ud800": render saves the lockfile, whose UTF-8 '
-                "encoding raises UnicodeEncodeError → internal error (nothing written)",
-            ),
             id="surrogate-in-payload-render",
         ),
     ],
@@ -909,11 +881,6 @@ def test_crash_reproducer(
     assert code in (0, 1, 2, 3, 4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="clip.duration NaN passes the schema (NaN compares false with minimum/maximum); "
-    "render then saves the lockfile with a bare NaN token, which is not JSON",
-)
 def test_a_saved_lockfile_is_strict_json(
     template: Path,
     cli: list[object],
@@ -943,22 +910,10 @@ def _full_ledger(doc: dict[str, Any]) -> None:
     [
         pytest.param(
             _last_attempt,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="take attempt 100000 (valid) and its clip deleted: render remakes it as "
-                "attempt 100001 and saves a lockfile the schema refuses (maximum 100000); "
-                "render then exits 1 and every later command says restore it from git",
-            ),
             id="attempt-100000",
         ),
         pytest.param(
             _full_ledger,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a ledger of 10000 tasks (valid) and a failed take: render retires it "
-                "to the ledger, saving 10001 entries, which the schema refuses (maxItems "
-                "10000): the lockfile render wrote is unreadable",
-            ),
             id="history-10000",
         ),
     ],
