@@ -108,6 +108,9 @@ def emulator_server(
     api_key: str | None,
     clip_max_side: int | None,
     element_latency: float,
+    image_latency: float = 0.5,
+    image_concurrency: int = 4,
+    image_max_side: int | None = None,
 ) -> EmulatorServer:
     from .emulator import Emulator
 
@@ -119,6 +122,9 @@ def emulator_server(
         api_key=api_key,
         clip_max_side=clip_max_side,
         element_latency=element_latency,
+        image_latency=image_latency,
+        image_concurrency=image_concurrency,
+        image_max_side=image_max_side,
     )
     if access_key and secret_key:
         accepts = "JWTs signed with its access and secret keys"

@@ -412,6 +412,9 @@ def cmd_emulator(args: argparse.Namespace) -> ExitCode:
         api_key=os.environ.get("KLING_API_KEY"),
         clip_max_side=args.clip_max_side,
         element_latency=args.element_latency,
+        image_latency=args.image_latency,
+        image_concurrency=args.image_concurrency,
+        image_max_side=args.image_max_side,
     )
     print(
         f"storyboard emulator: a Kling-compatible API on http://{args.host}:{args.port} "
@@ -635,6 +638,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="SECONDS",
         help="seconds an element takes to be created (default: 1)",
+    )
+    emulator.add_argument(
+        "--image-latency",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="seconds an Omni-Image task takes (default: 0.5)",
+    )
+    emulator.add_argument(
+        "--image-concurrency",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="the account's images in flight; more are refused with 1303 (default: 4)",
+    )
+    emulator.add_argument(
+        "--image-max-side",
+        type=_positive_int,
+        metavar="PX",
+        help="draw placeholder images at most this wide or tall (default: --clip-max-side, "
+        "else true size)",
     )
     emulator.add_argument(
         "--clip-max-side",
