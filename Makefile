@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/incremental.py
 	$(BIN)/python bench/assemble.py
 	$(BIN)/python bench/untrusted.py
+	$(BIN)/python bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -93,9 +93,11 @@ else:  # pragma: no cover - PyYAML built without libyaml
 # (line, column) pairs, and its YAML style ("" plain, "'", '"', "|" or ">").
 Span = tuple[int, int, int, int, str]
 
-# The line breaks YAML knows (libyaml counts lines by these too).
+# The line breaks YAML knows (libyaml counts lines by these), and those editors count:
+# positions are given in the editor's lines, where NEL, LS and PS break no line.
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _BREAK_CHARS = "\r\n\x85\u2028\u2029"
+_EDITOR_BREAK = re.compile("\r\n|[\r\n]")
 
 
 @dataclass(slots=True)
@@ -108,6 +110,7 @@ class SourceDoc:
     keys: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
     text: str = ""
     spans: dict[JsonPath, Span] = field(default_factory=dict)
+    _yaml_starts: list[int] | None = None
     _line_starts: list[int] | None = None
 
     def loc(self, path: JsonPath, *, key: bool = False) -> Location:
@@ -133,16 +136,36 @@ class SourceDoc:
         value = self._value_at(path)
         if span is None or not isinstance(value, str):
             return self.loc(path)
-        starts = self.line_starts()
-        first = starts[span[0]] + span[1] if span[0] < len(starts) else len(self.text)
-        last = starts[span[2]] + span[3] if span[2] < len(starts) else len(self.text)
+        first, last = self.index(span[0], span[1]), self.index(span[2], span[3])
         index = _source_index(self.text, first, last, span[4], value, offset)
+        line, col = self.at_index(index)
+        return Location(self.path, line, col)
+
+    def index(self, line: int, column: int) -> int:
+        """The offset in the text of a 0-based YAML mark (line, column)."""
+        starts = self.yaml_starts()
+        return starts[line] + column if line < len(starts) else len(self.text)
+
+    def at_index(self, index: int) -> tuple[int, int]:
+        """The 1-based (line, column) of an offset, as an editor counts them."""
+        starts = self.line_starts()
         line = bisect.bisect_right(starts, index) - 1
-        return Location(self.path, line + 1, index - starts[line] + 1)
+        return line + 1, index - starts[line] + 1
+
+    def position(self, line: int, column: int) -> tuple[int, int]:
+        """A 0-based YAML mark as a 1-based editor position. The one place that adds 1."""
+        if self._yaml_starts is None and not any(c in self.text for c in "\x85\u2028\u2029"):
+            return line + 1, column + 1  # the usual case: YAML and editors count alike
+        return self.at_index(self.index(line, column))
+
+    def yaml_starts(self) -> list[int]:
+        if self._yaml_starts is None:
+            self._yaml_starts = [0, *(m.end() for m in _LINE_BREAK.finditer(self.text))]
+        return self._yaml_starts
 
     def line_starts(self) -> list[int]:
         if self._line_starts is None:
-            self._line_starts = [0, *(m.end() for m in _LINE_BREAK.finditer(self.text))]
+            self._line_starts = [0, *(m.end() for m in _EDITOR_BREAK.finditer(self.text))]
         return self._line_starts
 
     def _value_at(self, path: JsonPath) -> Any:
@@ -203,9 +226,10 @@ class _LoadFailed(Exception):
         self.diagnostic = diagnostic
 
 
-def _mark(node: Node) -> tuple[int, int]:
-    # PyYAML marks are 0-based; this is the one place that adds 1.
-    return node.start_mark.line + 1, node.start_mark.column + 1
+def _mark(doc: SourceDoc, node: Node) -> tuple[int, int]:
+    # PyYAML marks are 0-based; SourceDoc.position adds the 1 (and counts lines as
+    # editors do).
+    return doc.position(node.start_mark.line, node.start_mark.column)
 
 
 class _Builder:
@@ -218,7 +242,7 @@ class _Builder:
         self.anchored: set[int] = set()
 
     def loc(self, node: Node) -> Location:
-        line, col = _mark(node)
+        line, col = _mark(self.doc, node)
         return Location(self.doc.path, line, col)
 
     def problem(self, node: Node, code: str, message: str, hint: str | None = None) -> None:
@@ -253,7 +277,7 @@ class _Builder:
                         "this looks like an alias bomb; write the values out or alias less",
                     )
                 )
-        self.doc.values[path] = _mark(node)
+        self.doc.values[path] = _mark(self.doc, node)
         if isinstance(node, ScalarNode):
             value = self.scalar(node)
             if isinstance(value, str):
@@ -289,9 +313,8 @@ class _Builder:
         with the text as written, so the rest of the file is still checked."""
         if not node.flow_style:
             return None
-        starts = self.doc.line_starts()
-        start = starts[node.start_mark.line] + node.start_mark.column
-        end = starts[node.end_mark.line] + node.end_mark.column
+        start = self.doc.index(node.start_mark.line, node.start_mark.column)
+        end = self.doc.index(node.end_mark.line, node.end_mark.column)
         text = self.doc.text[start:end]
         if not text.startswith("{{"):
             return None
@@ -320,7 +343,8 @@ class _Builder:
                 self.problem(
                     key_node,
                     "yaml-duplicate-key",
-                    f"duplicate key '{key}' (first defined at line {_mark(seen[key])[0]})",
+                    f"duplicate key '{key}' "
+                    f"(first defined at line {_mark(self.doc, seen[key])[0]})",
                     "YAML would silently keep only the last value; remove or rename one",
                 )
                 continue
@@ -332,11 +356,11 @@ class _Builder:
             key = key_node.value
             if self.key_ok(key_node) and key not in seen and key not in result:
                 child = (*path, key)
-                self.doc.keys[child] = _mark(key_node)
+                self.doc.keys[child] = _mark(self.doc, key_node)
                 result[key] = self.build(value_node, child, active, True)
         for key, key_node, value_node in own:
             child = (*path, key)
-            self.doc.keys[child] = _mark(key_node)
+            self.doc.keys[child] = _mark(self.doc, key_node)
             result[key] = self.build(value_node, child, active, aliased)
         return result
 
@@ -424,15 +448,18 @@ def _quoted_example(text: str) -> str:
 _UNQUOTED_TEMPLATE = re.compile(r"^(\s*(?:-\s+)?(?:[^\s:#][^:#]*:\s+|-\s+))(\{[{%])")
 
 
-def _unquoted_template_at(text: str, line: int) -> tuple[int, str] | None:
-    """A line whose value starts with `{{` or `{%`: the 0-based column of the brace."""
-    lines = text.splitlines()
-    if not 0 <= line < len(lines):
+def _unquoted_template_at(doc: SourceDoc, line: int) -> tuple[int, str] | None:
+    """A (YAML) line whose value starts with `{{` or `{%`: the brace's offset, and the
+    value's text."""
+    starts = doc.yaml_starts()
+    if not 0 <= line < len(starts):
         return None
-    match = _UNQUOTED_TEMPLATE.match(lines[line])
+    end = starts[line + 1] if line + 1 < len(starts) else len(doc.text)
+    text = doc.text[starts[line] : end].rstrip("\r\n\x85\u2028\u2029")
+    match = _UNQUOTED_TEMPLATE.match(text)
     if match is None:
         return None
-    return match.start(2), lines[line][match.start(2) :]
+    return starts[line] + match.start(2), text[match.start(2) :]
 
 
 def _syntax_hint(problem: str) -> str:
@@ -515,8 +542,7 @@ def load(file: Path, display_path: str | None = None) -> tuple[SourceDoc, list[D
         return doc, [failed.diagnostic]
     except yaml.reader.ReaderError as exc:
         # A control character: find its place in the text, since the error has no mark.
-        line = text.count("\n", 0, exc.position) + 1
-        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        line, col = doc.at_index(exc.position)
         return SourceDoc(path, None), [
             Diagnostic(
                 Location(path, line, col),
@@ -527,15 +553,16 @@ def load(file: Path, display_path: str | None = None) -> tuple[SourceDoc, list[D
         ]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, col = doc.position(mark.line, mark.column) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
         message = problem + (f" ({exc.context})" if exc.context and exc.problem else "")
         for near in (exc.context_mark, exc.problem_mark):
-            found = _unquoted_template_at(text, near.line) if near else None
+            found = _unquoted_template_at(doc, near.line) if near else None
             if near is not None and found is not None:
+                brace_line, brace_col = doc.at_index(found[0])
                 return SourceDoc(path, None), [
                     Diagnostic(
-                        Location(path, near.line + 1, found[0] + 1),
+                        Location(path, brace_line, brace_col),
                         "yaml-unquoted-template",
                         "a value that starts with '{{' or '{%' must be quoted in YAML",
                         f"quote the whole value: {_quoted_example(found[1])}",

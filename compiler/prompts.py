@@ -443,7 +443,13 @@ def _attribute_refused(obj: Any, name: str) -> _Refusal:
             "prompts use vars, refs and filters only",
             "." + name,
         )
-    kinds = {str: "text", int: "a number", float: "a number", bool: "true/false"}
+    kinds = {
+        str: "text",
+        int: "a number",
+        float: "a number",
+        bool: "true/false",
+        type(None): "none",
+    }
     kinds.update({list: "a list", tuple: "a list", dict: "a mapping"})
     kind = kinds.get(type(obj)) or _describe(obj)
     example = _METHOD_HINTS.get(name)
@@ -731,6 +737,7 @@ def _problem_from(source: str, exc: BaseException) -> _Problem:
         )
     if isinstance(exc, TemplateError):
         return _Problem(_locate(source, needle, line), "template-error", message.rstrip("."))
+    message = _plain_words(message)
     operand = re.search(r"operand type\(s\) for (\S+?):", message)
     needle = operand.group(1) if operand else ""
     if isinstance(exc, ZeroDivisionError):
@@ -774,6 +781,23 @@ def _syntax_offset(source: str, exc: TemplateSyntaxError, needle: str) -> int | 
     while start > 0 and (source[start - 1].isalnum() or source[start - 1] == "_"):
         start -= 1
     return start if start < lo else max(0, lo - 1)
+
+
+_INTERNAL_NAMES = (
+    (re.compile(r"\b(?:sync_)?do_(\w+)\(\)"), r"the filter '\1'"),
+    (re.compile(r"\btest_(\w+)\(\)"), r"the test '\1'"),
+    (
+        re.compile(r"^(eq|ne|lt|le|gt|ge) expected 2 arguments, got 1$"),
+        r"the test '\1' needs a value to compare with",
+    ),
+)
+
+
+def _plain_words(message: str) -> str:
+    """Jinja's Python names for filters and tests, as a prompt writes them."""
+    for pattern, words in _INTERNAL_NAMES:
+        message = pattern.sub(words, message)
+    return message
 
 
 def _unknown(node: Any, source: str) -> _Problem:

@@ -219,3 +219,18 @@ def test_the_worst_file_within_the_limits_compiles_in_seconds(tmp_path: Path) ->
     result = compile_file(board, "b.yaml")
     assert time.perf_counter() - started < 8
     assert {d.code for d in result.diagnostics} == {"duration-range"} or result.ok
+
+
+def test_positions_count_lines_as_editors_do(tmp_path: Path) -> None:
+    # YAML counts NEL, LS and PS as line breaks; editors do not, and positions are for
+    # the editor: the error below is on the file's 5th line however YAML counts.
+    board = tmp_path / "b.yaml"
+    board.write_text(
+        "storyboard: 1\ntitle: 'The\x85Light\u2028house'\nscenes:\n  - id: a\n"
+        '    prompt: "{{ nope }}"\n    duration: 5\n',
+        encoding="utf-8",
+    )
+    result = compile_file(board, "b.yaml")
+    assert [d.headline() for d in result.diagnostics] == [
+        "b.yaml:5:17: error[undefined-var]: 'nope' is undefined"
+    ]
