@@ -70,3 +70,24 @@ def test_a_copied_scene_is_a_warning_and_both_are_rendered(
         "same task as scene 'beam': each is a separate paid generation"
     ) in err.splitlines()
     assert "hint: for variants of one scene, use `takes: N` on it instead" in err
+
+
+@pytest.mark.parametrize("case", INVALID, ids=lambda p: p.stem)
+def test_no_problem_is_reported_twice(case: Path) -> None:
+    lines = case.with_suffix(".expected").read_text(encoding="utf-8").splitlines()
+    places = [line.split(": ", 1)[0] + " " + line.split("[", 1)[1].split("]")[0] for line in lines]
+    assert len(places) == len(set(places)), "two diagnostics of one kind at one place"
+
+
+def test_many_independent_mistakes_are_all_reported() -> None:
+    case = CASES / "invalid" / "many-mistakes.yaml"
+    text = case.read_text(encoding="utf-8")
+    expected = case.with_suffix(".expected").read_text(encoding="utf-8").splitlines()
+    # Every line marked with a comment naming a diagnostic gets that diagnostic.
+    for number, line in enumerate(text.splitlines(), 1):
+        if "  # " not in line or line.lstrip().startswith("#"):
+            continue
+        codes = [c.strip(" ,(").split(" ")[0] for c in line.split("  # ", 1)[1].split(", ")]
+        got = {e.split("[")[1].split("]")[0] for e in expected if e.startswith(f"{number}:")}
+        assert codes[0] in got, (number, line, got)
+    assert len(expected) >= 20
