@@ -111,6 +111,7 @@ class SourceDoc:
     text: str = ""
     spans: dict[JsonPath, Span] = field(default_factory=dict)
     _yaml_starts: list[int] | None = None
+    _same_lines: bool | None = None  # no NEL, LS or PS: YAML's lines are the editor's
     _line_starts: list[int] | None = None
 
     def loc(self, path: JsonPath, *, key: bool = False) -> Location:
@@ -154,7 +155,9 @@ class SourceDoc:
 
     def position(self, line: int, column: int) -> tuple[int, int]:
         """A 0-based YAML mark as a 1-based editor position. The one place that adds 1."""
-        if self._yaml_starts is None and not any(c in self.text for c in "\x85\u2028\u2029"):
+        if self._same_lines is None:
+            self._same_lines = not any(c in self.text for c in "\x85\u2028\u2029")
+        if self._same_lines:
             return line + 1, column + 1  # the usual case: YAML and editors count alike
         return self.at_index(self.index(line, column))
 

@@ -89,7 +89,9 @@ class _Resolver:
 
     def broken(self, path: JsonPath) -> bool:
         """Whether the value at `path`, or one that holds it, broke the schema."""
-        return any(path[:n] in self.broken_paths for n in range(len(path) + 1))
+        return bool(self.broken_paths) and any(
+            path[:n] in self.broken_paths for n in range(len(path) + 1)
+        )
 
     def value(self, path: JsonPath) -> Any:
         """The value at `path`: BROKEN when unusable, MISSING when not written."""
