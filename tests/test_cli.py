@@ -96,6 +96,11 @@ def test_github_annotations_end_to_end(tmp_path: Path) -> None:
     assert proc.stdout.splitlines() == [
         "::error file=boards/mode.yaml,line=2,col=7,title=enum::"
         "'mode' must be one of std, pro, 4k; got a string 'pro%25'%0Adid you mean 'pro'?",
+        # A broken top-level value no longer hides the rest: its scenes are still checked.
+        "::error file=boards/mode.yaml,line=6,col=15,title=duration-range::duration 20 s "
+        "is not allowed here (R5)%0Aallowed for text-to-video on kling-v3-omni: 3-15 s",
+        "::error file=boards/mode.yaml,line=9,col=7,title=shot-duration-sum::shots add up "
+        "to 17 s; a task is 3-15 s (R4, R5)%0Asplit the scene in two, or shorten shot 2",
         "::warning file=boards/take%2C2.yaml,line=4,col=5,title=unused-ref::"
         "image 'lamp' is never used%0Areference it as {{ image.lamp }}, or remove it",
         "::error file=boards/take%2C2.yaml,line=8,col=15,title=duration-range::"
