@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/assemble.py
 	$(BIN)/python bench/untrusted.py
 	$(BIN)/python bench/fuzz.py
+	$(BIN)/python bench/cache.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
