@@ -224,6 +224,44 @@ class ElementLock:
 
 
 @dataclass(slots=True)
+class ImageLock:
+    """An Omni-Image task (a generated image ref, or a still of a shot) and its PNG.
+
+    Paid once like a clip: the intent is saved before the create, the task id before
+    polling, and the PNG counts as made only with its sha256 recorded.
+    """
+
+    digest: str  # of its ImageRequest: other work gets a new record
+    external_task_id: str
+    status: str  # creating | submitted | processing | succeed | failed
+    attempt: int = 1
+    task_id: str | None = None
+    status_msg: str | None = None
+    units_charged: str | None = None
+    image_url: str | None = None
+    file: str | None = None  # relative to renders/NAME, e.g. "images/coast.png"
+    sha256: str | None = None
+    bytes: int | None = None
+    backend: str = "kling"
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in ("creating", "submitted", "processing")
+
+    def serves(self, backend: str) -> bool:
+        return self.backend == "kling" or backend == "emulator"
+
+    def path(self, folder: Path) -> Path | None:
+        """The PNG inside `folder` (renders/NAME), or None: never outside it."""
+        if self.file is None:
+            return None
+        return Clip(self.file, self.sha256 or "", self.bytes or 0, 0.0).path(folder)
+
+    def as_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass(slots=True)
 class Film:
     file: str
     sha256: str
@@ -238,6 +276,8 @@ class Lockfile:
     scenes: dict[str, SceneLock] = field(default_factory=dict)
     elements: dict[str, ElementLock] = field(default_factory=dict)
     film: Film | None = None
+    images: dict[str, ImageLock] = field(default_factory=dict)  # generated image refs
+    stills: dict[str, ImageLock] = field(default_factory=dict)  # by "SCENE-N" (shot N)
     # The sha256 of a clip's last frame (as PNG), by the clip's sha256: a frame is a
     # function of its clip's bytes, so a continuing scene's request is known without
     # the clip on disk (a source downloaded again does not make its follower paid again).
@@ -275,6 +315,8 @@ class Lockfile:
             film = doc.get("film")
             lock.film = Film(**film) if film else None
             lock.last_frames = dict(doc.get("last_frames", {}))
+            lock.images = {k: ImageLock(**v) for k, v in doc.get("images", {}).items()}
+            lock.stills = {k: ImageLock(**v) for k, v in doc.get("stills", {}).items()}
         except LockfileError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
@@ -346,6 +388,10 @@ class Lockfile:
             doc["film"] = asdict(self.film)
         if self.last_frames:
             doc["last_frames"] = self.last_frames
+        if self.images:
+            doc["images"] = {name: image.as_json() for name, image in self.images.items()}
+        if self.stills:
+            doc["stills"] = {name: still.as_json() for name, still in self.stills.items()}
         text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
         text += "\n"
         atomic_write_text(self.path, text)

@@ -62,7 +62,20 @@ class ElementToMake:
     digest: str  # of its description and images
 
 
-ImageMedia = Url | LocalFile | LastFrame | FrameFile
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """An image ref Kling's Omni-Image makes (`refs.images.NAME: {generate: ...}`).
+
+    Known by the digest of its `ImageRequest`: the work, not the PNG it became, so a
+    scene that uses it changes exactly when the image's prompt, settings or what it
+    mentions change. Once made, its PNG is `file` in the renders folder.
+    """
+
+    name: str
+    digest: str  # wire.image_digest of its ImageRequest
+
+
+ImageMedia = Url | LocalFile | LastFrame | FrameFile | GeneratedImage
 ElementMedia = ElementId | ElementToMake
 Media = ImageMedia | ElementMedia
 
@@ -98,13 +111,14 @@ class VideoRequest:
     aspect_ratio: str | None = None  # None where the API takes the shape from a frame
     duration: int | None = None  # None for a base edit (the input video's length)
     shots: tuple[ShotPrompt, ...] = ()  # non-empty: a customized multi-shot task
+    auto_shots: bool = False  # `shots: auto`: Kling plans the cuts (shot_type intelligence)
     images: tuple[ImageItem, ...] = ()
     elements: tuple[ElementMedia, ...] = ()
     video: VideoItem | None = None
 
     @property
     def multi_shot(self) -> bool:
-        return bool(self.shots)
+        return bool(self.shots) or self.auto_shots
 
     @property
     def waits_for(self) -> str | None:
@@ -121,3 +135,20 @@ class VideoRequest:
             for item in self.images
         )
         return replace(self, images=images)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """One Omni-Image task (kling-api.md §11.1): a generated image ref, or a still of a shot.
+
+    `images` and `elements` are the prompt's `<<<image_N>>>` / `<<<element_N>>>` in order;
+    Omni-Image takes at most 10 of them together.
+    """
+
+    model: str  # kling-v3-omni
+    prompt: str
+    resolution: str = "1k"  # 1k | 2k | 4k
+    aspect_ratio: str = "16:9"
+    images: tuple[ImageMedia, ...] = ()
+    elements: tuple[ElementMedia, ...] = ()
+    n: int = 1

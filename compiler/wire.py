@@ -24,6 +24,8 @@ from .request import (
     ElementId,
     ElementToMake,
     FrameFile,
+    GeneratedImage,
+    ImageRequest,
     LastFrame,
     LocalFile,
     Media,
@@ -55,6 +57,8 @@ def content_key(media: Media) -> str | int:
             return number
         case LastFrame(scene):
             return f"after:{scene}"  # no digest is taken before the frame exists
+        case GeneratedImage(_, digest):
+            return f"generated:{digest}"
 
 
 def omni_video_json(req: VideoRequest, media: MediaValue) -> dict[str, Any]:
@@ -75,6 +79,9 @@ def omni_video_json(req: VideoRequest, media: MediaValue) -> dict[str, Any]:
     if req.shots:
         body["multi_shot"] = True
         body["shot_type"] = "customize"
+    elif req.auto_shots:
+        body["multi_shot"] = True
+        body["shot_type"] = "intelligence"
     body["prompt"] = req.prompt
     if req.shots:
         body["multi_prompt"] = [
@@ -111,6 +118,8 @@ def display_value(media: Media) -> str | int:
             return f"element:{name}@sha256:{digest}"
         case ElementId(number):
             return number
+        case GeneratedImage(name, digest):
+            return f"generated:{name}@sha256:{digest}"
 
 
 def record_value(media: Media) -> Any:
@@ -128,6 +137,8 @@ def record_value(media: Media) -> Any:
             return {"element": name, "sha256": digest}
         case ElementId(number):
             return number
+        case GeneratedImage(name, digest):
+            return {"generated": name, "sha256": digest}
 
 
 def display_json(req: VideoRequest) -> dict[str, Any]:
@@ -142,6 +153,33 @@ def request_digest(req: VideoRequest) -> str:
     """sha256 of the canonical body, media by content (not path or scene), salted."""
     canonical = json.dumps(
         {"salt": COMPILER_SALT, "payload": omni_video_json(req, content_key)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def omni_image_json(req: ImageRequest, media: MediaValue) -> dict[str, Any]:
+    """The `POST /v1/images/omni-image` body (kling-api.md §11.1), media spelled by `media`."""
+    body: dict[str, Any] = {
+        "model_name": req.model,
+        "prompt": req.prompt,
+        "resolution": req.resolution,
+        "aspect_ratio": req.aspect_ratio,
+        "n": req.n,
+    }
+    if req.images:
+        body["image_list"] = [{"image": media(image)} for image in req.images]
+    if req.elements:
+        body["element_list"] = [{"element_id": media(element)} for element in req.elements]
+    return body
+
+
+def image_digest(req: ImageRequest) -> str:
+    """sha256 of the canonical Omni-Image body, media by content, salted."""
+    canonical = json.dumps(
+        {"salt": COMPILER_SALT, "image": omni_image_json(req, content_key)},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
