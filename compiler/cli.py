@@ -171,7 +171,11 @@ def _plans(
 
     selection = _selection(args, results)
     cache = _cache(args)
-    plans = {r.path: plan_board(r, backend, Path(args.renders), selection, cache) for r in results}
+    stills = bool(getattr(args, "stills", False))
+    plans = {
+        r.path: plan_board(r, backend, Path(args.renders), selection, cache, stills=stills)
+        for r in results
+    }
     return selection, plans
 
 
@@ -235,11 +239,15 @@ def cmd_render(args: argparse.Namespace) -> ExitCode:
         )
     for result in results:
         print_plan(result, plans[result.path], sys.stdout, free=backend.free)
-    paid = [take for p in plans.values() for take in p.paid]
+    paid = [
+        *(t for p in plans.values() for t in p.paid),
+        *(i for p in plans.values() for i in p.paid_images),
+    ]
     if paid and not backend.free and not _approved(args, results, plans):
         return ExitCode.REFUSED_COST
 
     rows = [(r.path, take.job.label) for r in results for take in plans[r.path].takes]
+    rows += [(r.path, still.job.label) for r in results for still in plans[r.path].stills]
     with _display(rows) as display:
         outcomes = asyncio.run(
             render_all(
@@ -260,6 +268,9 @@ def cmd_render(args: argparse.Namespace) -> ExitCode:
         for scene in outcome.failed:
             failed = True
             print(f"{outcome.storyboard}: {scene.outcome}: {scene.error}", file=sys.stderr)
+        if outcome.animatic is not None:
+            print(f"{outcome.storyboard}: {outcome.film_note} -> {outcome.animatic}")
+            continue
         film = f" -> {outcome.film}" if outcome.film else ""
         print(f"{outcome.storyboard}: {outcome.film_note}{film}")
         if outcome.film_detail:
@@ -530,6 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SCENE",
         help="render this scene again even if nothing changed: paid again (repeatable)",
     )
+    render.add_argument(
+        "--stills",
+        action="store_true",
+        help="instead of video: one still per shot (Omni-Image, about $0.03 each) and "
+        "renders/NAME.animatic.mp4",
+    )
     render.add_argument("--yes", action="store_true", help="approve paid work without asking")
     render.add_argument(
         "--budget", type=float, metavar="USD", help="approve paid work up to this total"
@@ -564,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
         "nothing is sent to Kling",
     )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument(
+        "--stills", action="store_true", help="plan the stills and animatic instead of video"
+    )
     plan.add_argument("--only", action="append", metavar="SCENE", help="plan only this scene")
     plan.add_argument(
         "--force", action="append", metavar="SCENE", help="count this scene as re-rendered"

@@ -35,12 +35,13 @@ from .auth import redact
 from .errors import ApiStatusError, DownloadError, TransportFailure, UnsafeUrl
 from .hosts import fetchable
 from .redaction import redact_secrets
-from .request import VideoRequest
-from .wire import MediaValue, omni_video_json
+from .request import ImageRequest, VideoRequest
+from .wire import MediaValue, omni_image_json, omni_video_json
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 TASKS_PATH = "/v1/videos/omni-video"
 ELEMENTS_PATH = "/v1/general/advanced-custom-elements"
+IMAGES_PATH = "/v1/images/omni-image"  # kling-api.md §11.1
 CHUNK_SIZE = 1 << 20  # download in 1 MiB pieces: memory stays flat whatever the clip size
 NOT_FOUND_CODE = 1203
 _REASON_CHARS = 2000  # a task's reason as kept in the lockfile
@@ -85,6 +86,18 @@ class ElementTaskInfo:
     status_msg: str | None
     external_task_id: str | None
     element_id: int | None  # task_result.elements[0].element_id once succeeded
+
+
+@dataclass(frozen=True, slots=True)
+class ImageTaskInfo:
+    """One Omni-Image task as Kling reports it (kling-api.md §11.1)."""
+
+    task_id: str
+    status: str  # submitted | processing | succeed | failed
+    status_msg: str | None
+    external_task_id: str | None
+    image_url: str | None  # task_result.images[0].url (storyboard asks for one image)
+    units_charged: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +201,21 @@ class KlingClient:
         none; the same contract as `find_task`."""
         path = _path(ELEMENTS_PATH, external_task_id)
         return await self._find(path, external_task_id, _element_task_info)
+
+    async def create_image(
+        self, request: ImageRequest, external_task_id: str, media: MediaValue
+    ) -> ImageTaskInfo:
+        """Create the Omni-Image task of `request`, each medium spelled by `media`."""
+        body = {**omni_image_json(request, media), "external_task_id": external_task_id}
+        return await self._call("POST", IMAGES_PATH, body, _image_task_info)
+
+    async def get_image_task(self, task_id: str) -> ImageTaskInfo:
+        return await self._call("GET", _path(IMAGES_PATH, task_id), None, _image_task_info)
+
+    async def find_image_task(self, external_task_id: str) -> ImageTaskInfo | None:
+        """The image task created with this `external_task_id`, or None: as `find_task`."""
+        path = _path(IMAGES_PATH, external_task_id)
+        return await self._find(path, external_task_id, _image_task_info)
 
     async def _find(
         self, path: str, external_task_id: str, parse: Callable[[object], _Found]
@@ -388,6 +416,24 @@ def _task_head(data: object) -> tuple[dict[str, Any], str, str]:
     if status not in _STATUSES:
         raise _Malformed(f"unknown `data.task_status` {status[:40]!r}")
     return data, str(task_id), status
+
+
+def _image_task_info(data: object) -> ImageTaskInfo:
+    data, task_id, status = _task_head(data)
+    result = _obj(data.get("task_result"))
+    images = result.get("images") or result.get("series_images")
+    first = _obj(images[0]) if isinstance(images, list) and images else {}
+    url = _url(first.get("url"))
+    if status == "succeed" and url is None:
+        raise _Malformed("succeeded without `data.task_result.images[0].url`")
+    return ImageTaskInfo(
+        task_id=task_id,
+        status=status,
+        status_msg=_outside_text(data.get("task_status_msg")),
+        external_task_id=_text(_obj(data.get("task_info")).get("external_task_id")),
+        image_url=url,
+        units_charged=_units(data.get("final_unit_deduction")),
+    )
 
 
 def _element_task_info(data: object) -> ElementTaskInfo:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from .cache import Cache
-from .client import ElementTaskInfo, KlingClient, TaskInfo
+from .client import ElementTaskInfo, ImageTaskInfo, KlingClient, TaskInfo
 from .errors import (
     ApiStatusError,
     CacheError,
@@ -41,10 +41,20 @@ from .errors import (
 )
 from .frames import frame_name, save_last_frame
 from .fsutil import sha256_file
-from .lockfile import Clip, ElementLock, Lockfile, TaskLock, external_task_id
+from .lockfile import Clip, ElementLock, ImageLock, Lockfile, TaskLock, external_task_id
 from .model import ElementRef, ImageRef
-from .plan import Action, Plan, PlannedElement, PlannedTake
-from .request import ElementId, ElementToMake, FrameFile, LocalFile, Media, Url, VideoRequest
+from .plan import Action, Plan, PlannedElement, PlannedImage, PlannedTake
+from .request import (
+    ElementId,
+    ElementToMake,
+    FrameFile,
+    GeneratedImage,
+    ImageRequest,
+    LocalFile,
+    Media,
+    Url,
+    VideoRequest,
+)
 from .wire import record_json, request_digest
 
 T = TypeVar("T")
@@ -136,6 +146,16 @@ class AccountSlots:
 
 
 @dataclass(slots=True)
+class ImageResult:
+    """What became of one still (or generated image) of a run."""
+
+    key: str
+    outcome: str  # the action carried out, or "failed"
+    path: Path | None = None
+    error: StoryboardError | None = None
+
+
+@dataclass(slots=True)
 class SceneResult:
     scene: str
     outcome: str  # reused | fetched | rendered | downloaded | failed | pending
@@ -168,6 +188,9 @@ class Executor:
     _elements: dict[str, asyncio.Future[int]] = field(init=False, default_factory=dict)
     _element_plan: dict[str, PlannedElement] = field(init=False, default_factory=dict)
     _kept: dict[str, Path] = field(init=False, default_factory=dict)
+    image_slots: AccountSlots | None = None  # Omni-Image counts apart from video (§11.1)
+    _image_plan: dict[str, PlannedImage] = field(init=False, default_factory=dict)
+    _images: dict[str, asyncio.Future[Path]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.slots is None:
@@ -186,12 +209,42 @@ class Executor:
         loop = asyncio.get_running_loop()
         self._sources = {t.job.scene: loop.create_future() for t in plan.takes if t.job.selected}
         self._element_plan = {e.element.name: e for e in plan.elements}
+        self._image_plan = {i.job.key: i for i in plan.images}
         self._kept = dict(plan.sources)
+        if self.image_slots is None:
+            self.image_slots = AccountSlots(self.concurrency, self.sleep)
         results = list(await asyncio.gather(*(self._take(take) for take in plan.takes)))
-        futures: list[asyncio.Future[Any]] = [*self._sources.values(), *self._elements.values()]
+        futures: list[asyncio.Future[Any]] = [
+            *self._sources.values(),
+            *self._elements.values(),
+            *self._images.values(),
+        ]
         for future in futures:
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved: a failure is reported by its own take
+        return results
+
+    async def run_stills(self, plan: Plan) -> list[ImageResult]:
+        """Carry out the stills of a `--stills` plan (and the generated images they show)."""
+        (self.clips_dir / "stills").mkdir(parents=True, exist_ok=True)
+        self._element_plan = {e.element.name: e for e in plan.elements}
+        self._image_plan = {i.job.key: i for i in plan.images}
+        if self.image_slots is None:
+            self.image_slots = AccountSlots(self.concurrency, self.sleep)
+
+        async def one(planned: PlannedImage) -> ImageResult:
+            try:
+                path = await self._make_image(planned)
+            except StoryboardError as exc:
+                self.progress.update(planned.job.label, "failed", str(exc))
+                return ImageResult(planned.job.key, "failed", error=exc)
+            return ImageResult(planned.job.key, str(planned.action), path)
+
+        results = list(await asyncio.gather(*(one(still) for still in plan.stills)))
+        futures: list[asyncio.Future[Any]] = [*self._elements.values(), *self._images.values()]
+        for future in futures:
+            if future.done() and not future.cancelled():
+                future.exception()
         return results
 
     # -- one take -------------------------------------------------------------------------
@@ -361,12 +414,20 @@ class Executor:
         self._record(planned, task, info, f"task {info.task_id}")
         return info
 
-    async def _media_values(self, request: VideoRequest) -> dict[Media, Any]:
+    async def _media_values(self, request: VideoRequest | ImageRequest) -> dict[Media, Any]:
         """Each medium as Kling takes it: a URL, bare Base64 content, an element id."""
         values: dict[Media, Any] = {}
-        for item in request.images:
-            media = item.media
-            if isinstance(media, Url):
+        images = (
+            [item.media for item in request.images]
+            if isinstance(request, VideoRequest)
+            else list(request.images)
+        )
+        for media in images:
+            if isinstance(media, GeneratedImage):
+                png = await self._generated(media)
+                with_sha = await asyncio.to_thread(sha256_file, png)
+                values[media] = self._base64(png, png.name, with_sha)
+            elif isinstance(media, Url):
                 values[media] = media.url
             elif isinstance(media, LocalFile):
                 values[media] = self._base64(self.base_dir / media.file, media.file, media.sha256)
@@ -448,6 +509,135 @@ class Executor:
                 if not (exc.transient or exc.create_not_made):
                     raise
                 await backoff.retry(self.sleep, exc)
+
+    # -- images: generated refs and stills (Omni-Image) ------------------------------------
+
+    async def _generated(self, media: GeneratedImage) -> Path:
+        """The PNG of a generated image ref, made (once) as its planned action says."""
+        future = self._images.get(media.name)
+        if future is None:
+            planned = self._image_plan[media.name]
+            future = asyncio.ensure_future(self._make_image(planned))
+            self._images[media.name] = future
+        return await asyncio.shield(future)
+
+    def _image_records(self, planned: PlannedImage) -> dict[str, ImageLock]:
+        return self.lock.images if planned.job.kind == "image" else self.lock.stills
+
+    def _image_path(self, planned: PlannedImage) -> Path:
+        folder = "images" if planned.job.kind == "image" else "stills"
+        return self.clips_dir / folder / f"{planned.job.key}.png"
+
+    async def _make_image(self, planned: PlannedImage) -> Path:
+        job, entry = planned.job, planned.entry
+        records = self._image_records(planned)
+        if planned.action is Action.REUSE:
+            assert entry is not None
+            path = entry.path(self.clips_dir)
+            assert path is not None
+            self.progress.update(job.label, "done", "unchanged")
+            return path
+        if planned.action is Action.FETCH:
+            assert entry is not None and entry.sha256 is not None and self.cache is not None
+            dest = self._image_path(planned)
+            if await asyncio.to_thread(self.cache.get, entry.sha256, dest) is not None:
+                entry.file = f"{dest.parent.name}/{dest.name}"
+                self.lock.save()
+                self.progress.update(job.label, "done", "from the cache")
+                return dest
+            return await self._download_image(planned, entry)  # gone since planning
+        if planned.action is Action.DOWNLOAD:
+            assert entry is not None
+            return await self._download_image(planned, entry)
+        slots = self.image_slots
+        assert slots is not None
+        if planned.action is Action.REATTACH:
+            assert entry is not None and entry.task_id is not None
+            slots.adopt()
+            try:
+                info = await self._retried(partial(self.client.get_image_task, entry.task_id))
+                info = await self._poll_image(planned, entry, info)
+            finally:
+                await slots.release()
+            return await self._image_done(planned, entry, info)
+        resumed = entry is not None  # an interrupted create: look it up first
+        if entry is None:
+            entry = ImageLock(
+                planned.digest,
+                planned.external_task_id,
+                "creating",
+                attempt=planned.attempt,
+                backend=self.backend,
+            )
+        # The intent is on disk before the request, as for a clip.
+        records[job.key] = entry
+        self.lock.save()
+        values = await self._media_values(job.request)
+        ext = entry.external_task_id
+
+        async def create() -> ImageTaskInfo:
+            self.progress.update(job.label, "creating")
+            return await self.client.create_image(job.request, ext, values.__getitem__)
+
+        await slots.acquire()
+        try:
+            info = await self._create_once(
+                create, lambda: self.client.find_image_task(ext), unsure=resumed
+            )
+            info = await self._poll_image(planned, entry, info)
+        finally:
+            await slots.release()
+        return await self._image_done(planned, entry, info)
+
+    async def _poll_image(
+        self, planned: PlannedImage, entry: ImageLock, info: ImageTaskInfo
+    ) -> ImageTaskInfo:
+        deadline = self.clock() + self.poll_timeout
+        while True:
+            entry.task_id, entry.status, entry.status_msg = (
+                info.task_id,
+                info.status,
+                info.status_msg,
+            )
+            entry.units_charged = info.units_charged or entry.units_charged
+            entry.image_url = info.image_url or entry.image_url
+            self.lock.save()
+            if info.status in ("succeed", "failed"):
+                return info
+            self.progress.update(planned.job.label, info.status)
+            if self.clock() >= deadline:
+                raise PollTimeout(planned.job.label, info.task_id)
+            await self.sleep(self.poll_interval)
+            info = await self._retried(partial(self.client.get_image_task, info.task_id))
+
+    async def _image_done(
+        self, planned: PlannedImage, entry: ImageLock, info: ImageTaskInfo
+    ) -> Path:
+        if info.status == "failed":
+            raise TaskFailed(planned.job.label, info.task_id, info.status_msg)
+        return await self._download_image(planned, entry)
+
+    async def _download_image(self, planned: PlannedImage, entry: ImageLock) -> Path:
+        label = planned.job.label
+        if not entry.image_url:
+            raise ClipGone(label, label, StoryboardError("the lockfile has no URL"))
+        dest = self._image_path(planned)
+        backoff = Backoff(tries=5)
+        while True:
+            self.progress.update(label, "downloading")
+            try:
+                got = await self.client.download(entry.image_url, dest)
+                break
+            except (DownloadError, TransportFailure) as exc:
+                if isinstance(exc, DownloadError) and exc.http_status in _GONE:
+                    raise ClipGone(label, label, exc) from exc
+                await backoff.retry(self.sleep, exc)
+        entry.file = f"{dest.parent.name}/{dest.name}"
+        entry.sha256, entry.bytes = got.sha256, got.bytes
+        self.lock.save()
+        self.progress.update(label, "done", f"{dest.name}, {got.bytes:,} bytes")
+        await self._upload(got.sha256, dest)
+        return dest
 
     # -- elements -------------------------------------------------------------------------
 

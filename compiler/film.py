@@ -11,13 +11,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .fsutil import sha256_file
 from .lockfile import Film, Lockfile
 from .model import Task
 from .timeline import FilmClip, OtherTake
 
-__all__ = ["FilmResult", "assemble_film", "export_timeline", "film_clips", "remove_stale_parts"]
+if TYPE_CHECKING:
+    from .execute import ImageResult
+    from .pipeline import CompileResult
+    from .plan import Plan
+
+__all__ = [
+    "FilmResult",
+    "assemble_animatic",
+    "assemble_film",
+    "export_timeline",
+    "film_clips",
+    "remove_stale_parts",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +184,52 @@ def export_timeline(
         return None, why
     dest = timeline_path(renders, storyboard.stem, fmt)
     return export(clips, dest, fmt, title=title, storyboard=shown), ""
+
+
+ANIMATIC_LONG_SIDE = 1280
+_ASPECTS = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1)}
+
+
+def assemble_animatic(
+    result: CompileResult, planned: Plan, stills: Sequence[ImageResult], renders: Path
+) -> tuple[Path | None, str]:
+    """Hold each shot's still for the shot's duration: renders/NAME.animatic.mp4.
+
+    Every enabled scene is in it, in film order; a shot whose still is missing (not made,
+    or a scene that has none, like a video edit) is a card saying why.
+    """
+    from .media import Held, animatic
+
+    name = result.file.stem
+    folder = renders / name
+    made = {r.key: r.path for r in stills if r.path is not None}
+    held: list[Held] = []
+    for task in result.tasks:
+        if not task.enabled:
+            continue
+        request = task.request
+        seconds = [float(s.duration) for s in request.shots] or [float(task.seconds)]
+        count = max(1, len(getattr(task, "stills", ())) or 1)
+        for n in range(1, count + 1):
+            key = f"{task.scene}-{n}"
+            still = made.get(key)
+            if still is None and (record := planned.lock.stills.get(key)) is not None:
+                kept = record.path(folder)
+                still = kept if kept is not None and kept.is_file() else None
+            note = getattr(task, "stills_note", None) or "no still yet"
+            shot = seconds[n - 1] if n <= len(seconds) else seconds[-1]
+            label = task.scene if count == 1 else f"{task.scene} · shot {n}"
+            held.append(Held(still, shot, label, note))
+    if not held:
+        return None, "no animatic: no enabled scene"
+    aspect = result.tasks[0].request.aspect_ratio or (
+        result.board.settings.aspect_ratio if result.board else "16:9"
+    )
+    wide, high = _ASPECTS.get(aspect, (16, 9))
+    scale = ANIMATIC_LONG_SIDE / max(wide, high)
+    dest = renders / f"{name}.animatic.mp4"
+    remove_stale_parts(renders, f"{name}.animatic")
+    info = animatic(held, dest, (round(wide * scale), round(high * scale)))
+    missing = sum(h.still is None for h in held)
+    extra = f" ({missing} shot(s) without a still)" if missing else ""
+    return dest, f"animatic: {info.duration:.2f} s, {len(held)} shot(s){extra}"

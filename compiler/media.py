@@ -148,6 +148,66 @@ def _atomic_output(dest: Path) -> Iterator[Path]:
         raise
 
 
+# ── the animatic ─────────────────────────────────────────────────────────────────────────
+
+ANIMATIC_FPS = Fraction(24)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One shot of an animatic: its still (or none), how long it lasts, and its label."""
+
+    still: Path | None
+    seconds: float
+    label: str  # burnt in at the bottom: the scene id and shot
+    note: str = ""  # shown in place of a missing still
+
+
+def animatic(shots: Sequence[Held], dest: Path, size: tuple[int, int]) -> ClipInfo:
+    """Hold each still for its shot's duration, its label burnt in: renders/NAME.animatic.mp4.
+
+    Each shot lasts round(seconds × 24) frames, so the animatic lasts what the film
+    will, to the frame. Encoded once per still (x264 repeats identical frames cheaply).
+    """
+    width, height = (size[0] // 2 * 2, size[1] // 2 * 2)
+    with _atomic_output(dest) as tmp, av.open(str(tmp), "w", format="mp4") as container:
+        stream = _add_video_stream(
+            container, width, height, ANIMATIC_FPS, {"crf": "20", "preset": "veryfast"}
+        )
+        pts = 0
+        for shot in shots:
+            picture = _held_picture(shot, width, height)
+            rgb: VideoFrame = VideoFrame.from_image(picture)  # type: ignore[no-untyped-call]
+            frame = rgb.reformat(format="yuv420p")
+            for _ in range(max(1, round(shot.seconds * ANIMATIC_FPS))):
+                frame.pts = pts
+                pts += 1
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return probe(dest)
+
+
+def _held_picture(shot: Held, width: int, height: int) -> Image.Image:
+    from PIL import ImageDraw, ImageFont, ImageOps
+
+    if shot.still is not None:
+        with Image.open(shot.still) as still:
+            still.draft("RGB", (width, height))
+            picture = ImageOps.pad(still.convert("RGB"), (width, height), color=(0, 0, 0))
+    else:
+        picture = Image.new("RGB", (width, height), (28, 30, 36))
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=max(12, height // 24))
+    band = max(18, height // 14)
+    draw.rectangle((0, height - band, width, height), fill=(0, 0, 0))
+    draw.text((band // 3, height - band + band // 6), shot.label, fill=(255, 255, 255), font=font)
+    if shot.still is None and shot.note:
+        draw.text((band // 3, height // 2), shot.note, fill=(200, 200, 200), font=font)
+    return picture
+
+
 # ── probe / extract_frame ───────────────────────────────────────────────────────────────
 
 

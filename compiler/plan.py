@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 from .frames import frame_name, last_frame_png
 from .fsutil import sha256_file
-from .lockfile import ElementLock, Lockfile, TaskLock, external_task_id
+from .lockfile import ElementLock, ImageLock, Lockfile, TaskLock, external_task_id
 from .model import ElementRef, Task
-from .request import ElementToMake, FrameFile, VideoRequest
-from .wire import record_json, request_digest
+from .request import ElementToMake, FrameFile, GeneratedImage, ImageRequest, VideoRequest
+from .wire import image_digest, record_json, request_digest
 
 
 class Action(StrEnum):
@@ -128,6 +128,46 @@ class PlannedElement:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageJob:
+    """An Omni-Image task to plan: a generated image ref, or the still of one shot."""
+
+    kind: str  # "image" (lockfile `images`) | "still" (lockfile `stills`)
+    key: str  # the ref's name, or "SCENE-N" for shot N of a scene
+    request: ImageRequest
+    units: Decimal  # image units (kling-api.md §11.1), their own currency
+    usd: Decimal
+    scene: str | None = None  # a still's scene, its shot and how long the shot lasts
+    shot: int = 1
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"still {self.key}" if self.kind == "still" else f"image {self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedImage:
+    """What a render does for one Omni-Image task, and why."""
+
+    job: ImageJob
+    action: Action
+    state: str
+    digest: str
+    reasons: tuple[str, ...] = ()
+    entry: ImageLock | None = None  # the record reused, fetched, re-attached or looked up
+    external_task_id: str = ""
+    attempt: int = 1
+
+    @property
+    def paid(self) -> bool:
+        return self.action is Action.SUBMIT
+
+    @property
+    def creates(self) -> bool:
+        return self.action in CREATES
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     backend: str
     lock: Lockfile  # the lockfile planned against, which the executor then keeps current
@@ -139,18 +179,34 @@ class Plan:
     film: tuple[tuple[str, int], ...] = field(default=())
     # The clips continuing scenes start from that this run does not touch (`--only`).
     sources: dict[str, Path] = field(default_factory=dict)
+    images: tuple[PlannedImage, ...] = ()  # generated image refs the creates need
+    stills: tuple[PlannedImage, ...] = ()  # `--stills`: one per shot, and no takes
 
     @property
     def paid(self) -> tuple[PlannedTake, ...]:
         return tuple(t for t in self.takes if t.paid)
 
     @property
+    def paid_images(self) -> tuple[PlannedImage, ...]:
+        return tuple(i for i in (*self.images, *self.stills) if i.paid)
+
+    @property
     def creates(self) -> int:
         return sum(t.creates for t in self.takes)
 
     @property
+    def image_creates(self) -> int:
+        return sum(i.creates for i in (*self.images, *self.stills))
+
+    @property
+    def image_units(self) -> Decimal:
+        return sum((i.job.units for i in self.paid_images), Decimal(0))
+
+    @property
     def usd(self) -> Decimal:
-        return sum((t.job.usd for t in self.paid), Decimal(0))
+        """What the plan's paid work costs: clips and images (each in its own units)."""
+        clips = sum((t.job.usd for t in self.paid), Decimal(0))
+        return clips + sum((i.job.usd for i in self.paid_images), Decimal(0))
 
     @property
     def units(self) -> Decimal:
@@ -184,13 +240,31 @@ def plan(
     elements: dict[str, ElementRef] | None = None,
     selection: Selection = Selection(),
     cache: CacheLookup | None = None,
+    images: dict[str, ImageJob] | None = None,
+    stills: list[ImageJob] | None = None,
 ) -> Plan:
     """Plan the compiled `tasks` of one storyboard (in scene order) against `lock`.
 
     `clips_dir` is renders/NAME: clips are checked there against their recorded sha256,
-    and a continuing scene's first frame is read from its source's clip.
+    and a continuing scene's first frame is read from its source's clip. `images` are
+    the generated image refs by name; with `stills` (`render --stills`) the plan makes
+    those stills and no clip.
     """
     planner = _Planner(lock, backend, clips_dir, cache)
+    if stills is not None:
+        planned_stills = tuple(planner.image(job) for job in stills)
+        wanted_images = _generated(i.job.request for i in planned_stills if i.creates)
+        return Plan(
+            backend,
+            lock,
+            (),
+            images=tuple(
+                planner.image(images[n]) for n in sorted(wanted_images) if images and n in images
+            ),
+            stills=planned_stills,
+            disabled=tuple(t.scene for t in tasks if not t.enabled and selection.wants(t.scene)),
+            charged_units=lock.charged(backend),
+        )
     jobs = jobs_for(tasks, selection)
     in_run = {job.scene for job in jobs}
     for task in tasks:  # kept clips of scenes outside this run, which others continue
@@ -206,6 +280,10 @@ def plan(
         if isinstance(media, ElementToMake)
     }
     made = [planner.element(ref) for name, ref in (elements or {}).items() if name in wanted]
+    wanted_images = _generated(t.job.request for t in takes if t.creates)
+    made_images = tuple(
+        planner.image(job) for name, job in sorted((images or {}).items()) if name in wanted_images
+    )
     return Plan(
         backend,
         lock,
@@ -219,7 +297,21 @@ def plan(
             for scene, task in planner.reused.items()
             if scene not in in_run and (path := planner.clip_path(task)) is not None
         },
+        images=made_images,
     )
+
+
+def _generated(requests: Iterable[VideoRequest | ImageRequest]) -> set[str]:
+    """The generated image refs some of `requests` show."""
+    names: set[str] = set()
+    for request in requests:
+        media = (
+            [item.media for item in request.images]
+            if isinstance(request, VideoRequest)
+            else list(request.images)
+        )
+        names.update(m.name for m in media if isinstance(m, GeneratedImage))
+    return names
 
 
 class _Planner:
@@ -330,6 +422,61 @@ class _Planner:
             task,
         )
 
+    def image(self, job: ImageJob) -> PlannedImage:
+        """The action for one Omni-Image task: as for a take, by its record and its PNG."""
+        digest = image_digest(job.request)
+        records = self.lock.images if job.kind == "image" else self.lock.stills
+        entry = records.get(job.key)
+        folder = self.clips_dir
+        same = entry is not None and entry.digest == digest and entry.serves(self.backend)
+
+        def submit(
+            state: str, reasons: tuple[str, ...], action: Action = Action.SUBMIT
+        ) -> PlannedImage:
+            attempt = entry.attempt + 1 if entry is not None and entry.digest == digest else 1
+            ext = image_task_id(job, digest, attempt)
+            return PlannedImage(job, action, state, digest, reasons, None, ext, attempt)
+
+        if entry is None:
+            return submit("new", ())
+        if entry.digest != digest:
+            return submit("changed", ("prompt, settings or an image it shows",))
+        if not same:
+            return submit("changed", ("made on the emulator before",))
+        assert entry is not None
+        if entry.status == "creating":
+            return PlannedImage(
+                job,
+                Action.SUBMIT,
+                "interrupted",
+                digest,
+                ("a killed run may have created it; looked up first",),
+                entry,
+                entry.external_task_id,
+                entry.attempt,
+            )
+        if entry.status == "failed":
+            return submit("failed-before", (entry.status_msg or "failed",))
+        if entry.in_flight:
+            if self.emulator:
+                return submit("lost", ("the emulator that ran it is gone",), Action.REMAKE)
+            return PlannedImage(job, Action.REATTACH, "in-flight", digest, (), entry)
+        path = entry.path(folder)
+        if (
+            path is not None
+            and path.is_file()
+            and entry.sha256
+            and sha256_file(path) == entry.sha256
+        ):
+            return PlannedImage(job, Action.REUSE, "unchanged", digest, (), entry)
+        if self.cache is not None and entry.sha256 and self.cache.has(entry.sha256):
+            why = (f"image not on disk: from the cache {self.cache.shown}, free",)
+            return PlannedImage(job, Action.FETCH, "unchanged", digest, why, entry)
+        if self.emulator:
+            return submit("lost", ("image not on disk",), Action.REMAKE)
+        why = ("image not on disk: downloaded again, free",)
+        return PlannedImage(job, Action.DOWNLOAD, "unchanged", digest, why, entry)
+
     def element(self, ref: ElementRef) -> PlannedElement:
         entry = self.lock.elements.get(ref.name)
         same = entry is not None and entry.digest == ref.digest
@@ -391,6 +538,13 @@ class _Submit:
         return PlannedTake(
             self.job, action, state, reasons, self.request, self.digest, None, ext, self.attempt
         )
+
+
+def image_task_id(job: ImageJob, digest: str, attempt: int) -> str:
+    """The external_task_id of an image task: its work's digest, and the attempt."""
+    suffix = f"-a{attempt}" if attempt > 1 else ""
+    kind = "st" if job.kind == "still" else "img"
+    return f"sb-{kind}-{job.key[:24]}-{digest[:32]}{suffix}"
 
 
 def element_task_id(element: ElementRef, attempt: int) -> str:

@@ -72,6 +72,28 @@ def _usd_per_unit(result: CompileResult) -> Decimal:
     return Decimal(str(value))
 
 
+def image_rows(plan: Plan) -> list[dict[str, Any]]:
+    """Generated images and stills: Omni-Image tasks, priced in image units."""
+    return [
+        {
+            "kind": planned.job.kind,
+            "name": planned.job.key,
+            "scene": planned.job.scene,
+            "shot": planned.job.shot if planned.job.kind == "still" else None,
+            "seconds": planned.job.seconds if planned.job.kind == "still" else None,
+            "image_units": float(planned.job.units),
+            "usd": float(planned.job.usd),
+            "action": str(planned.action),
+            "paid": planned.paid,
+            "creates": planned.creates,
+            "state": planned.state,
+            "reasons": list(planned.reasons),
+            "external_task_id": planned.external_task_id or None,
+        }
+        for planned in (*plan.images, *plan.stills)
+    ]
+
+
 def plan_json(result: CompileResult, plan: Plan) -> dict[str, Any]:
     usd_per_unit = _usd_per_unit(result)
     charged = plan.charged_units
@@ -80,11 +102,15 @@ def plan_json(result: CompileResult, plan: Plan) -> dict[str, Any]:
         "backend": plan.backend,
         "scenes": plan_rows(result, plan),
         "elements": element_rows(plan),
+        "images": image_rows(plan),
         "disabled": list(plan.disabled),
         "totals": {
             "submit": len(plan.paid),
             "creates": plan.creates,
             "units": float(plan.units),
+            "image_submit": len(plan.paid_images),
+            "image_creates": plan.image_creates,
+            "image_units": float(plan.image_units),
             "usd": float(plan.usd),
             "charged_units": float(charged),
             "charged_usd": float(round(charged * usd_per_unit, 4)),
@@ -137,6 +163,20 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
             element["action"],
             element["state"],
         )
+    for image in image_rows(plan):
+        style = _ACTION_STYLE.get(image["action"], "")
+        table.add_row(
+            f"{image['kind']} {image['name']}",
+            "",
+            "",
+            f"{image['seconds']:g}" if image["seconds"] is not None else "",
+            "",
+            "",
+            f"{image['image_units']:g} img",
+            f"${image['usd']:.2f}",
+            f"[{style}]{image['action']}[/]" if style else image["action"],
+            ", ".join([image["state"], *image["reasons"]]),
+        )
     for scene in plan.disabled:
         table.add_row(scene, "", "", "", "", "", "", "", "[dim]skip[/]", "enabled: false")
     console.print(table)
@@ -155,6 +195,12 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
     else:
         cost = f"≈ ${plan.usd:.2f}"
         ledger = f"Charged so far: {charged:g} units (${charged_usd:.2f})."
+    images = ""
+    if plan.images or plan.stills:
+        images = f", {len(plan.paid_images)} image(s) ({plan.image_units:g} image units)"
+    if plan.stills and not plan.takes:
+        detail = f"{len(plan.stills)} still(s), no clip"
     console.print(
-        f"Plan: {len(plan.paid)} to submit ({plan.units:.2f} units, {cost}); {detail}. {ledger}"
+        f"Plan: {len(plan.paid)} to submit ({plan.units:.2f} units{images}, {cost}); "
+        f"{detail}. {ledger}"
     )

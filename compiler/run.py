@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from .backends import Backend
 from .cache import Cache
-from .execute import AccountSlots, Executor, Progress, SceneResult
-from .film import assemble_film
+from .execute import AccountSlots, Executor, ImageResult, Progress, SceneResult
+from .film import assemble_animatic, assemble_film
 from .lockfile import Lockfile
 from .pipeline import CompileResult
-from .plan import Plan, Selection, plan
+from .plan import ImageJob, Plan, Selection, plan
 from .progress import Display
+
+# kling-api.md §11.1: image units per image by resolution; about $0.0035 a unit.
+STILL_UNITS = {"1k": 8, "2k": 8, "4k": 16}
+DEFAULT_IMAGE_UNIT_USD = Decimal("0.0035")
 
 
 @dataclass(slots=True)
@@ -33,10 +38,15 @@ class BoardRender:
     captions: Path | None = None  # renders/NAME.srt, when scenes with sound quote dialogue
     preview: Path | None = None
     notes: list[str] = field(default_factory=list)  # warnings: what failed beside the clips
+    stills: list[ImageResult] = field(default_factory=list)  # `--stills`
+    animatic: Path | None = None  # renders/NAME.animatic.mp4
 
     @property
-    def failed(self) -> list[SceneResult]:
-        return [r for r in self.results if r.outcome in ("failed", "pending")]
+    def failed(self) -> list[SceneResult | ImageResult]:
+        scenes: list[SceneResult | ImageResult] = [
+            r for r in self.results if r.outcome in ("failed", "pending")
+        ]
+        return scenes + [r for r in self.stills if r.outcome == "failed"]
 
 
 def plan_board(
@@ -45,6 +55,8 @@ def plan_board(
     renders: Path,
     selection: Selection | None = None,
     cache: Cache | None = None,
+    *,
+    stills: bool = False,
 ) -> Plan:
     """The plan of one compiled storyboard against its lockfile. No writes; no request to
     Kling (the cache, when one is set, is asked which clips it holds)."""
@@ -56,7 +68,43 @@ def plan_board(
         elements=dict(result.board.refs.elements) if result.board else {},
         selection=selection or Selection(),
         cache=cache,
+        images=image_jobs(result),
+        stills=still_jobs(result, selection or Selection()) if stills else None,
     )
+
+
+def _image_unit_usd(result: CompileResult) -> Decimal:
+    value = getattr(result.board, "usd_per_image_unit", None) if result.board else None
+    return Decimal(str(value)) if value is not None else DEFAULT_IMAGE_UNIT_USD
+
+
+def image_jobs(result: CompileResult) -> dict[str, ImageJob]:
+    """The generated image refs of a compiled storyboard, as image tasks to plan."""
+    return {
+        made.name: ImageJob("image", made.name, made.request, made.units, made.usd)
+        for made in getattr(result, "images", [])
+    }
+
+
+def still_jobs(result: CompileResult, selection: Selection) -> list[ImageJob]:
+    """One still per shot of every enabled scene the selection wants (README "Stills")."""
+    usd_per_unit = _image_unit_usd(result)
+    jobs = []
+    for task in result.tasks:
+        if not task.enabled or not selection.wants(task.scene):
+            continue
+        request = task.request
+        seconds: list[float] = [float(s.duration) for s in request.shots] or [
+            float(request.duration or task.seconds)
+        ]
+        for n, still in enumerate(getattr(task, "stills", ()), 1):
+            units = Decimal(STILL_UNITS[still.resolution]) * still.n
+            shot = float(seconds[n - 1] if n <= len(seconds) else seconds[-1])
+            key = f"{task.scene}-{n}"
+            jobs.append(
+                ImageJob("still", key, still, units, units * usd_per_unit, task.scene, n, shot)
+            )
+    return jobs
 
 
 async def render_board(
@@ -72,7 +120,8 @@ async def render_board(
     preview: bool = True,
     cache: Cache | None = None,
 ) -> BoardRender:
-    """Carry out `planned`, then assemble the film when every clip exists."""
+    """Carry out `planned`, then assemble the film when every clip exists (or, for a
+    `--stills` plan, the animatic)."""
     from .media import probe
 
     if planned.backend != backend.name:
@@ -97,10 +146,22 @@ async def render_board(
             slots=slots,
             cache=cache,
         )
-        outcome.results = await executor.run(planned)
+        if planned.stills:
+            outcome.stills = await executor.run_stills(planned)
+        else:
+            outcome.results = await executor.run(planned)
         outcome.notes += executor.notes
     finally:
         await client.aclose()
+    if planned.stills:
+        outcome.animatic, outcome.film_note = await asyncio.to_thread(
+            assemble_animatic, result, planned, outcome.stills, renders
+        )
+        if preview:
+            from .preview import write_preview
+
+            outcome.preview = await asyncio.to_thread(write_preview, result, renders, backend.name)
+        return outcome
     made = await asyncio.to_thread(
         assemble_film,
         planned.lock,
