@@ -113,7 +113,7 @@ class SceneCard:
     status_msg: str | None
     meta: tuple[str, ...]
     frames: tuple[Picture, ...]
-    frames_kind: str  # clip | refs | none
+    frames_kind: str  # clip | stills | refs | none
     ratio: float  # the scene's width / height: its clip's, else the one it asks for
     shots: tuple[Shot, ...]
     multi_shot: bool
@@ -376,6 +376,8 @@ class _Sheet:
                 Picture(last, f"last frame · {clip.duration:g} s", href, ratio=ratio),
             )
             frames_kind = "clip"
+        elif stills := self.stills_of(task, ratio):
+            frames, frames_kind = stills, "stills"
         else:
             frames = tuple(
                 Picture(
@@ -541,6 +543,18 @@ class _Sheet:
         url = media.url
         picture = Picture(None, name or _short_url(url), url, "remote image")
         return RefRow(anchor, token, "image", name, role, picture, url, _short_url(url))
+
+    def stills_of(self, task: Task, ratio: float) -> tuple[Picture, ...]:
+        """A scene's stills (`render --stills`), one per shot, when it has no clip yet."""
+        pictures = []
+        for n in range(1, len(getattr(task, "stills", ())) + 1):
+            record = self.lock.stills.get(f"{task.scene}-{n}")
+            path = record.path(self.folder) if record is not None else None
+            if record is None or path is None or not path.is_file() or not record.sha256:
+                continue
+            src = self.image_thumb(path, record.sha256)
+            pictures.append(Picture(src, f"still · shot {n}", self.href(path), ratio=ratio))
+        return tuple(pictures)
 
     # -- clips and thumbnails ---------------------------------------------------------------
 
