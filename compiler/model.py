@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,9 @@ from .request import (
     ElementId,
     ElementMedia,
     ElementToMake,
+    GeneratedImage,
     ImageMedia,
+    ImageRequest,
     LastFrame,
     LocalFile,
     Url,
@@ -54,6 +57,18 @@ def strict_reading(name: str) -> str:
     return text
 
 
+def change(name: str) -> str:
+    """What Kling changed in 2026 (kling-api.md §11), for a hint: "since 05/07/2026 ..."."""
+    text: str = model_data()["changes"][name]
+    return text
+
+
+def omni_image() -> dict[str, Any]:
+    """Omni-Image's limits and prices (kling-api.md §11.1)."""
+    data: dict[str, Any] = model_data()["omni_image"]
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Task settings after scene overrides are applied."""
@@ -73,12 +88,26 @@ class ImageRef:
     sha256: str | None = None
     size: tuple[int, int] | None = None
     after: str | None = None  # the last frame of this scene's clip, known at render time
+    # A generated image (`{generate: PROMPT}`): its prompt template and settings, and,
+    # once its prompt is rendered, the Omni-Image work it is known by.
+    generate: str | None = None
+    resolution: str = "1k"
+    aspect_ratio: str | None = None  # as made: written, else the storyboard's
+    generated: GeneratedImage | None = None
+
+    @property
+    def is_generated(self) -> bool:
+        return self.generate is not None
 
     @property
     def media(self) -> ImageMedia:
         """This image as a typed medium of a request (request.py)."""
         if self.after is not None:
             return LastFrame(self.after)
+        if self.generate is not None:
+            # (no digest before its prompt renders; a board whose prompt failed has errors
+            # and so no tasks, which are the only readers of media)
+            return self.generated or GeneratedImage(self.name, "")
         if self.url is not None:
             return Url(self.url)
         assert self.file is not None and self.sha256 is not None
@@ -171,6 +200,7 @@ class Scene:
     selected: int = 1
     enabled: bool = True
     after: str | None = None  # `first_frame: {after: SCENE}`
+    auto_shots: bool = False  # `shots: auto`: Kling plans the cuts from `prompt`
     # Parts written but unusable (they broke the schema, or name nothing): the rules that
     # depend on them are skipped, since the problem is already reported where it is.
     # Names: settings ("model", "mode", "aspect_ratio", "sound"), "duration", "shots",
@@ -180,7 +210,7 @@ class Scene:
 
     @property
     def multi_shot(self) -> bool:
-        return bool(self.shots)
+        return bool(self.shots) or self.auto_shots
 
     @property
     def label(self) -> str:
@@ -199,6 +229,9 @@ class Storyboard:
     budget_usd: float | None
     refs: Refs
     scenes: tuple[Scene, ...]
+    usd_per_image_unit: float = 0.0035
+    vars: dict[str, Any] = field(default_factory=dict)  # the top-level vars, as usable
+    broken_vars: frozenset[str] = frozenset()  # top-level vars whose values broke the schema
 
     def loc(self, path: JsonPath, *, key: bool = False) -> Location:
         return self.doc.loc(path, key=key)
@@ -239,8 +272,29 @@ class RenderedScene:
 
 
 @dataclass(frozen=True, slots=True)
+class RenderedImage:
+    """A generated image ref with its final prompt and the media it mentions, numbered
+    by its own lists (`<<<image_N>>>` of its Omni-Image request, not of any scene's)."""
+
+    ref: ImageRef
+    prompt: str | None  # None: the prompt could not be rendered (reported)
+    images: tuple[ImageRef, ...] = ()
+    elements: tuple[ElementRef, ...] = ()
+    complete: bool = True
+
+    @property
+    def path(self) -> JsonPath:
+        return (*self.ref.path, "generate")
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
-    """One compiled scene: its request to Kling and its estimated price."""
+    """One compiled scene: its request to Kling and its estimated price.
+
+    `stills` holds one Omni-Image request per shot (a single-shot scene and a
+    `shots: auto` scene have one), for `render --stills`; a scene that cannot have stills
+    has none, and `stills_note` says why.
+    """
 
     scene: str
     request: VideoRequest
@@ -252,6 +306,10 @@ class Task:
     selected: int = 1
     enabled: bool = True
     after: str | None = None
+    stills: tuple[ImageRequest, ...] = ()
+    stills_note: str | None = None
+    still_units: Decimal = Decimal(0)  # image units of each still
+    still_usd: Decimal = Decimal(0)  # USD of each still
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -261,6 +319,8 @@ class Task:
         return display_json(self.request)
 
     def as_json(self) -> dict[str, Any]:
+        from .wire import display_value, omni_image_json
+
         doc: dict[str, Any] = {
             "scene": self.scene,
             "payload": self.payload,
@@ -276,4 +336,40 @@ class Task:
             doc["enabled"] = False
         if self.after is not None:
             doc["after"] = self.after
+        doc["stills"] = [
+            {
+                "payload": omni_image_json(still, display_value),
+                "image_units": float(self.still_units),
+                "usd": float(self.still_usd),
+            }
+            for still in self.stills
+        ]
+        if self.stills_note:
+            doc["stills_note"] = self.stills_note
         return doc
+
+
+@dataclass(frozen=True, slots=True)
+class ImageTask:
+    """One generated image ref that an enabled scene uses: its Omni-Image request and
+    price (image units, their own currency: kling-api.md §11.1)."""
+
+    name: str
+    request: ImageRequest
+    units: Decimal  # image units
+    usd: Decimal
+    path: JsonPath  # of the ref, for diagnostics and plans
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        from .wire import display_value, omni_image_json
+
+        return omni_image_json(self.request, display_value)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "payload": self.payload,
+            "image_units": float(self.units),
+            "usd": float(self.usd),
+        }

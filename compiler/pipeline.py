@@ -1,42 +1,56 @@
 """The compile pipeline: the few lines that name every stage.
 
-load → check_schema → resolve → render_scene → check_scene → lower → estimate
+load → check_schema → resolve → render_image → check_image → render_scene → check_scene
+→ lower → estimate
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 
 from .diagnostics import Diagnostic, Severity, sort_diagnostics
 from .load import load
 from .lockfile import external_task_id
-from .lower import lower
-from .model import REF_KINDS, RenderedScene, Storyboard, Task
-from .price import estimate
-from .prompts import TemplateBudget, check_vars, render_scene
+from .lower import lower, lower_image, lower_stills
+from .model import REF_KINDS, ImageTask, RenderedImage, RenderedScene, Storyboard, Task
+from .price import estimate, image_units, image_usd
+from .prompts import TemplateBudget, check_vars, render_image, render_scene
+from .request import GeneratedImage, ImageRequest
 from .resolve import resolve
-from .rules import check_scene, merge_per_scene
+from .rules import check_image, check_scene, merge_per_scene
 from .validate import check_schema
+from .wire import image_digest
 
 
 @dataclass(slots=True)
 class CompileResult:
-    """The outcome for one storyboard file: its tasks, or the reasons there are none."""
+    """The outcome for one storyboard file: its tasks, or the reasons there are none.
+
+    `images` holds one Omni-Image task per generated image ref that an enabled scene
+    uses, in the order of `refs.images`; the scenes' requests carry each as the
+    `GeneratedImage` medium of the same name.
+    """
 
     path: str  # as shown in diagnostics
     file: Path  # where it was read from
     board: Storyboard | None = None
     tasks: list[Task] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    images: list[ImageTask] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not any(d.is_error for d in self.diagnostics)
 
     def as_json(self) -> dict[str, object]:
-        return {"storyboard": self.path, "tasks": [task.as_json() for task in self.tasks]}
+        return {
+            "storyboard": self.path,
+            "images": [image.as_json() for image in self.images],
+            "tasks": [task.as_json() for task in self.tasks],
+        }
 
 
 def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
@@ -54,10 +68,12 @@ def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
     if board is None:
         result.diagnostics = sort_diagnostics(problems)
         return result
-    result.board = board
     problems += check_vars(board)
-    rendered: list[RenderedScene] = []
     budget = TemplateBudget()
+    board, made, image_problems = _generated_images(board, budget)
+    problems += image_problems
+    result.board = board
+    rendered: list[RenderedScene] = []
     for scene in board.scenes:
         rs, render_problems = render_scene(board, scene, budget)
         problems += render_problems
@@ -69,24 +85,66 @@ def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
         isinstance(scenes, list)
         and len(rendered) == len(scenes)
         and all(rs.complete for rs in rendered)
+        and all(ri.complete for ri, _ in made.values())
     )
-    problems += _unused_refs(board, rendered, complete=every_scene)
+    problems += _unused_refs(board, rendered, made, complete=every_scene)
     if not any(d.is_error for d in problems):
         result.tasks = [_task(board, rs) for rs in rendered if rs.complete]
+        result.images = _image_tasks(board, rendered, made)
         problems += _duplicate_payloads(board, result.tasks)
         if any(d.is_error for d in problems):
-            result.tasks = []
+            result.tasks, result.images = [], []
     result.diagnostics = sort_diagnostics(problems)
     return result
+
+
+Made = dict[str, tuple[RenderedImage, ImageRequest]]
+
+
+def _generated_images(
+    board: Storyboard, budget: TemplateBudget
+) -> tuple[Storyboard, Made, list[Diagnostic]]:
+    """Render and check every generated image ref, and give each its medium: the digest
+    of its Omni-Image request, so a scene using it changes when the image would."""
+    made: Made = {}
+    problems: list[Diagnostic] = []
+    images = dict(board.refs.images)
+    for name, ref in board.refs.images.items():
+        if not ref.is_generated:
+            continue
+        ri, found = render_image(board, ref, budget)
+        problems += found + check_image(board, ri)
+        request = lower_image(ri)
+        made[name] = (ri, request)
+        if ri.complete:
+            images[name] = replace(ref, generated=GeneratedImage(name, image_digest(request)))
+    if not made:
+        return board, made, problems
+    return replace(board, refs=replace(board.refs, images=images)), made, problems
+
+
+def _image_tasks(board: Storyboard, rendered: list[RenderedScene], made: Made) -> list[ImageTask]:
+    """The generated images some enabled scene uses, in the order they are declared."""
+    used = {image.name for rs in rendered if rs.scene.enabled for image in rs.images}
+    tasks = []
+    for name, (ri, request) in made.items():
+        if name in used:
+            units = image_units(request)
+            usd = image_usd(units, board.usd_per_image_unit)
+            tasks.append(ImageTask(name, request, units, usd, ri.ref.path))
+    return tasks
 
 
 def _task(board: Storyboard, rs: RenderedScene) -> Task:
     video = board.refs.videos.get(rs.scene.video.ref) if rs.scene.video else None
     scene = rs.scene
     cost = estimate(scene, video, board.usd_per_unit)
+    request = lower(rs)
+    stills, stills_note = lower_stills(rs, request)
+    still_units = image_units(stills[0]) if stills else Decimal(0)
     return Task(
         scene.id,
-        lower(rs),
+        request,
         cost.seconds,
         cost.units,
         cost.usd,
@@ -95,18 +153,25 @@ def _task(board: Storyboard, rs: RenderedScene) -> Task:
         selected=scene.selected,
         enabled=scene.enabled,
         after=scene.after,
+        stills=stills,
+        stills_note=stills_note,
+        still_units=still_units,
+        still_usd=image_usd(still_units, board.usd_per_image_unit),
     )
 
 
 def _unused_refs(
-    board: Storyboard, rendered: list[RenderedScene], *, complete: bool
+    board: Storyboard, rendered: list[RenderedScene], made: Made, *, complete: bool
 ) -> list[Diagnostic]:
     if not complete:
-        return []  # a scene that failed to render may be the one that uses the ref
+        return []  # a prompt that failed to render may be the one that uses the ref
     used = {
         *(("image", r.name) for rs in rendered for r in rs.images),
         *(("element", r.name) for rs in rendered for r in rs.elements),
         *(("video", r.name) for rs in rendered for r in rs.videos),
+        # what a generated image mentions is used by it (it is itself warned of if unused)
+        *(("image", r.name) for ri, _ in made.values() for r in ri.images),
+        *(("element", r.name) for ri, _ in made.values() for r in ri.elements),
     }
     problems = []
     for kind in REF_KINDS:

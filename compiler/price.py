@@ -1,7 +1,8 @@
 """Estimate what a task costs from the price table in `models.yaml`. Scene → units, USD.
 
-Kling bills per second of output; a base edit is billed on the input video's length
-rounded to the nearest second (kling-api.md §6.2, R13).
+Kling bills video per second of output; a base edit is billed on the input video's
+length rounded to the nearest second (kling-api.md §6.2, R13). Omni-Image bills per image
+made, in image units, a currency of their own (§11.1): 8 at 1K and 2K, 16 at 4K.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .model import Scene, VideoRef, capabilities
+from .model import Scene, VideoRef, capabilities, omni_image
+from .request import ImageRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ def billed_seconds(scene: Scene, video: VideoRef | None) -> tuple[float, str | N
         )
     if scene.shots:
         return float(sum(shot.duration for shot in scene.shots)), None
+    # (`shots: auto` lasts its `duration`, like a single shot)
     return float(scene.duration or 0), None
 
 
@@ -49,3 +52,13 @@ def estimate(scene: Scene, video: VideoRef | None, usd_per_unit: float) -> Estim
     units = Decimal(str(units_per_second(scene))) * Decimal(str(seconds))
     usd = units * Decimal(str(usd_per_unit))
     return Estimate(seconds, float(units), float(round(usd, 4)), note)
+
+
+def image_units(request: ImageRequest) -> Decimal:
+    """Image units an Omni-Image task charges: per image by resolution, times `n`."""
+    return Decimal(omni_image()["units_per_image"][request.resolution]) * request.n
+
+
+def image_usd(units: Decimal, usd_per_image_unit: float) -> Decimal:
+    """The USD of `units` image units, to a hundredth of a cent."""
+    return round(units * Decimal(str(usd_per_image_unit)), 4)

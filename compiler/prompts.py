@@ -43,6 +43,7 @@ from .model import (
     REF_KINDS,
     ImageRef,
     RefKind,
+    RenderedImage,
     RenderedScene,
     Scene,
     Storyboard,
@@ -991,16 +992,29 @@ class _Mentions:
     become `<<<image_N>>>`, so a token the template builds by other means is found.
     """
 
-    def __init__(self, board: Storyboard, scene: Scene, nonce: str) -> None:
+    def __init__(
+        self,
+        board: Storyboard,
+        at: JsonPath,
+        nonce: str,
+        *,
+        video: str | None = None,
+        video_known: bool = True,
+        image_prompt: bool = False,
+    ) -> None:
         self.board = board
-        self.scene = scene
+        self.video = video  # the video the scene declares (`video: {ref: ...}`)
+        self.video_known = video_known  # False: its `video:` is broken, and reported
+        # The prompt of a generated image: Omni-Image takes images and elements only, and
+        # a generated image may not mention another (so there is no cycle to make).
+        self.image_prompt = image_prompt
         self.nonce = nonce
         # Each kind's list in payload order, and each name's 1-based token number. An image
         # used as both first and end frame takes two slots but keeps its first number.
         self.slots: dict[str, list[Any]] = {kind: [] for kind in REF_KINDS}
         self.numbers: dict[str, dict[str, int]] = {kind: {} for kind in REF_KINDS}
         self.problems: list[Diagnostic] = []
-        self.at: JsonPath = scene.path
+        self.at: JsonPath = at
         self.source = ""
         self.unresolved = False
         self.reported: set[tuple[JsonPath, str, str]] = set()
@@ -1026,7 +1040,7 @@ class _Mentions:
         """Whether a reference written in a prompt exists; if not, say so once."""
         table = self.board.refs.table(kind)
         if name in table:
-            return True
+            return not self.image_prompt or self.image_prompt_takes(kind, name, table[name])
         self.unresolved = True
         refs = self.board.refs
         if (kind, name) in refs.broken or kind in refs.broken_kinds:
@@ -1049,11 +1063,13 @@ class _Mentions:
         if ref is None:
             self.check_named(kind, name)
             return ""
+        if self.image_prompt and not self.image_prompt_takes(kind, name, ref):
+            return ""
         self.in_prompt.setdefault((kind, name), (self.at, self.source))
         numbers = self.numbers[kind]
         if name not in numbers:
-            declared = self.scene.video is not None and self.scene.video.ref == name
-            if kind == "video" and not declared and "video" not in self.scene.unknown:
+            declared = self.video == name
+            if kind == "video" and not declared and self.video_known:
                 self.problem_at(
                     _locate(self.source, f"{kind}.{name}"),
                     "video-undeclared",
@@ -1066,6 +1082,35 @@ class _Mentions:
         marker = f"{_MARK_OPEN}{self.nonce}{kind[0]}{numbers[name]}{_MARK_CLOSE}"
         self.issued[marker] = f"<<<{kind}_{numbers[name]}>>>"
         return marker
+
+    def image_prompt_takes(self, kind: RefKind, name: str, ref: Any) -> bool:
+        """Whether a generated image's prompt may mention this ref; if not, say so once."""
+        if kind == "video":
+            code, message = (
+                "image-prompt-video",
+                f"a generated image's prompt cannot use video '{name}': Omni-Image takes "
+                "images and elements only",
+            )
+            hint = "describe what you want from the video in words"
+        elif isinstance(ref, ImageRef) and ref.is_generated:
+            code, message = (
+                "image-prompt-generated",
+                f"a generated image's prompt cannot use generated image '{name}'",
+            )
+            hint = (
+                "an image is generated from local or URL images and elements only; "
+                "describe it in words, or use a file"
+            )
+        else:
+            return True
+        self.unresolved = True
+        if (self.at, kind, name) not in self.reported:
+            self.reported.add((self.at, kind, name))
+            at = _locate(self.source, f"{kind}.{name}")
+            if not self.source.startswith(f"{kind}.{name}", at):
+                at = _locate(self.source, name)
+            self.problem_at(at, code, message, hint)
+        return False
 
     def add_frame(self, image: ImageRef) -> None:
         self.slots["image"].append(image)
@@ -1191,6 +1236,11 @@ def _render(
             message, hint = f"'{name}' is not available in prompts", _REMOVED_GLOBALS[name]
         else:
             message, hint = f"'{name}' is undefined", _undefined_hint(name, variables)
+            if mentions.image_prompt and hint.startswith("define it"):
+                hint = (
+                    f"define it under the top-level `vars:`, e.g. `{name}: ...`; a generated "
+                    "image's prompt does not see a scene's vars"
+                )
         mentions.problem_at(_locate(source, name), "undefined-var", message, hint)
     if compiled.template is None or missing:
         return None
@@ -1285,7 +1335,13 @@ def render_scene(
     budget = budget if budget is not None else TemplateBudget()
     sources = [scene.prompt or "", *(shot.template for shot in scene.shots)]
     nonce = hashlib.sha256("\x00".join(sources).encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    mentions = _Mentions(board, scene, nonce)
+    mentions = _Mentions(
+        board,
+        scene.path,
+        nonce,
+        video=scene.video.ref if scene.video is not None else None,
+        video_known="video" not in scene.unknown,
+    )
     mentions.broken_vars = scene.broken_vars
     mentions.shadowed = frozenset(REF_KINDS) & set(scene.vars)
     variables = {k: v for k, v in scene.vars.items() if k not in REF_KINDS}
@@ -1374,5 +1430,47 @@ def render_scene(
         end_frame=frames["end_frame"],
         unrendered=frozenset(unrendered),
         complete=complete and not unrendered and not mentions.unresolved,
+    )
+    return rendered, mentions.problems
+
+
+# -- a generated image ----------------------------------------------------------------------
+
+
+def render_image(
+    board: Storyboard, ref: ImageRef, budget: TemplateBudget | None = None
+) -> tuple[RenderedImage, list[Diagnostic]]:
+    """Render a generated image's prompt (`refs.images.NAME.generate`) with the top-level
+    vars, and build its own media lists: `<<<image_N>>>` counts its Omni-Image request's
+    `image_list`, not a scene's."""
+    assert ref.generate is not None
+    budget = budget if budget is not None else TemplateBudget()
+    at: JsonPath = (*ref.path, "generate")
+    nonce = hashlib.sha256(ref.generate.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    mentions = _Mentions(board, at, nonce, image_prompt=True)
+    mentions.broken_vars = board.broken_vars
+    mentions.shadowed = frozenset(REF_KINDS) & set(board.vars)
+    variables = {k: v for k, v in board.vars.items() if k not in REF_KINDS}
+    if budget.quoted is None:
+        budget.quoted = _quoted_tokens(board)
+    prompt = _render(ref.generate, at, variables, mentions, budget, budget.quoted)
+    if prompt is not None:
+        for (ref_kind, ref_name), where in mentions.in_prompt.items():
+            token = f"<<<{ref_kind}_{mentions.numbers[ref_kind][ref_name]}>>>"
+            if token not in prompt:
+                mentions.at, mentions.source = where
+                mentions.problem_at(
+                    _locate(mentions.source, f"{ref_kind}.{ref_name}"),
+                    "ref-token-lost",
+                    f"{ref_kind} '{ref_name}' is used in the prompt "
+                    "but its token never reaches the output",
+                    f"write {{{{ {ref_kind}.{ref_name} }}}} on its own, outside filters and tests",
+                )
+    rendered = RenderedImage(
+        ref=ref,
+        prompt=prompt,
+        images=tuple(mentions.slots["image"]),
+        elements=tuple(mentions.slots["element"]),
+        complete=prompt is not None and not mentions.unresolved,
     )
     return rendered, mentions.problems

@@ -140,7 +140,7 @@ class _Resolver:
 
     # -- references ---------------------------------------------------------------------
 
-    def refs(self) -> Refs:
+    def refs(self, top: Settings) -> Refs:
         broken: set[tuple[RefKind, str]] = set()
         for bad in self.broken_paths:
             if len(bad) >= 3 and bad[0] == "refs" and bad[1] in _REF_KIND:
@@ -157,7 +157,7 @@ class _Resolver:
             path: JsonPath = ("refs", "images", name)
             if ("image", name) in broken:
                 continue
-            image = self.image(name, path, value)
+            image = self.image(name, path, value, top)
             if image is None:
                 broken.add(("image", name))
             else:
@@ -167,7 +167,8 @@ class _Resolver:
                 continue
             path = ("refs", "elements", name)
             if isinstance(value, dict) and "images" in value:
-                element = self.made_element(name, path, value)
+                generated = {n for n, image in images.items() if image.is_generated}
+                element = self.made_element(name, path, value, generated)
                 if element is None:
                     broken.add(("element", name))
                 else:
@@ -185,10 +186,21 @@ class _Resolver:
                 broken.add(("video", name))
         return Refs(images, elements, videos, frozenset(broken), broken_kinds)
 
-    def made_element(self, name: str, path: JsonPath, value: dict[str, Any]) -> ElementRef | None:
+    def made_element(
+        self, name: str, path: JsonPath, value: dict[str, Any], generated: set[str]
+    ) -> ElementRef | None:
         """An element storyboard creates from local images: each must be a usable image."""
         images = []
         for index, file in enumerate(value["images"]):
+            if file in generated and not (self.base_dir / file).exists():
+                self.problem(
+                    (*path, "images", index),
+                    "element-generated-image",
+                    f"element '{name}' cannot be made from generated image '{file}'",
+                    "an element is made from local image files, before any image is "
+                    f"generated; mention the image in prompts instead: {{{{ image.{file} }}}}",
+                )
+                return None
             image = self.local_image(f"{name}[{index}]", (*path, "images", index), file)
             if image is None:
                 return None
@@ -205,7 +217,17 @@ class _Resolver:
                 return None
         return ElementRef(name, path, images=tuple(images), description=value["description"])
 
-    def image(self, name: str, path: JsonPath, value: Any) -> ImageRef | None:
+    def image(self, name: str, path: JsonPath, value: Any, top: Settings) -> ImageRef | None:
+        if isinstance(value, dict) and "generate" in value:
+            # Made by Omni-Image: nothing to read yet; its prompt is rendered with the
+            # scenes' (prompts.render_image), and rules needing pixels wait for the PNG.
+            return ImageRef(
+                name,
+                path,
+                generate=value["generate"],
+                resolution=value.get("resolution", "1k"),
+                aspect_ratio=value.get("aspect_ratio", top.aspect_ratio),
+            )
         if isinstance(value, dict) and "url" in value:
             url = value["url"]
             return (
@@ -401,17 +423,31 @@ class _Resolver:
         scene_id = scene_id if isinstance(scene_id, str) else ""
         label = f"scene '{scene_id}'" if scene_id else f"scene {int(path[-1]) + 1}"
         prompt, shots_value, duration = field("prompt"), field("shots"), field("duration")
-        has_prompt, has_shots = prompt is not MISSING, shots_value is not MISSING
+        auto = shots_value == "auto"
+        has_prompt, has_shots = prompt is not MISSING, shots_value is not MISSING and not auto
+        # A broken `shots` beside a prompt may be a misspelt `auto`: what the scene is meant
+        # to be is unknown, so only the schema's diagnostic is given.
+        guessed = shots_value is BROKEN and has_prompt
         video, video_known = self.video_use((*path, "video"))
         if not video_known:
             unknown.add("video")
         base_edit = video is not None and video.refer_type == "base"
-        if has_prompt and has_shots:
+        if guessed:
+            unknown.add("structure")
+        elif has_prompt and has_shots:
             self.problem(
                 (*path, "shots"),
                 "prompt-and-shots",
                 "a scene has either 'prompt' (one shot) or 'shots' (multi-shot), not both",
                 "move the prompt text into a shot, or remove 'shots'",
+            )
+            unknown.add("structure")
+        elif auto and not has_prompt:
+            self.problem(
+                (*path, "shots"),
+                "missing-prompt",
+                f"`shots: auto` needs a 'prompt' in {label}: Kling plans the cuts from it",
+                "describe the whole scene, shot by shot, in `prompt:`, and give a `duration:`",
             )
             unknown.add("structure")
         elif not has_prompt and not has_shots:
@@ -422,7 +458,9 @@ class _Resolver:
                 "add `prompt:` with `duration:`, or a list of `shots:`",
             )
             unknown.add("structure")
-        if has_shots and duration is not MISSING:
+        if guessed:
+            pass
+        elif has_shots and duration is not MISSING:
             self.problem(
                 (*path, "duration"),
                 "duration-with-shots",
@@ -439,10 +477,11 @@ class _Resolver:
         elif has_prompt and not has_shots and video_known and not base_edit:
             if duration is MISSING:
                 self.problem(
-                    (*path, "prompt"),
+                    (*path, "shots" if auto else "prompt"),
                     "missing-duration",
-                    f"{label} needs a 'duration' in seconds",
-                    "add e.g. `duration: 5`",
+                    f"{label} needs a 'duration' in seconds"
+                    + (": with `shots: auto` Kling cuts that length into shots" if auto else ""),
+                    "add e.g. `duration: 10`" if auto else "add e.g. `duration: 5`",
                 )
         if not isinstance(duration, int) or isinstance(duration, bool):
             if duration is not MISSING or (has_prompt and not base_edit):
@@ -491,6 +530,7 @@ class _Resolver:
             if isinstance(enabled, bool)
             else (switch(enabled) if isinstance(enabled, str) else True),
             after=after if isinstance(after, str) else None,
+            auto_shots=auto,
             unknown=frozenset(unknown),
             broken_vars=broken_vars,
         )
@@ -685,9 +725,13 @@ def resolve(
         return None, []
     resolver = _Resolver(doc, file, broken_paths)
     top, top_unknown = resolver.settings((), None)
-    refs = resolver.refs()
+    refs = resolver.refs(top)
     scenes = resolver.scenes(top, top_unknown)
-    title, usd, budget = (resolver.value((key,)) for key in ("title", "usd_per_unit", "budget_usd"))
+    title, usd, budget, usd_image = (
+        resolver.value((key,))
+        for key in ("title", "usd_per_unit", "budget_usd", "usd_per_image_unit")
+    )
+    top_vars, broken_vars = resolver.scene_vars((), resolver.table(("vars",)))
     board = Storyboard(
         doc=doc,
         base_dir=resolver.base_dir,
@@ -698,6 +742,11 @@ def resolve(
         budget_usd=budget if _is_amount(budget) else None,
         refs=refs,
         scenes=scenes,
+        usd_per_image_unit=float(
+            usd_image if _is_amount(usd_image) else model_data()["usd_per_image_unit"]
+        ),
+        vars=top_vars,
+        broken_vars=broken_vars,
     )
     return board, resolver.problems
 

@@ -1,7 +1,10 @@
 """Kling's rules that JSON Schema cannot express, checked per model. RenderedScene → diagnostics.
 
 Each rule is a small function registered under the id that diagnostics print; the R
-numbers are those of ../shared/kling-api.md §3. Limits come from `models.yaml`.
+numbers are those of ../shared/kling-api.md §3, as Kling's 2026 change log (§11) amends
+them: where a user may remember the older rule, the hint cites the date of the change.
+Limits come from `models.yaml`. A generated image's own request (Omni-Image, §11.1) is
+checked by `check_image`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .diagnostics import Diagnostic, Location, Severity
-from .model import RenderedScene, Storyboard, capabilities, limits, strict_reading
+from .model import (
+    RenderedImage,
+    RenderedScene,
+    Storyboard,
+    capabilities,
+    change,
+    limits,
+    omni_image,
+    strict_reading,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +96,7 @@ def _error(loc: Location, code: str, message: str, hint: str | None = None) -> D
 def duration_case(rs: RenderedScene) -> str:
     """Which row of kling-api.md §3.3 sets this scene's allowed durations."""
     scene = rs.scene
-    if scene.shots:
+    if scene.multi_shot:
         return "multi_shot"
     if scene.video is not None:
         return "base_edit" if scene.video.refer_type == "base" else "feature_video"
@@ -123,7 +135,8 @@ def _model_mode(c: Check) -> Iterator[Diagnostic]:
             c.setting("mode"),
             "model-mode",
             f"{c.model} has no '{mode}' mode (R15){c.where}",
-            f"use one of {', '.join(c.caps['modes'])}, or model kling-v3-omni for 4K",
+            f"use one of {', '.join(c.caps['modes'])}, or model kling-v3-omni for 4K "
+            f"({change('mode_4k')})",
         )
 
 
@@ -140,13 +153,17 @@ def _model_sound(c: Check) -> Iterator[Diagnostic]:
 
 @rule("model-multi-shot", "structure")
 def _model_multi_shot(c: Check) -> Iterator[Diagnostic]:
-    if c.scene.shots and not c.caps["multi_shot"]:
-        yield _error(
-            c.at("shots"),
-            "model-multi-shot",
-            f"{c.model} has no multi-shot (R15)",
-            "split the shots into scenes, or use model kling-v3-omni",
-        )
+    scene = c.scene
+    if not scene.multi_shot or (c.caps["multi_shot"] and c.caps["auto_shots"]):
+        return
+    if scene.shots and c.caps["multi_shot"]:
+        return
+    hint = "split the shots into scenes, or use model kling-v3-omni"
+    if scene.auto_shots:
+        hint = "give the scene a single `prompt` and `duration`, or use model kling-v3-omni"
+    if scene.first_frame is not None:
+        hint += f" ({change('multi_shot_frames')})"
+    yield _error(c.at("shots"), "model-multi-shot", f"{c.model} has no multi-shot (R15)", hint)
 
 
 # -- R1, R4: prompt lengths -----------------------------------------------------------
@@ -263,19 +280,26 @@ def _shot_duration_sum(c: Check) -> Iterator[Diagnostic]:
 @rule("duration-range", "duration shots video structure")
 def _duration_range(c: Check) -> Iterator[Diagnostic]:
     case = duration_case(c.rs)
-    if case in ("base_edit", "multi_shot"):
-        return
+    if case == "base_edit" or (case == "multi_shot" and not c.scene.auto_shots):
+        return  # the video's length, or the sum of the shots (shot-duration-sum)
+    if c.scene.auto_shots and not c.caps["multi_shot"]:
+        return  # no multi-shot at all (model-multi-shot)
     duration = c.scene.duration
     if duration is None:
         return  # missing or broken, and reported as such
     allowed, text = allowed_durations(c.caps, case)
+    name = _CASE_NAMES[case]
+    if c.scene.auto_shots and c.has_video and not c.base_edit:
+        allowed &= allowed_durations(c.caps, "feature_video")[0]
+        text, name = f"{min(allowed)}-{max(allowed)} s", "a multi-shot scene with a reference video"
     if duration in allowed:
         return
     if not c.complete and duration in allowed_durations(c.caps, "reference")[0]:
         return  # a reference that failed to resolve may make this a reference scene
-    hint = f"allowed for {_CASE_NAMES[case]} on {c.model}: {text}"
-    if case == "feature_video" and c.model == "kling-v3-omni":
-        hint += "; " + strict_reading("feature_video_duration")
+    hint = f"allowed for {name} on {c.model}: {text}"
+    omni = capabilities("kling-v3-omni")
+    if c.has_video and c.caps is not omni and duration in allowed_durations(omni, case)[0]:
+        hint += f"; or use model kling-v3-omni ({change('video_seconds')})"
     yield _error(
         c.at("duration"),
         "duration-range",
@@ -286,33 +310,43 @@ def _duration_range(c: Check) -> Iterator[Diagnostic]:
 
 @rule("multi-shot-frames", "structure")
 def _multi_shot_frames(c: Check) -> Iterator[Diagnostic]:
-    if not c.scene.shots:
+    # R2 as amended on 05/07/2026 (§11): kling-v3-omni takes a first frame, or first + end
+    # frames, with multi-shot. A model without multi-shot is reported as such instead.
+    if not c.scene.multi_shot or not c.caps["multi_shot"] or c.caps["multi_shot_frames"]:
         return
-    if c.scene.end_frame is not None:
-        yield _error(
-            c.at("end_frame"),
-            "multi-shot-frames",
-            "a multi-shot scene cannot have an end frame (R2)",
-            "use the image as a reference in a shot prompt: {{ image.NAME }}",
-        )
-    elif c.scene.first_frame is not None and not c.caps["multi_shot_first_frame"]:
-        yield _error(
-            c.at("first_frame"),
-            "multi-shot-frames",
-            "a multi-shot scene cannot have a first frame (R2)",
-            strict_reading("multi_shot_first_frame")
-            + "; reference the image in a shot prompt instead",
-        )
+    for frame in ("first_frame", "end_frame"):
+        if getattr(c.scene, frame) is not None:
+            yield _error(
+                c.at(frame),
+                "multi-shot-frames",
+                f"{c.model} takes no {frame.replace('_', ' ')} on a multi-shot scene (R2)",
+                "reference the image in a prompt instead, {{ image.NAME }}; or use model "
+                f"kling-v3-omni ({change('multi_shot_frames')})",
+            )
 
 
 @rule("shots-with-base-edit", "video structure")
 def _shots_with_base_edit(c: Check) -> Iterator[Diagnostic]:
-    if c.scene.shots and c.base_edit:
+    if c.scene.multi_shot and c.base_edit:
         yield _error(
             c.at("video", "refer_type"),
             "shots-with-base-edit",
             "a base edit keeps the input video's length, so it cannot be split into shots (R13)",
             "use a single `prompt`, or `refer_type: feature`",
+        )
+
+
+@rule("shots-with-feature-video", "video structure")
+def _shots_with_feature_video(c: Check) -> Iterator[Diagnostic]:
+    # §11 (06/17/2026): a feature reference video with multi-shot requires shot_type
+    # intelligence, the shots described in `prompt` (R3).
+    if c.scene.shots and c.has_video and not c.base_edit and c.caps["multi_shot"]:
+        yield _error(
+            c.at("shots"),
+            "shots-with-feature-video",
+            "a multi-shot scene with a `feature` reference video cannot list its shots (R3)",
+            change("feature_video_shots")
+            + ": write the shots in `prompt`, with `shots: auto` and a `duration`",
         )
 
 
@@ -338,11 +372,11 @@ def _ref_count(c: Check) -> Iterator[Diagnostic]:
 @rule("end-frame-alone", "first_frame")
 def _end_frame_alone(c: Check) -> Iterator[Diagnostic]:
     if c.scene.end_frame is not None and c.scene.first_frame is None:
+        hint = "add `first_frame:`, or use the image as a reference: {{ image.NAME }}"
+        if c.scene.multi_shot and c.caps["multi_shot_frames"]:
+            hint = change("multi_shot_frames") + ", but an end frame still needs the first; " + hint
         yield _error(
-            c.at("end_frame"),
-            "end-frame-alone",
-            "an end frame needs a first frame (R7)",
-            "add `first_frame:`, or use the image as a reference: {{ image.NAME }}",
+            c.at("end_frame"), "end-frame-alone", "an end frame needs a first frame (R7)", hint
         )
 
 
@@ -415,12 +449,18 @@ def _video_duration(c: Check) -> Iterator[Diagnostic]:
             continue
         spec = c.caps["video_input_seconds"]
         if not spec["min"] <= video.duration <= spec["max"]:
+            longest = capabilities("kling-v3-omni")["video_input_seconds"]["max"]
             yield Diagnostic(
                 c.board.loc((*video.path, "duration")),
                 "video-duration",
                 f"video '{video.name}' lasts {video.duration:g} s; {c.model} takes "
                 f"{spec['min']}-{spec['max']} s videos (§2.1){c.where}",
-                "trim the video",
+                "trim the video"
+                + (
+                    f", or use model kling-v3-omni ({change('video_seconds')})"
+                    if spec["min"] <= video.duration <= longest
+                    else ""
+                ),
             )
 
 
@@ -441,10 +481,25 @@ def _video_unmentioned(c: Check) -> Iterator[Diagnostic]:
         )
 
 
-@rule("frame-aspect", "aspect_ratio first_frame structure")
+@rule("frame-aspect", "aspect_ratio first_frame")
 def _frame_aspect(c: Check) -> Iterator[Diagnostic]:
     frame = c.rs.first_frame
-    if frame is None or frame.size is None or c.scene.shots:
+    if frame is None:
+        return
+    if frame.is_generated:
+        # Its pixels do not exist yet; the shape it is made at is known (§11.1).
+        if frame.aspect_ratio != c.scene.settings.aspect_ratio:
+            yield Diagnostic(
+                c.at("first_frame"),
+                "frame-aspect",
+                f"first frame '{frame.name}' is generated at {frame.aspect_ratio}, not "
+                f"{c.scene.settings.aspect_ratio}; the clip takes the frame's shape (R14)",
+                f'set `aspect_ratio: "{c.scene.settings.aspect_ratio}"` on the generated '
+                "image, so the clips cut together",
+                Severity.WARNING,
+            )
+        return
+    if frame.size is None:
         return
     width, height = frame.size
     w, h = (int(x) for x in c.scene.settings.aspect_ratio.split(":"))
@@ -506,3 +561,47 @@ def _scene_list(scenes: list[str]) -> str:
     names = [s.removeprefix("scene ") for s in scenes]
     shown = names[:5] + ([f"{len(names) - 5} more"] if len(names) > 5 else [])
     return "scenes " + ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+# -- a generated image's own request (Omni-Image, kling-api.md §11.1) -----------------------
+
+
+def check_image(board: Storyboard, ri: RenderedImage) -> list[Diagnostic]:
+    """Omni-Image's rules for a generated image's request: the prompt's length, and at most
+    10 images and elements together. Rules that need the image's pixels wait for it."""
+    spec = omni_image()
+    loc = board.loc(ri.path)
+    problems = []
+    prompt = ri.prompt
+    if prompt is not None and len(prompt) > spec["prompt_chars"]:
+        problems.append(
+            _error(
+                loc,
+                "prompt-length",
+                f"the rendered image prompt is {len(prompt):,} characters; Omni-Image takes "
+                f"at most {spec['prompt_chars']:,} (§11.1)",
+                "shorten it",
+            )
+        )
+    elif prompt == "" and ri.complete:
+        problems.append(
+            _error(
+                loc,
+                "prompt-empty",
+                "the rendered image prompt is empty (§11.1)",
+                "describe the image",
+            )
+        )
+    count = len(ri.images) + len(ri.elements)
+    limit = spec["max_images_and_elements"]
+    if count > limit:
+        problems.append(
+            _error(
+                loc,
+                "ref-count",
+                f"{len(ri.images)} images + {len(ri.elements)} elements = {count}; an "
+                f"Omni-Image task takes at most {limit} (§11.1)",
+                "mention fewer images and elements in the image's prompt",
+            )
+        )
+    return problems

@@ -21,6 +21,8 @@ vars:                       # plain values for prompts: {{{{ hero }}}}
 #   images:
 #     map: assets/map.png   # local jpg/png next to this file (>= 300 px a side)
 #     sky: {{url: "https://example.com/sky.jpg"}}
+#     pier:                 # or an image Kling makes once (about $0.03), then used alike
+#       generate: "A foggy pier at dawn, wide shot, soft light."
 #   elements:
 #     cartographer: 829301938475      # an id from your Kling element library
 #   videos:
@@ -36,6 +38,7 @@ scenes:
 
   - id: workshop
     shots:                  # multi-shot: one task, 1-6 shots, durations add up
+                            # (or `shots: auto` with a prompt and a duration: Kling cuts)
       - prompt: "Close-up: {{{{ hero }}}} unrolls an old map on a wooden table."
         duration: 3
       - prompt: "Over the shoulder: a finger traces a coastline on the map."

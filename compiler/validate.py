@@ -239,11 +239,13 @@ def _diagnose(
         allowed: Any = error.validator_value
         choices = [c for c in allowed if isinstance(c, str)]
         suggestion = did_you_mean(str(value), choices) if isinstance(value, str) else None
-        listed = ", ".join(choices)
+        listed = "one of " + ", ".join(choices)
+        if name == "shots":  # the other alternative of `shots` is a list
+            listed = "a list of shots, or auto"
         yield Diagnostic(
             doc.loc(path),
             "enum",
-            f"'{name}' must be one of {listed}; got {_describe(value)}",
+            f"'{name}' must be {listed}; got {_describe(value)}",
             suggestion if suggestion and suggestion.startswith("did") else hint,
         )
     elif keyword == "const" and path == ("storyboard",):
@@ -410,6 +412,13 @@ def _near_miss(path: JsonPath, value: Any) -> tuple[str, str] | None:
             f'write `{path[2]}: {{url: "{value}"}}` (add `duration: SECONDS` for the cost '
             "estimate)",
         )
+    if len(path) == 3 and path[0] == "scenes" and path[2] == "shots" and not isinstance(value, str):
+        if not isinstance(value, list):
+            return (
+                f"'shots' takes a list of shots, or `auto`, not {_describe(value)}",
+                "list each shot as `- prompt: ...` with its `duration:`, or write `shots: auto` "
+                "with the scene's `prompt` and `duration` and let Kling plan the cuts",
+            )
     if len(path) == 3 and path[0] == "scenes" and path[2] in ("first_frame", "end_frame"):
         frame = str(path[2])
         meant_after = isinstance(value, dict) and any(

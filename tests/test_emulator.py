@@ -545,6 +545,10 @@ def test_the_compilers_valid_payloads_pass(payload: dict[str, Any]) -> None:
         return base64.b64encode((CASES / "valid" / match.group(1)).read_bytes()).decode()
 
     text = re.sub(r"local:([^@\"]+)@sha256:[0-9a-f]+", swap, json.dumps(payload))
+    # ... each `generated:NAME@sha256:...` for the PNG Omni-Image made, and `after:SCENE`
+    # for that scene's last frame (stand-ins here).
+    text = re.sub(r"generated:[^@\"]+@sha256:[0-9a-f]+", b64_image((1024, 576)), text)
+    text = re.sub(r"\"after:[a-z0-9][a-z0-9_-]*\"", f'"{b64_image((640, 360))}"', text)
     response = post(make(FakeClock()), json.loads(text))
     assert response.status_code == 200, response.text
 

@@ -63,6 +63,8 @@ def test_every_enum_value_has_help() -> None:
         "aspect_ratio",
         "sound",
         "refer_type",
+        "shots",  # `auto`
+        "resolution",  # of a generated image
     }
     for path, sub in enums:
         for key in ("enumDescriptions", "markdownEnumDescriptions"):
@@ -114,7 +116,10 @@ def _expand(value: Any) -> Any:
     yaml-language-server inserts a "^text" string as raw YAML text and any other string
     verbatim, unquoted; so both must read back as intended."""
     if isinstance(value, dict):
-        return {key: _expand(item) for key, item in value.items()}
+        return {
+            _PLACEHOLDER.sub(lambda m: m.group(1) or "", key): _expand(item)
+            for key, item in value.items()
+        }
     if isinstance(value, list):
         return [_expand(item) for item in value]
     if isinstance(value, str):
@@ -133,9 +138,11 @@ def test_scene_snippets_compile_without_a_problem(tmp_path: Path) -> None:
     assert [sorted(k for k in scene if k in ("prompt", "shots", "video")) for scene in scenes] == [
         ["prompt"],
         ["shots"],
+        ["prompt", "shots"],
         ["prompt", "video"],
     ]
-    assert scenes[2]["video"]["refer_type"] == "base"
+    assert scenes[2]["shots"] == "auto"
+    assert scenes[3]["video"]["refer_type"] == "base"
     board = {
         "storyboard": 1,
         "refs": {"videos": {"storm": {"url": "https://example.com/storm.mp4", "duration": 6}}},
@@ -145,7 +152,41 @@ def test_scene_snippets_compile_without_a_problem(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(board, sort_keys=False), encoding="utf-8")
     result = compile_file(path, "snippets.yaml")
     assert [d.headline() for d in result.diagnostics] == []
-    assert [task.scene for task in result.tasks] == ["opening", "climb", "squall"]
+    assert [task.scene for task in result.tasks] == ["opening", "climb", "storm-night", "squall"]
+    assert result.tasks[2].request.auto_shots
+
+
+def test_the_generated_image_snippet_compiles_without_a_problem(tmp_path: Path) -> None:
+    snippets = schema()["properties"]["refs"]["properties"]["images"]["defaultSnippets"]
+    assert [snippet["label"] for snippet in snippets] == ["Generated image"]
+    images = _expand(snippets[0]["body"])
+    (name,) = images
+    board = {
+        "storyboard": 1,
+        "refs": {"images": images},
+        "scenes": [{"id": "s", "first_frame": name, "prompt": "Dolly in.", "duration": 5}],
+    }
+    path = tmp_path / "snippet.yaml"
+    path.write_text(yaml.safe_dump(board, sort_keys=False), encoding="utf-8")
+    result = compile_file(path, "snippet.yaml")
+    assert [d.headline() for d in result.diagnostics] == []
+    assert [image.name for image in result.images] == [name]
+
+
+def test_every_generated_image_shape_is_one_omni_video_takes_an_image_at() -> None:
+    # kling-api.md §2.1: images between 1:2.5 and 2.5:1; a generated image can be any
+    # frame or reference, and its pixels cannot be checked before it exists.
+    from compiler.model import limits, omni_image
+
+    image = schema()["properties"]["refs"]["properties"]["images"]["additionalProperties"]
+    generated = next(alt for alt in image["oneOf"] if "generate" in alt.get("properties", {}))
+    aspects = generated["properties"]["aspect_ratio"]["enum"]
+    assert aspects == omni_image()["aspect_ratios"]
+    for aspect in aspects:
+        w, h = (int(x) for x in aspect.split(":"))
+        assert limits()["image_min_aspect"] <= w / h <= limits()["image_max_aspect"], aspect
+    resolutions = generated["properties"]["resolution"]["enum"]
+    assert resolutions == omni_image()["resolutions"] == list(omni_image()["units_per_image"])
 
 
 def test_example_storyboards_validate_against_the_schema_alone() -> None:
