@@ -43,7 +43,7 @@ from jinja2.filters import FILTERS
 from jinja2.tests import TESTS
 
 from compiler.cli import main
-from compiler.emulator.rules import Invalid, check_body
+from compiler.emulator.rules import Invalid, check_body, check_image_body
 from compiler.load import load
 
 CASES = Path(__file__).resolve().parent / "cases"
@@ -166,7 +166,7 @@ KEYS = (
     "storyboard title model mode aspect_ratio sound budget_usd usd_per_unit vars refs "
     "images elements videos scenes id prompt duration shots first_frame end_frame video "
     "ref refer_type keep_original_sound takes selected enabled after url path description "
-    "promt durtion idd camera"
+    "generate resolution usd_per_image_unit promt durtion idd camera"
 ).split()
 SETTINGS = {
     "model": ["kling-v3-omni", "kling-video-o1", "kling-v3", "kling-video-o2"],
@@ -335,7 +335,16 @@ def _duplicate(rng: random.Random, data: Data) -> Data:
 
 @mutation("edge-number")
 def _edge_number(rng: random.Random, data: Data) -> Data:
-    names = ("duration", "takes", "selected", "budget_usd", "usd_per_unit", "storyboard", "id")
+    names = (
+        "duration",
+        "takes",
+        "selected",
+        "budget_usd",
+        "usd_per_unit",
+        "usd_per_image_unit",
+        "storyboard",
+        "id",
+    )
     path = _pick(
         rng,
         data,
@@ -347,9 +356,14 @@ def _edge_number(rng: random.Random, data: Data) -> Data:
     return data if path is None else _set(data, path, rng.choice(EDGE_NUMBERS))
 
 
+def _is_prompt(path: Path_, value: Data) -> bool:
+    """A scene's or shot's prompt, or a generated image's."""
+    return path[-1] in ("prompt", "generate") and isinstance(value, str)
+
+
 @mutation("template")
 def _template(rng: random.Random, data: Data) -> Data:
-    path = _pick(rng, data, lambda p, v: p[-1] == "prompt" and isinstance(v, str))
+    path = _pick(rng, data, _is_prompt)
     if path is None:
         return data
     text, snippet = _get(data, path), rng.choice(TEMPLATES)
@@ -454,7 +468,7 @@ def _block(rng: random.Random, depth: int = 0) -> str:
 
 @mutation("template-grammar")
 def _template_grammar(rng: random.Random, data: Data) -> Data:
-    path = _pick(rng, data, lambda p, v: p[-1] == "prompt" and isinstance(v, str))
+    path = _pick(rng, data, _is_prompt)
     if path is None:
         return data
     return _set(data, path, _get(data, path) + " " + _block(rng))
@@ -517,6 +531,65 @@ def _media_path(rng: random.Random, data: Data) -> Data:
             "images": [rng.choice(PATHS) for _ in range(count)],
             "description": rng.choice(["the keeper", "", "x" * 120]),
         }
+    return data
+
+
+@mutation("generated-image")
+def _generated_image(rng: random.Random, data: Data) -> Data:
+    """A generated image ref (kling-api.md §11.1), written right or wrong, and maybe used."""
+    if not isinstance(data, dict):
+        return data
+    refs = data.setdefault("refs", {})
+    table = refs.setdefault("images", {}) if isinstance(refs, dict) else None
+    if not isinstance(table, dict):
+        return data
+    others = [n for n in table if n != "made"]
+    mention = rng.choice(
+        ["", " {{ image.made }}", " {{ video.storm }}", " {{ element.keeper }}", " {{ nope }}"]
+        + [f" {{{{ image.{n} }}}}" for n in others]
+    )
+    image: dict[str, Any] = {
+        "generate": rng.choice(["A lighthouse at dusk.", "", rng.choice(TEMPLATES)]) + mention
+    }
+    if rng.random() < 0.5:
+        image["resolution"] = rng.choice(["1k", "2k", "4k", "8k", "2K", 2])
+    if rng.random() < 0.5:
+        image["aspect_ratio"] = rng.choice(["16:9", "9:16", "1:1", "21:9", "2:3", "5:4", "auto"])
+    if rng.random() < 0.1:
+        image[rng.choice(["url", "path", "n"])] = rng.choice(["https://example.com/a.png", 2])
+    table[rng.choice(["made", *others])] = image
+    scenes = data.get("scenes")
+    if isinstance(scenes, list) and scenes and isinstance(scenes[0], dict):
+        scene = rng.choice([s for s in scenes if isinstance(s, dict)])
+        use = rng.randrange(3)
+        if use == 0:
+            scene["first_frame"] = "made"
+        elif use == 1:
+            scene["end_frame"] = "made"
+        elif isinstance(scene.get("prompt"), str):
+            scene["prompt"] += " {{ image.made }}"
+    if rng.random() < 0.2:
+        data["usd_per_image_unit"] = rng.choice(EDGE_NUMBERS)
+    return data
+
+
+@mutation("shots-auto")
+def _shots_auto(rng: random.Random, data: Data) -> Data:
+    """`shots: auto` (§11, 03/11/2026) on a scene, with or without what it needs."""
+    scenes = data.get("scenes") if isinstance(data, dict) else None
+    if not isinstance(scenes, list) or not scenes:
+        return data
+    scene = rng.choice(scenes)
+    if not isinstance(scene, dict):
+        return data
+    old = scene.get("shots")
+    scene["shots"] = rng.choice(["auto", "auto", "auto", "Auto", "intelligence", 3])
+    if isinstance(old, list) and "prompt" not in scene and rng.random() < 0.8:
+        scene["prompt"] = " ".join(
+            str(shot.get("prompt", "")) for shot in old if isinstance(shot, dict)
+        )
+    if "duration" not in scene and rng.random() < 0.8:
+        scene["duration"] = rng.choice([5, 10, 15, 16, 2])
     return data
 
 
@@ -724,21 +797,37 @@ def _positions_exist(text: str, report: str, path: str) -> list[str]:
     return bad
 
 
+def _stand_ins(payload: dict[str, Any], key: str) -> dict[str, Any]:
+    """A payload as the executor sends it, with stand-ins for media known at render time."""
+    payload = copy.deepcopy(payload)
+    for item in payload.get("image_list", []):
+        if not str(item.get(key, "")).startswith("https://"):
+            item[key] = "https://example.com/stand-in.png"
+    for item in payload.get("element_list", []):
+        if not isinstance(item.get("element_id"), int):
+            item["element_id"] = 1
+    return payload
+
+
 def _oracle(doc: dict[str, Any]) -> list[str]:
-    """A compiled board: every payload must pass Kling's body rules (the emulator's)."""
+    """A compiled board: every payload must pass Kling's body rules (the emulator's), the
+    Omni-Image ones too (generated images and stills)."""
     bad = []
     for task in doc.get("tasks", []):
-        payload = copy.deepcopy(task["payload"])
-        for item in payload.get("image_list", []):
-            if not str(item.get("image_url", "")).startswith("https://"):
-                item["image_url"] = "https://example.com/stand-in.png"
-        for item in payload.get("element_list", []):
-            if not isinstance(item.get("element_id"), int):
-                item["element_id"] = 1
         try:
-            check_body(payload)
+            check_body(_stand_ins(task["payload"], "image_url"))
         except Invalid as exc:
             bad.append(f"accepted, but Kling would refuse scene {task['scene']}: {exc}")
+        for n, still in enumerate(task.get("stills", []), 1):
+            try:
+                check_image_body(_stand_ins(still["payload"], "image"))
+            except Invalid as exc:
+                bad.append(f"accepted, but Kling would refuse still {n} of {task['scene']}: {exc}")
+    for image in doc.get("images", []):
+        try:
+            check_image_body(_stand_ins(image["payload"], "image"))
+        except Invalid as exc:
+            bad.append(f"accepted, but Kling would refuse generated image {image['name']}: {exc}")
     return bad
 
 
@@ -856,3 +945,10 @@ def test_the_oracle_refuses_what_kling_would() -> None:
     assert _oracle({"tasks": [{"scene": "a", "payload": {**payload, "duration": "5"}}]}) == []
     refused = _oracle({"tasks": [{"scene": "a", "payload": {**payload, "duration": "20"}}]})
     assert refused and "scene a" in refused[0]
+    image = {"model_name": "kling-v3-omni", "prompt": "x", "resolution": "1k", "n": 1}
+    assert _oracle({"images": [{"name": "i", "payload": image}]}) == []
+    refused = _oracle({"images": [{"name": "i", "payload": {**image, "resolution": "8k"}}]})
+    assert refused and "generated image i" in refused[0]
+    still = {"scene": "a", "payload": {**payload, "duration": "5"}}
+    refused = _oracle({"tasks": [{**still, "stills": [{"payload": {**image, "prompt": ""}}]}]})
+    assert refused and "still 1 of a" in refused[0]
