@@ -677,8 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-max-side",
         type=_positive_int,
         metavar="PX",
-        help="draw placeholder images at most this wide or tall (default: --clip-max-side, "
-        "else true size)",
+        help="draw placeholder images at most this wide or tall (default: --clip-max-side "
+        "but at least 720, else true size)",
     )
     emulator.add_argument(
         "--clip-max-side",

@@ -209,14 +209,14 @@ def assemble_animatic(
             continue
         request = task.request
         seconds = [float(s.duration) for s in request.shots] or [float(task.seconds)]
-        count = max(1, len(getattr(task, "stills", ())) or 1)
+        count = max(1, len(task.stills))
         for n in range(1, count + 1):
             key = f"{task.scene}-{n}"
             still = made.get(key)
             if still is None and (record := planned.lock.stills.get(key)) is not None:
                 kept = record.path(folder)
                 still = kept if kept is not None and kept.is_file() else None
-            note = getattr(task, "stills_note", None) or "no still yet"
+            note = task.stills_note or "no still yet"
             shot = seconds[n - 1] if n <= len(seconds) else seconds[-1]
             label = task.scene if count == 1 else f"{task.scene} · shot {n}"
             held.append(Held(still, shot, label, note))

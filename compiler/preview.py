@@ -547,7 +547,7 @@ class _Sheet:
     def stills_of(self, task: Task, ratio: float) -> tuple[Picture, ...]:
         """A scene's stills (`render --stills`), one per shot, when it has no clip yet."""
         pictures = []
-        for n in range(1, len(getattr(task, "stills", ())) + 1):
+        for n in range(1, len(task.stills) + 1):
             record = self.lock.stills.get(f"{task.scene}-{n}")
             path = record.path(self.folder) if record is not None else None
             if record is None or path is None or not path.is_file() or not record.sha256:

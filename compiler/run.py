@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
 from .backends import Backend
@@ -19,10 +18,6 @@ from .lockfile import Lockfile
 from .pipeline import CompileResult
 from .plan import ImageJob, Plan, Selection, plan
 from .progress import Display
-
-# kling-api.md §11.1: image units per image by resolution; about $0.0035 a unit.
-STILL_UNITS = {"1k": 8, "2k": 8, "4k": 16}
-DEFAULT_IMAGE_UNIT_USD = Decimal("0.0035")
 
 
 @dataclass(slots=True)
@@ -73,22 +68,16 @@ def plan_board(
     )
 
 
-def _image_unit_usd(result: CompileResult) -> Decimal:
-    value = getattr(result.board, "usd_per_image_unit", None) if result.board else None
-    return Decimal(str(value)) if value is not None else DEFAULT_IMAGE_UNIT_USD
-
-
 def image_jobs(result: CompileResult) -> dict[str, ImageJob]:
     """The generated image refs of a compiled storyboard, as image tasks to plan."""
     return {
         made.name: ImageJob("image", made.name, made.request, made.units, made.usd)
-        for made in getattr(result, "images", [])
+        for made in result.images
     }
 
 
 def still_jobs(result: CompileResult, selection: Selection) -> list[ImageJob]:
     """One still per shot of every enabled scene the selection wants (README "Stills")."""
-    usd_per_unit = _image_unit_usd(result)
     jobs = []
     for task in result.tasks:
         if not task.enabled or not selection.wants(task.scene):
@@ -97,12 +86,11 @@ def still_jobs(result: CompileResult, selection: Selection) -> list[ImageJob]:
         seconds: list[float] = [float(s.duration) for s in request.shots] or [
             float(request.duration or task.seconds)
         ]
-        for n, still in enumerate(getattr(task, "stills", ()), 1):
-            units = Decimal(STILL_UNITS[still.resolution]) * still.n
+        for n, still in enumerate(task.stills, 1):
             shot = float(seconds[n - 1] if n <= len(seconds) else seconds[-1])
             key = f"{task.scene}-{n}"
             jobs.append(
-                ImageJob("still", key, still, units, units * usd_per_unit, task.scene, n, shot)
+                ImageJob("still", key, still, task.still_units, task.still_usd, task.scene, n, shot)
             )
     return jobs
 

@@ -462,12 +462,14 @@ def test_stills_are_pngs_of_the_resolution_and_aspect_asked_for(
     assert png(download(emu, url)).size == size
 
 
-def test_image_max_side_defaults_to_clip_max_side() -> None:
+def test_image_max_side_follows_clip_max_side_but_stays_usable_as_a_frame() -> None:
     clock = FakeClock()
     emu = Emulator(clock=clock, sleep=clock.sleep, clip_max_side=128)
-    assert emu.image_max_side == 128
+    assert emu.image_max_side == 720  # 300 px on the short side even at 21:9
     [url] = urls(finished(emu, clock, image_body(aspect_ratio="9:16")))
-    assert png(download(emu, url)).size == (72, 128)
+    assert png(download(emu, url)).size == (405, 720)
+    big = Emulator(clock=clock, sleep=clock.sleep, clip_max_side=1000)
+    assert big.image_max_side == 1000
     apart = Emulator(clock=clock, sleep=clock.sleep, clip_max_side=128, image_max_side=64)
     assert (apart.image_max_side, apart.clip_max_side) == (64, 128)
 

@@ -47,6 +47,8 @@ from .rules import (
 from .timeline import status_at
 from .transport import SERVER, DropGuard, InProcessTransport, drop
 
+IMAGE_MIN_LONG_SIDE = 720  # 300 px on the short side at 21:9
+
 CHUNK = 64 * 1024
 BLOB_CHUNK = 1024 * 1024
 # The largest blob `/_emulator/blob` makes: 1 GiB (benchmarks ask for a few hundred MB).
@@ -141,7 +143,11 @@ class Emulator:
         self.clip_max_side = clip_max_side
         self.image_latency = image_latency
         self.image_concurrency = image_concurrency
-        self.image_max_side = image_max_side if image_max_side is not None else clip_max_side
+        # A made image is a first frame too: its short side never under Kling's 300 px
+        # minimum, even at 21:9 (so at least 720 px on the long side).
+        if image_max_side is None and clip_max_side is not None:
+            image_max_side = max(clip_max_side, IMAGE_MIN_LONG_SIDE)
+        self.image_max_side = image_max_side
         self.fps = fps
         self.faults = FaultPlan()
         self.clock = clock
