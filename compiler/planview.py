@@ -199,7 +199,16 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
     if plan.images or plan.stills:
         images = f", {len(plan.paid_images)} image(s) ({plan.image_units:g} image units)"
     if plan.stills and not plan.takes:
-        detail = f"{len(plan.stills)} still(s), no clip"
+        states: dict[str, int] = {}
+        for image in (*plan.images, *plan.stills):
+            states[image.state] = states.get(image.state, 0) + 1
+        made = ", ".join(f"{n} {state}" for state, n in states.items())
+        console.print(
+            f"Plan: {len(plan.paid_images)} image(s) to make "
+            f"({plan.image_units:g} image units, {cost}); {len(plan.stills)} still(s), "
+            f"no clip; {made}. {ledger}"
+        )
+        return
     console.print(
         f"Plan: {len(plan.paid)} to submit ({plan.units:.2f} units{images}, {cost}); "
         f"{detail}. {ledger}"
