@@ -130,7 +130,7 @@ def test_stills_are_priced_and_the_budget_gate_counts_them(
     assert "render: refused: about $0.11 of paid work (film.yaml: $0.11, budget_usd $0.05)" in err
 
 
-def test_a_render_of_stills_killed_and_run_again_makes_no_image_twice(
+def test_stills_against_storyboard_emulator_killed_resumed_and_edited(
     tmp_path: Path,
     server: Server,  # noqa: F811 (the fixture)
 ) -> None:
@@ -148,13 +148,25 @@ def test_a_render_of_stills_killed_and_run_again_makes_no_image_twice(
     _wait_for(lambda: server.get("/_emulator/stats")["image_creates"] >= 1, "a still's create")
     first.kill()
     first.communicate()
-    again = subprocess.run(
-        command, cwd=project, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert again.returncode == 0, again.stderr
+
+    def run() -> None:
+        done = subprocess.run(
+            command, cwd=project, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+
+    run()
     stats = server.get("/_emulator/stats")
     assert stats["image_creates"] == 3  # the crash board: three single-shot scenes
     assert set(stats["images"].values()) == {1}
-    assert (project / "renders" / "film.animatic.mp4").is_file()
+    animatic = probe(project / "renders" / "film.animatic.mp4")
+    assert abs(animatic.duration - (3 + 4 + 3)) <= 1 / 24
     assert not [p for p in project.rglob("*") if p.name.endswith((".part", ".tmp"))]
+    run()  # nothing changed: no image made
+    assert server.get("/_emulator/stats")["image_creates"] == 3
+    board = project / "film.yaml"
+    board.write_text(board.read_text("utf-8").replace("Gulls wheel", "Terns wheel"), "utf-8")
+    run()  # one shot edited: its still alone is made again
+    assert server.get("/_emulator/stats")["image_creates"] == 4
+    assert server.get("/_emulator/stats")["total_creates"] == 0  # and never a clip
     assert AUTH  # the server fixture's credentials were used for stats
