@@ -200,8 +200,8 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
         images = f", {len(plan.paid_images)} image(s) ({plan.image_units:g} image units)"
     if plan.stills and not plan.takes:
         states: dict[str, int] = {}
-        for image in (*plan.images, *plan.stills):
-            states[image.state] = states.get(image.state, 0) + 1
+        for planned_image in (*plan.images, *plan.stills):
+            states[planned_image.state] = states.get(planned_image.state, 0) + 1
         made = ", ".join(f"{n} {state}" for state, n in states.items())
         console.print(
             f"Plan: {len(plan.paid_images)} image(s) to make "
