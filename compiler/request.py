@@ -152,3 +152,55 @@ class ImageRequest:
     images: tuple[ImageMedia, ...] = ()
     elements: tuple[ElementMedia, ...] = ()
     n: int = 1
+
+
+# -- sound (kling-api.md §11.2; README "Sound") ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PresetVoice:
+    """One of Kling's preset voices, by its id."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceToMake:
+    """A custom voice made once from a sample: its id is known at render time."""
+
+    name: str
+    digest: str  # of its VoiceRequest: a new sample makes a new voice
+
+
+VoiceMedia = PresetVoice | VoiceToMake
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceRequest:
+    """A custom-voice task (`POST /v1/general/custom-voices`): a 5-30 s sample of one voice.
+
+    Kling fetches the sample by URL (no Base64): `sample_url` as the user gave it, or a
+    local `sample` the render uploads to the team's s3:// cache and sends presigned.
+    """
+
+    name: str  # the storyboard's name for the voice (Kling's voice_name, <= 20 chars)
+    sample_url: str | None = None
+    sample: LocalFile | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechRequest:
+    """A text-to-speech call (`POST /v1/audio/tts`): a scene's narration."""
+
+    text: str  # <= 1,000 characters
+    voice: VoiceMedia
+    language: str  # "en" | "zh"
+    speed: float = 1.0  # 0.8-2.0
+
+
+@dataclass(frozen=True, slots=True)
+class EffectRequest:
+    """A sound-effect call (`POST /v1/audio/text-to-audio`): a scene's `sfx`."""
+
+    prompt: str  # <= 200 characters
+    duration: float  # 3.0-10.0 seconds
