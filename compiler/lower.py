@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 
-from .model import RenderedImage, RenderedScene, omni_image
+from .model import RenderedImage, RenderedScene, Scene, Voice, omni_image
 from .request import (
+    EffectRequest,
     ImageItem,
     ImageMedia,
     ImageRequest,
     LastFrame,
     ShotPrompt,
+    SpeechRequest,
     VideoItem,
     VideoRequest,
 )
@@ -132,3 +134,15 @@ def lower_stills(
         for prompt in prompts
     )
     return stills, None
+
+
+def lower_narration(text: str, voice: Voice) -> SpeechRequest:
+    """A scene's rendered narration as one TTS call in its narrator's voice (§11.2)."""
+    return SpeechRequest(text, voice.media, voice.language, voice.speed)
+
+
+def lower_sfx(scene: Scene) -> EffectRequest | None:
+    """A scene's sound effect (§11.2), its duration resolved (3-10 s)."""
+    if scene.sfx is None or scene.sfx_duration is None:
+        return None
+    return EffectRequest(scene.sfx, scene.sfx_duration)

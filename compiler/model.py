@@ -18,6 +18,7 @@ import yaml
 from .diagnostics import Location
 from .load import JsonPath, SourceDoc
 from .request import (
+    EffectRequest,
     ElementId,
     ElementMedia,
     ElementToMake,
@@ -26,8 +27,13 @@ from .request import (
     ImageRequest,
     LastFrame,
     LocalFile,
+    PresetVoice,
+    SpeechRequest,
     Url,
     VideoRequest,
+    VoiceMedia,
+    VoiceRequest,
+    VoiceToMake,
 )
 
 RefKind = Literal["image", "element", "video"]
@@ -61,6 +67,12 @@ def change(name: str) -> str:
     """What Kling changed in 2026 (kling-api.md §11), for a hint: "since 05/07/2026 ..."."""
     text: str = model_data()["changes"][name]
     return text
+
+
+def sound() -> dict[str, Any]:
+    """Voices, speech and sound effects: limits, preset voices and prices (§11.2)."""
+    data: dict[str, Any] = model_data()["sound"]
+    return data
 
 
 def omni_image() -> dict[str, Any]:
@@ -115,20 +127,63 @@ class ImageRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Voice:
+    """A voice under `voices:`: a Kling preset (`preset`), or a custom voice made once
+    from a sample (`request`). Narration speaks `language` at `speed`."""
+
+    name: str
+    path: JsonPath
+    language: str = "en"
+    speed: float = 1.0
+    preset: str | None = None
+    request: VoiceRequest | None = None  # a custom voice's custom-voice task
+
+    @property
+    def media(self) -> VoiceMedia:
+        """This voice as a typed medium of a request (request.py)."""
+        if self.preset is not None:
+            return PresetVoice(self.preset)
+        from .soundwire import voice_digest
+
+        assert self.request is not None
+        return VoiceToMake(self.name, voice_digest(self.request))
+
+
+@dataclass(frozen=True, slots=True)
+class Soundtrack:
+    """`soundtrack:`: music under the whole film, and the film's loudness target."""
+
+    music: LocalFile | None = None
+    loudness: float = -14.0  # integrated LUFS
+    true_peak: float = -1.0  # dBTP, at most
+    path: JsonPath = ("soundtrack",)
+
+
+@dataclass(frozen=True, slots=True)
 class ElementRef:
     """An element from the user's Kling library (`element_id`), or one storyboard creates
-    from local images (`images`, `description`): its id is known only at render time."""
+    from local images (`images`, `description`): its id is known only at render time.
+
+    A made element may speak in a voice (`voice:`): it is then created with
+    `element_voice_id` set to that voice's id (a preset's, or the custom voice's once
+    made), and the voice is part of its digest."""
 
     name: str
     path: JsonPath
     element_id: int | None = None
     images: tuple[ImageRef, ...] = ()
     description: str | None = None
+    voice: VoiceMedia | None = None
 
     @property
     def digest(self) -> str:
-        """What the element is made of: its description and its images' content."""
+        """What the element is made of: its description, its images' content, and the
+        identity of its voice (a preset id, or the custom voice's request digest)."""
         parts = [self.description or "", *(image.sha256 or "" for image in self.images)]
+        if isinstance(self.voice, PresetVoice):
+            parts.append(f"voice:preset:{self.voice.id}")
+        elif isinstance(self.voice, VoiceToMake):
+            parts.append(f"voice:custom:{self.voice.digest}")
         return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
     @property
@@ -207,6 +262,12 @@ class Scene:
     # "first_frame", "end_frame", "video", "prompt".
     unknown: frozenset[str] = frozenset()
     broken_vars: frozenset[str] = frozenset()  # vars whose values broke the schema
+    # Sound: the narration template, the voice that speaks it (the scene's `narrator`,
+    # else the board's), and the sound effect with its duration (None: the default).
+    narration: str | None = None
+    narrator: str | None = None
+    sfx: str | None = None
+    sfx_duration: float | None = None
 
     @property
     def multi_shot(self) -> bool:
@@ -232,6 +293,10 @@ class Storyboard:
     usd_per_image_unit: float = 0.0035
     vars: dict[str, Any] = field(default_factory=dict)  # the top-level vars, as usable
     broken_vars: frozenset[str] = frozenset()  # top-level vars whose values broke the schema
+    voices: dict[str, Voice] = field(default_factory=dict)
+    broken_voices: frozenset[str] = frozenset()  # names whose definitions are invalid
+    narrator: str | None = None  # the default voice of narration
+    soundtrack: Soundtrack | None = None
 
     def loc(self, path: JsonPath, *, key: bool = False) -> Location:
         return self.doc.loc(path, key=key)
@@ -310,6 +375,14 @@ class Task:
     stills_note: str | None = None
     still_units: Decimal = Decimal(0)  # image units of each still
     still_usd: Decimal = Decimal(0)  # USD of each still
+    # Sound (§11.2): the scene's narration (one TTS call) and its sound effect, each with
+    # its price in video units a call and in USD.
+    narration: SpeechRequest | None = None
+    narration_units: Decimal = Decimal(0)
+    narration_usd: Decimal = Decimal(0)
+    sfx: EffectRequest | None = None
+    sfx_units: Decimal = Decimal(0)
+    sfx_usd: Decimal = Decimal(0)
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -346,6 +419,21 @@ class Task:
         ]
         if self.stills_note:
             doc["stills_note"] = self.stills_note
+        if self.narration is not None or self.sfx is not None:
+            from .soundwire import effect_json, speech_json
+
+            if self.narration is not None:
+                doc["narration"] = {
+                    "payload": speech_json(self.narration),
+                    "units": float(self.narration_units),
+                    "usd": float(self.narration_usd),
+                }
+            if self.sfx is not None:
+                doc["sfx"] = {
+                    "payload": effect_json(self.sfx),
+                    "units": float(self.sfx_units),
+                    "usd": float(self.sfx_usd),
+                }
         return doc
 
 
@@ -371,5 +459,34 @@ class ImageTask:
             "name": self.name,
             "payload": self.payload,
             "image_units": float(self.units),
+            "usd": float(self.usd),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceTask:
+    """One custom voice that a narration or an element uses: its custom-voice request,
+    made once, and its price (video units a call, kling-api.md §11.2)."""
+
+    name: str
+    request: VoiceRequest
+    units: Decimal
+    usd: Decimal
+    path: JsonPath  # of the voice, for diagnostics and plans
+
+    @property
+    def media(self) -> VoiceToMake:
+        from .soundwire import voice_digest
+
+        return VoiceToMake(self.name, voice_digest(self.request))
+
+    def as_json(self) -> dict[str, Any]:
+        from .soundwire import voice_json
+
+        return {
+            "name": self.name,
+            "payload": voice_json(self.request),
+            "digest": self.media.digest,
+            "units": float(self.units),
             "usd": float(self.usd),
         }

@@ -14,11 +14,21 @@ from pathlib import Path
 from .diagnostics import Diagnostic, Severity, sort_diagnostics
 from .load import load
 from .lockfile import external_task_id
-from .lower import lower, lower_image, lower_stills
-from .model import REF_KINDS, ImageTask, RenderedImage, RenderedScene, Storyboard, Task
-from .price import estimate, image_units, image_usd
-from .prompts import TemplateBudget, check_vars, render_image, render_scene
-from .request import GeneratedImage, ImageRequest
+from .lower import lower, lower_image, lower_narration, lower_sfx, lower_stills
+from .model import (
+    REF_KINDS,
+    ImageTask,
+    RenderedImage,
+    RenderedScene,
+    Scene,
+    Storyboard,
+    Task,
+    VoiceTask,
+    sound,
+)
+from .price import estimate, image_units, image_usd, sound_units, sound_usd
+from .prompts import TemplateBudget, check_vars, render_image, render_narration, render_scene
+from .request import GeneratedImage, ImageRequest, SpeechRequest, VoiceToMake
 from .resolve import resolve
 from .rules import check_image, check_scene, merge_per_scene
 from .validate import check_schema
@@ -40,6 +50,9 @@ class CompileResult:
     tasks: list[Task] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     images: list[ImageTask] = field(default_factory=list)
+    # The custom voices some enabled scene's narration or some used element speaks in,
+    # in the order of `voices:` (preset voices need no task).
+    voices: list[VoiceTask] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -49,6 +62,7 @@ class CompileResult:
         return {
             "storyboard": self.path,
             "images": [image.as_json() for image in self.images],
+            "voices": [voice.as_json() for voice in self.voices],
             "tasks": [task.as_json() for task in self.tasks],
         }
 
@@ -74,11 +88,18 @@ def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
     problems += image_problems
     result.board = board
     rendered: list[RenderedScene] = []
+    narrations: dict[int, SpeechRequest] = {}
+    narrated = True  # every narration rendered (else unused voices are not judged)
     for scene in board.scenes:
         rs, render_problems = render_scene(board, scene, budget)
         problems += render_problems
         problems += check_scene(board, rs)
         rendered.append(rs)
+        speech, found = _narration(board, scene, budget)
+        problems += found
+        narrated &= scene.narration is None or speech is not None or scene.narrator is None
+        if speech is not None:
+            narrations[id(scene)] = speech
     problems = merge_per_scene(problems)
     scenes = doc.data.get("scenes")
     every_scene = (
@@ -88,12 +109,16 @@ def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
         and all(ri.complete for ri, _ in made.values())
     )
     problems += _unused_refs(board, rendered, made, complete=every_scene)
+    problems += _unused_voices(board, rendered, complete=every_scene and narrated)
     if not any(d.is_error for d in problems):
-        result.tasks = [_task(board, rs) for rs in rendered if rs.complete]
+        result.tasks = [
+            _task(board, rs, narrations.get(id(rs.scene))) for rs in rendered if rs.complete
+        ]
         result.images = _image_tasks(board, rendered, made)
+        result.voices = _voice_tasks(board, rendered, result.tasks)
         problems += _duplicate_payloads(board, result.tasks)
         if any(d.is_error for d in problems):
-            result.tasks, result.images = [], []
+            result.tasks, result.images, result.voices = [], [], []
     result.diagnostics = sort_diagnostics(problems)
     return result
 
@@ -135,13 +160,83 @@ def _image_tasks(board: Storyboard, rendered: list[RenderedScene], made: Made) -
     return tasks
 
 
-def _task(board: Storyboard, rs: RenderedScene) -> Task:
+def _narration(
+    board: Storyboard, scene: Scene, budget: TemplateBudget
+) -> tuple[SpeechRequest | None, list[Diagnostic]]:
+    """A scene's narration as a TTS request, checked; None when it has none or failed."""
+    if scene.narration is None:
+        return None, []
+    text, problems = render_narration(board, scene, budget)
+    if text is None or scene.narrator is None:
+        return None, problems
+    limit = sound()["narration_chars"]
+    if len(text) > limit:
+        problems.append(
+            Diagnostic(
+                board.loc((*scene.path, "narration")),
+                "narration-length",
+                f"narration is {len(text):,} characters rendered; Kling speaks at most "
+                f"{limit:,} in one call",
+                "shorten it, or move part of it to the next scene",
+            )
+        )
+        return None, problems
+    if not text:
+        return None, problems
+    return lower_narration(text, board.voices[scene.narrator]), problems
+
+
+def _voice_tasks(
+    board: Storyboard, rendered: list[RenderedScene], tasks: list[Task]
+) -> list[VoiceTask]:
+    """The custom voices that an enabled scene's narration, or an element an enabled
+    scene shows, speaks in: each made once."""
+    used: set[VoiceToMake] = set()
+    for task in tasks:
+        if task.enabled and task.narration is not None:
+            if isinstance(task.narration.voice, VoiceToMake):
+                used.add(task.narration.voice)
+    for rs in rendered:
+        if rs.scene.enabled:
+            used.update(e.voice for e in rs.elements if isinstance(e.voice, VoiceToMake))
+    units = sound_units("voice")
+    return [
+        VoiceTask(name, voice.request, units, sound_usd(units, board.usd_per_unit), voice.path)
+        for name, voice in board.voices.items()
+        if voice.request is not None and voice.media in used
+    ]
+
+
+def _unused_voices(
+    board: Storyboard, rendered: list[RenderedScene], *, complete: bool
+) -> list[Diagnostic]:
+    if not complete:
+        return []
+    used = {scene.narrator for scene in board.scenes if scene.narration is not None}
+    spoken = {e.voice for e in board.refs.elements.values() if e.voice is not None}
+    return [
+        Diagnostic(
+            board.loc(voice.path, key=True),
+            "unused-voice",
+            f"voice '{name}' is never used",
+            "name it in `narrator:` or in an element's `voice:`, or remove it",
+            Severity.WARNING,
+        )
+        for name, voice in board.voices.items()
+        if name not in used and voice.media not in spoken
+    ]
+
+
+def _task(board: Storyboard, rs: RenderedScene, narration: SpeechRequest | None = None) -> Task:
     video = board.refs.videos.get(rs.scene.video.ref) if rs.scene.video else None
     scene = rs.scene
     cost = estimate(scene, video, board.usd_per_unit)
     request = lower(rs)
     stills, stills_note = lower_stills(rs, request)
     still_units = image_units(stills[0]) if stills else Decimal(0)
+    sfx = lower_sfx(scene)
+    tts = sound_units("tts") if narration is not None else Decimal(0)
+    effect = sound_units("sfx") if sfx is not None else Decimal(0)
     return Task(
         scene.id,
         request,
@@ -157,6 +252,12 @@ def _task(board: Storyboard, rs: RenderedScene) -> Task:
         stills_note=stills_note,
         still_units=still_units,
         still_usd=image_usd(still_units, board.usd_per_image_unit),
+        narration=narration,
+        narration_units=tts,
+        narration_usd=sound_usd(tts, board.usd_per_unit),
+        sfx=sfx,
+        sfx_units=effect,
+        sfx_usd=sound_usd(effect, board.usd_per_unit),
     )
 
 

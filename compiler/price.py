@@ -2,7 +2,9 @@
 
 Kling bills video per second of output; a base edit is billed on the input video's
 length rounded to the nearest second (kling-api.md §6.2, R13). Omni-Image bills per image
-made, in image units, a currency of their own (§11.1): 8 at 1K and 2K, 16 at 4K.
+made, in image units, a currency of their own (§11.1): 8 at 1K and 2K, 16 at 4K. Sound
+bills per call in video units (§11.2): a custom voice 0.05, a TTS call 0.05, a sound
+effect 0.25.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
-from .model import Scene, VideoRef, capabilities, omni_image
+from .model import Scene, VideoRef, capabilities, omni_image, sound
 from .request import ImageRequest
 
 
@@ -62,3 +65,16 @@ def image_units(request: ImageRequest) -> Decimal:
 def image_usd(units: Decimal, usd_per_image_unit: float) -> Decimal:
     """The USD of `units` image units, to a hundredth of a cent."""
     return round(units * Decimal(str(usd_per_image_unit)), 4)
+
+
+SoundCall = Literal["voice", "tts", "sfx"]
+
+
+def sound_units(call: SoundCall) -> Decimal:
+    """Video units one sound call charges: a custom voice, a TTS call or a sound effect."""
+    return Decimal(str(sound()["units_per_call"][call]))
+
+
+def sound_usd(units: Decimal, usd_per_unit: float) -> Decimal:
+    """The USD of `units` video units, to a hundredth of a cent."""
+    return round(units * Decimal(str(usd_per_unit)), 4)

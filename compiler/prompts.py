@@ -1001,8 +1001,10 @@ class _Mentions:
         video: str | None = None,
         video_known: bool = True,
         image_prompt: bool = False,
+        narration: bool = False,
     ) -> None:
         self.board = board
+        self.narration = narration  # a narration is words only: it mentions no media
         self.video = video  # the video the scene declares (`video: {ref: ...}`)
         self.video_known = video_known  # False: its `video:` is broken, and reported
         # The prompt of a generated image: Omni-Image takes images and elements only, and
@@ -1039,6 +1041,8 @@ class _Mentions:
     def check_named(self, kind: RefKind, name: str, line: int | None = None) -> bool:
         """Whether a reference written in a prompt exists; if not, say so once."""
         table = self.board.refs.table(kind)
+        if name in table and self.narration:
+            return self.narration_refuses(kind, name, line)
         if name in table:
             return not self.image_prompt or self.image_prompt_takes(kind, name, table[name])
         self.unresolved = True
@@ -1065,6 +1069,9 @@ class _Mentions:
             return ""
         if self.image_prompt and not self.image_prompt_takes(kind, name, ref):
             return ""
+        if self.narration:
+            self.narration_refuses(kind, name)
+            return ""
         self.in_prompt.setdefault((kind, name), (self.at, self.source))
         numbers = self.numbers[kind]
         if name not in numbers:
@@ -1082,6 +1089,22 @@ class _Mentions:
         marker = f"{_MARK_OPEN}{self.nonce}{kind[0]}{numbers[name]}{_MARK_CLOSE}"
         self.issued[marker] = f"<<<{kind}_{numbers[name]}>>>"
         return marker
+
+    def narration_refuses(self, kind: RefKind, name: str, line: int | None = None) -> bool:
+        """A narration mentions a medium: say so once. Always False (not taken)."""
+        self.unresolved = True
+        if (self.at, kind, name) not in self.reported:
+            self.reported.add((self.at, kind, name))
+            at = _locate(self.source, f"{kind}.{name}", line)
+            if not self.source.startswith(f"{kind}.{name}", at):
+                at = _locate(self.source, name, line)
+            self.problem_at(
+                at,
+                "narration-media",
+                f"narration is spoken words and cannot use {kind} '{name}'",
+                "say it in words; images, elements and videos belong in the scene's prompt",
+            )
+        return False
 
     def image_prompt_takes(self, kind: RefKind, name: str, ref: Any) -> bool:
         """Whether a generated image's prompt may mention this ref; if not, say so once."""
@@ -1474,3 +1497,27 @@ def render_image(
         complete=prompt is not None and not mentions.unresolved,
     )
     return rendered, mentions.problems
+
+
+# -- a narration ----------------------------------------------------------------------------
+
+
+def render_narration(
+    board: Storyboard, scene: Scene, budget: TemplateBudget | None = None
+) -> tuple[str | None, list[Diagnostic]]:
+    """Render a scene's `narration` like a prompt (same sandbox, same vars) but with no
+    media: mentioning an image, element or video is a problem. None: it failed (reported)."""
+    assert scene.narration is not None
+    budget = budget if budget is not None else TemplateBudget()
+    at: JsonPath = (*scene.path, "narration")
+    nonce = hashlib.sha256(scene.narration.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    mentions = _Mentions(board, at, nonce, narration=True)
+    mentions.broken_vars = scene.broken_vars
+    mentions.shadowed = frozenset(REF_KINDS) & set(scene.vars)
+    variables = {k: v for k, v in scene.vars.items() if k not in REF_KINDS}
+    if budget.quoted is None:
+        budget.quoted = _quoted_tokens(board)
+    text = _render(scene.narration, at, variables, mentions, budget, budget.quoted)
+    if mentions.unresolved:
+        text = None
+    return text, mentions.problems

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+import av
 from PIL import Image, UnidentifiedImageError
 
 from .diagnostics import Diagnostic, did_you_mean
@@ -28,12 +29,16 @@ from .model import (
     Scene,
     Settings,
     Shot,
+    Soundtrack,
     Storyboard,
     VideoRef,
     VideoUse,
+    Voice,
     limits,
     model_data,
+    sound,
 )
+from .request import LocalFile, VoiceMedia, VoiceRequest
 
 # Resource bounds (README "Limits"): what one file may hold before the rest is not read.
 MAX_SCENES = 1000
@@ -83,6 +88,9 @@ class _Resolver:
         self.project_root = find_project_root(self.base_dir)
         self.broken_paths = broken_paths
         self.problems: list[Diagnostic] = []
+        self.broken_voices: set[str] = set()
+        self.voice_table: dict[str, Voice] = {}
+        self.top_narrator: str | None = None
 
     def problem(self, path: JsonPath, code: str, message: str, hint: str | None = None) -> None:
         self.problems.append(Diagnostic(self.doc.loc(path), code, message, hint))
@@ -140,7 +148,7 @@ class _Resolver:
 
     # -- references ---------------------------------------------------------------------
 
-    def refs(self, top: Settings) -> Refs:
+    def refs(self, top: Settings, voices: dict[str, Voice] | None = None) -> Refs:
         broken: set[tuple[RefKind, str]] = set()
         for bad in self.broken_paths:
             if len(bad) >= 3 and bad[0] == "refs" and bad[1] in _REF_KIND:
@@ -168,7 +176,7 @@ class _Resolver:
             path = ("refs", "elements", name)
             if isinstance(value, dict) and "images" in value:
                 generated = {n for n, image in images.items() if image.is_generated}
-                element = self.made_element(name, path, value, generated)
+                element = self.made_element(name, path, value, generated, voices or {})
                 if element is None:
                     broken.add(("element", name))
                 else:
@@ -187,9 +195,24 @@ class _Resolver:
         return Refs(images, elements, videos, frozenset(broken), broken_kinds)
 
     def made_element(
-        self, name: str, path: JsonPath, value: dict[str, Any], generated: set[str]
+        self,
+        name: str,
+        path: JsonPath,
+        value: dict[str, Any],
+        generated: set[str],
+        voices: dict[str, Voice],
     ) -> ElementRef | None:
-        """An element storyboard creates from local images: each must be a usable image."""
+        """An element storyboard creates from local images: each must be a usable image,
+        and its `voice`, if any, a voice defined under `voices:`."""
+        voice: VoiceMedia | None = None
+        if "voice" in value:
+            voice_name = value["voice"]
+            if voice_name in voices:
+                voice = voices[voice_name].media
+            else:
+                if not self.voice_broken(voice_name):
+                    self.unknown_voice((*path, "voice"), voice_name, voices)
+                return None
         images = []
         for index, file in enumerate(value["images"]):
             if file in generated and not (self.base_dir / file).exists():
@@ -215,7 +238,216 @@ class _Resolver:
                     "give 2-4 different views; Kling refuses a repeated frontal image (§7.1)",
                 )
                 return None
-        return ElementRef(name, path, images=tuple(images), description=value["description"])
+        return ElementRef(
+            name, path, images=tuple(images), description=value["description"], voice=voice
+        )
+
+    # -- sound ---------------------------------------------------------------------------
+
+    def voice_broken(self, name: str) -> bool:
+        """Whether the voice `name` is defined but broken (reported where it is defined)."""
+        return name in self.broken_voices or "*" in self.broken_voices
+
+    def unknown_voice(self, path: JsonPath, name: str, voices: dict[str, Voice]) -> None:
+        self.problem(
+            path,
+            "unknown-voice",
+            f"unknown voice '{name}'",
+            did_you_mean(name, voices)
+            or f"define it under `voices:`, e.g. `{name}: {{preset: oversea_male1, language: en}}`",
+        )
+
+    def voices(self) -> dict[str, Voice]:
+        """The voices under `voices:` that are usable; the others are in `broken_voices`."""
+        spec = sound()
+        table = self.table(("voices",))
+        if isinstance(table, _Broken):
+            self.broken_voices.add("*")
+            return {}
+        raw = self.value(("voices",))
+        if isinstance(raw, dict):
+            self.broken_voices.update(str(n) for n in raw if n not in table)
+        voices: dict[str, Voice] = {}
+        for name, value in table.items():
+            path: JsonPath = ("voices", name)
+            language = value.get("language", "en")
+            speed = float(value.get("speed", spec["speed"]["default"]))
+            voice: Voice | None
+            if "preset" in value:
+                voice = self.preset_voice(name, path, value["preset"], language, speed)
+            else:
+                voice = self.custom_voice(name, path, value["sample"], language, speed)
+            if voice is None:
+                self.broken_voices.add(name)
+            else:
+                voices[name] = voice
+        return voices
+
+    def preset_voice(
+        self, name: str, path: JsonPath, preset: str, language: str, speed: float
+    ) -> Voice | None:
+        presets: dict[str, list[str]] = sound()["presets"]
+        if preset not in presets:
+            self.problem(
+                (*path, "preset"),
+                "voice-preset",
+                f"unknown preset voice '{preset}'",
+                did_you_mean(preset, presets) or "name one of Kling's preset voices",
+            )
+            return None
+        if language not in presets[preset]:
+            written = self.value((*path, "language")) is not MISSING
+            self.problem(
+                (*path, "language") if written else (*path, "preset"),
+                "voice-language",
+                f"'{language}' is a language the voice does not speak: preset voice "
+                f"'{preset}' speaks {', '.join(presets[preset])}",
+                f"set `language: {presets[preset][0]}`, or choose a preset voice that "
+                f"speaks '{language}'",
+            )
+            return None
+        return Voice(name, path, language, speed, preset=preset)
+
+    def custom_voice(
+        self, name: str, path: JsonPath, sample: Any, language: str, speed: float
+    ) -> Voice | None:
+        spec = sound()
+        limit = spec["voice_name_chars"]
+        if len(name) > limit:
+            self.problem(
+                path,
+                "voice-name",
+                f"a custom voice's name is at most {limit} characters (Kling's voice_name); "
+                f"'{name}' has {len(name)}",
+                "give the voice a shorter name",
+            )
+            return None
+        at: JsonPath = (*path, "sample")
+        if isinstance(sample, dict):
+            url = sample["url"]
+            if not self.url_ok((*at, "url"), url, "voice sample", spec["sample_suffixes"]):
+                return None
+            return Voice(name, path, language, speed, request=VoiceRequest(name, sample_url=url))
+        found = self.local_sound(at, sample, "voice sample", spec["sample_suffixes"])
+        if found is None:
+            return None
+        file, real = found
+        seconds = _audio_seconds(str(real), *_stamp(real))
+        low, high = spec["sample_seconds"]["min"], spec["sample_seconds"]["max"]
+        if seconds is None:
+            self.problem(
+                at,
+                "voice-sample-format",
+                f"voice sample '{sample}' cannot be read as audio",
+                "give a 5-30 s .mp3, .wav, .mp4 or .mov of one clean voice",
+            )
+            return None
+        if not low <= seconds <= high:
+            self.problem(
+                at,
+                "voice-sample-length",
+                f"voice sample '{sample}' is {seconds:.1f} s long; Kling makes a voice from "
+                f"{low}-{high} s of speech",
+                "trim it to 5-30 s of one clean voice"
+                if seconds > high
+                else "record a longer sample of 5-30 s",
+            )
+            return None
+        if not os.environ.get("STORYBOARD_CACHE", "").startswith("s3://"):
+            self.problem(
+                at,
+                "voice-sample-local",
+                f"voice sample '{sample}' is a local file, and Kling fetches samples only "
+                "by URL (no upload)",
+                "give `sample: {url: https://...}`, or set STORYBOARD_CACHE to an s3:// "
+                "cache: the render uploads the sample there and sends a presigned link",
+            )
+            return None
+        local = LocalFile(file, _sha256(str(real), *_stamp(real)))
+        return Voice(name, path, language, speed, request=VoiceRequest(name, sample=local))
+
+    def local_sound(
+        self, path: JsonPath, rel: str, what: str, suffixes: list[str]
+    ) -> tuple[str, Path] | None:
+        """A local audio (or video) file inside the project: its posix path and real path."""
+        problem = _path_problem(rel)
+        if problem is not None:
+            self.problem(path, "path-invalid", problem[0], problem[1])
+            return None
+        if PurePosixPath(rel).is_absolute() or (len(rel) > 1 and rel[1] == ":"):
+            self.problem(
+                path,
+                "path-absolute",
+                f"{what} path '{rel}' is absolute",
+                "write it relative to the storyboard file, so the project works on any machine",
+            )
+            return None
+        lexical = Path(os.path.normpath(self.base_dir / rel))
+        if not lexical.is_relative_to(self.project_root) or _path_shape(rel) is not None:
+            self.problem(
+                path,
+                "path-escape" if _path_shape(rel) is None else "path-invalid",
+                f"{what} path '{rel}' leads outside the project or names no file",
+                "keep media inside the project, and name the file itself",
+            )
+            return None
+        suffix = PurePosixPath(rel).suffix.lower()
+        if suffix not in suffixes:
+            self.problem(
+                path,
+                "sound-format",
+                f"{what} '{rel}' has the extension '{suffix}'; storyboard takes "
+                f"{', '.join(suffixes)}",
+            )
+            return None
+        real = Path(os.path.realpath(lexical))
+        if not lexical.exists() or not real.is_file():
+            siblings = _names_in(lexical.parent)
+            hint = did_you_mean(lexical.name, siblings) if siblings else None
+            self.problem(
+                path,
+                "sound-missing",
+                f"{what} file '{rel}' does not exist",
+                hint if hint and hint.startswith("did") else None,
+            )
+            return None
+        if not real.is_relative_to(Path(os.path.realpath(self.project_root))):
+            self.problem(
+                path,
+                "path-symlink-escape",
+                f"{what} path '{rel}' is a symlink to a file outside the project",
+                "copy the file into the project instead of linking to it",
+            )
+            return None
+        return PurePosixPath(os.path.normpath(rel)).as_posix(), real
+
+    def soundtrack(self) -> Soundtrack | None:
+        value = self.value(("soundtrack",))
+        if not isinstance(value, dict):
+            return None
+        spec = sound()
+        music = None
+        if isinstance(value.get("music"), str) and not self.broken(("soundtrack", "music")):
+            found = self.local_sound(
+                ("soundtrack", "music"), value["music"], "music", spec["music_suffixes"]
+            )
+            if found is not None:
+                music = LocalFile(found[0], _sha256(str(found[1]), *_stamp(found[1])))
+        loudness = value.get("loudness", spec["loudness"]["default"])
+        if not _is_amount(loudness) or self.broken(("soundtrack", "loudness")):
+            loudness = spec["loudness"]["default"]
+        return Soundtrack(music, float(loudness), float(spec["true_peak"]))
+
+    def narrator(self, path: JsonPath, voices: dict[str, Voice]) -> str | None:
+        """The voice named at `path` (`narrator:`), if it is defined; else reported."""
+        name = self.value(path)
+        if not isinstance(name, str):
+            return None
+        if name not in voices:
+            if not self.voice_broken(name):
+                self.unknown_voice(path, name, voices)
+            return None
+        return name
 
     def image(self, name: str, path: JsonPath, value: Any, top: Settings) -> ImageRef | None:
         if isinstance(value, dict) and "generate" in value:
@@ -238,7 +470,9 @@ class _Resolver:
             value = value["path"]
         return self.local_image(name, path, value)
 
-    def url_ok(self, path: JsonPath, url: str, kind: str) -> bool:
+    def url_ok(
+        self, path: JsonPath, url: str, kind: str, suffixes: list[str] | None = None
+    ) -> bool:
         try:
             parts = urlsplit(url)
             host = parts.hostname or ""
@@ -259,6 +493,7 @@ class _Resolver:
             return False
         suffix = PurePosixPath(parts.path).suffix.lower()
         allowed = limits()["video_suffixes"] if kind == "video" else [".jpg", ".jpeg", ".png"]
+        allowed = suffixes if suffixes is not None else allowed
         if suffix and suffix not in allowed:
             self.problem(
                 path,
@@ -513,6 +748,7 @@ class _Resolver:
                 f"pick a take from 1 to {takes}, or raise `takes`",
             )
         enabled = field("enabled")
+        narration, narrator, sfx, sfx_duration = self.scene_sound(path, duration, unknown)
         return Scene(
             id=scene_id,
             path=path,
@@ -533,7 +769,68 @@ class _Resolver:
             auto_shots=auto,
             unknown=frozenset(unknown),
             broken_vars=broken_vars,
+            narration=narration,
+            narrator=narrator,
+            sfx=sfx,
+            sfx_duration=sfx_duration,
         )
+
+    def scene_sound(
+        self, path: JsonPath, duration: int | None, unknown: set[str]
+    ) -> tuple[str | None, str | None, str | None, float | None]:
+        """A scene's narration and its voice, and its sound effect and the effect's length."""
+        spec = sound()
+        narration = self.value((*path, "narration"))
+        narration = narration if isinstance(narration, str) else None
+        if self.value((*path, "narrator")) is not MISSING:
+            narrator = self.narrator((*path, "narrator"), self.voice_table)
+            known = narrator is not None or self.broken((*path, "narrator"))
+        else:
+            narrator = self.top_narrator
+            known = narrator is not None or self.value(("narrator",)) is not MISSING
+        if narration is not None and narrator is None:
+            unknown.add("narrator")
+            if not known:
+                self.problem(
+                    (*path, "narration"),
+                    "narration-voice",
+                    "narration needs a narrator voice, and none is set",
+                    "name a voice under `voices:` in `narrator:` at the top or on the scene",
+                )
+        sfx = self.value((*path, "sfx"))
+        prompt, seconds = None, None
+        if isinstance(sfx, str):
+            prompt = sfx
+        elif isinstance(sfx, dict):
+            prompt = sfx.get("prompt") if isinstance(sfx.get("prompt"), str) else None
+            written = sfx.get("duration")
+            if _is_amount(written) and not self.broken((*path, "sfx", "duration")):
+                low, high = spec["sfx_seconds"]["min"], spec["sfx_seconds"]["max"]
+                if not low <= written <= high:
+                    self.problem(
+                        (*path, "sfx", "duration"),
+                        "sfx-duration",
+                        f"a sound effect lasts {low}-{high} s; this one is {written} s",
+                        f"give a duration from {low} to {high}",
+                    )
+                    prompt = None
+                else:
+                    seconds = float(written or 0)
+        limit = spec["sfx_prompt_chars"]
+        if prompt is not None and len(prompt) > limit:
+            at: JsonPath = (*path, "sfx") if isinstance(sfx, str) else (*path, "sfx", "prompt")
+            self.problem(
+                at,
+                "sfx-length",
+                f"a sound effect's prompt is at most {limit} characters; this one has "
+                f"{len(prompt):,}",
+                "describe the sound in fewer words",
+            )
+            prompt = None
+        if prompt is not None and seconds is None:
+            low, high = spec["sfx_seconds"]["min"], spec["sfx_seconds"]["max"]
+            seconds = float(min(max(duration or low, low), high))
+        return narration, narrator, prompt, seconds
 
     def shots(self, path: JsonPath, value: Any, unknown: set[str]) -> tuple[Shot, ...]:
         if value is BROKEN:
@@ -707,6 +1004,37 @@ def _inspect_image(real: str, byte_size: int, mtime_ns: int) -> _ImageCheck:
     return _ImageCheck(hashlib.sha256(data).hexdigest(), (width, height))
 
 
+def _stamp(real: Path) -> tuple[int, int]:
+    stat = real.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256(real: str, byte_size: int, mtime_ns: int) -> str:
+    """A file's content digest; cached on (path, size, mtime)."""
+    digest = hashlib.sha256()
+    with open(real, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1024)
+def _audio_seconds(real: str, byte_size: int, mtime_ns: int) -> float | None:
+    """How long an audio or video file lasts, read from its header (PyAV); None when it
+    cannot be read as media."""
+    try:
+        with av.open(real) as container:
+            if container.duration is not None:
+                return float(container.duration / av.time_base)
+            for stream in container.streams.audio:
+                if stream.duration is not None and stream.time_base is not None:
+                    return float(stream.duration * stream.time_base)
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+    return None
+
+
 def _problem(code: str, message: str, hint: str | None = None) -> _ImageCheck:
     return _ImageCheck(problem=(code, message, hint))
 
@@ -725,7 +1053,10 @@ def resolve(
         return None, []
     resolver = _Resolver(doc, file, broken_paths)
     top, top_unknown = resolver.settings((), None)
-    refs = resolver.refs(top)
+    voices = resolver.voices()
+    resolver.voice_table = voices
+    resolver.top_narrator = resolver.narrator(("narrator",), voices)
+    refs = resolver.refs(top, voices)
     scenes = resolver.scenes(top, top_unknown)
     title, usd, budget, usd_image = (
         resolver.value((key,))
@@ -747,6 +1078,10 @@ def resolve(
         ),
         vars=top_vars,
         broken_vars=broken_vars,
+        voices=voices,
+        broken_voices=frozenset(resolver.broken_voices),
+        narrator=resolver.top_narrator,
+        soundtrack=resolver.soundtrack(),
     )
     return board, resolver.problems
 

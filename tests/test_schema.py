@@ -65,6 +65,7 @@ def test_every_enum_value_has_help() -> None:
         "refer_type",
         "shots",  # `auto`
         "resolution",  # of a generated image
+        "language",  # of a voice
     }
     for path, sub in enums:
         for key in ("enumDescriptions", "markdownEnumDescriptions"):
