@@ -784,7 +784,7 @@ class _Resolver:
         narration = narration if isinstance(narration, str) else None
         if self.value((*path, "narrator")) is not MISSING:
             narrator = self.narrator((*path, "narrator"), self.voice_table)
-            known = narrator is not None or self.broken((*path, "narrator"))
+            known = True  # a name that is no usable voice is reported where it is written
         else:
             narrator = self.top_narrator
             known = narrator is not None or self.value(("narrator",)) is not MISSING

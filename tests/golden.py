@@ -34,6 +34,7 @@ def golden_json(path: Path) -> dict[str, object]:
 def main(argv: list[str]) -> int:
     """Regenerate all golden files, or only those of the case files named in argv."""
     os.chdir(ROOT)
+    os.environ.pop("STORYBOARD_CACHE", None)  # a local voice sample is then a diagnostic
     chosen = {Path(arg).resolve() for arg in argv}
 
     def cases(kind: str) -> list[Path]:

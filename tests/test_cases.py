@@ -35,6 +35,13 @@ VALID = sorted((CASES / "valid").glob("*.yaml"))
 INVALID = sorted((CASES / "invalid").glob("*.yaml"))
 
 
+@pytest.fixture(autouse=True)
+def _no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The golden files are made without a render cache: a local voice sample is then a
+    diagnostic (sound-sample-local)."""
+    monkeypatch.delenv("STORYBOARD_CACHE", raising=False)
+
+
 def test_enough_cases() -> None:
     assert len(VALID) >= 12
     assert len(INVALID) >= 60
