@@ -633,6 +633,78 @@ def _scene_order(rng: random.Random, data: Data) -> Data:
     return data
 
 
+VOICES: list[Any] = [
+    {"preset": "oversea_male1"},
+    {"preset": "oversea_male1", "language": "zh"},
+    {"preset": "oversea_mal1", "language": "en", "speed": 2.5},
+    {"preset": "genshin_vindi2", "language": "zh", "speed": 0.8},
+    {"sample": {"url": "https://example.com/voice.wav"}, "language": "en"},
+    {"sample": {"url": "http://example.com/voice.wav"}},
+    {"sample": "../assets/voice-6s.wav"},
+    {"sample": "../assets/voice-3s.wav"},
+    {"sample": "../assets/voice-40s.wav"},
+    {"sample": "../assets/coast.png"},
+    {"sample": "../../outside.wav"},
+    {"sample": "voice.wav", "preset": "oversea_male1"},
+]
+SOUND_TEXTS = [
+    "The lamp was dark.",
+    "{{ image.coast }} at dusk",
+    "{{ keeper }} speaks",
+    "x" * 1001,
+    "x" * 201,
+    "",
+    "{{ 'a' * 2000 }}",
+]
+
+
+@mutation("sound")
+def _sound(rng: random.Random, data: Data) -> Data:
+    """Voices, narrators, narration, sound effects, a soundtrack and element voices, from
+    the valid to each kind of bad input."""
+    if not isinstance(data, dict):
+        return data
+    names = ["narrator", "mira", "x" * 25]
+    voices = data.setdefault("voices", {})
+    if isinstance(voices, dict):
+        for _ in range(rng.choice([1, 2])):
+            voices[rng.choice(names)] = copy.deepcopy(rng.choice(VOICES))
+    if rng.random() < 0.6:
+        data["narrator"] = rng.choice([*names, "nobody", 3])
+    if rng.random() < 0.3:
+        data["soundtrack"] = rng.choice(
+            [
+                {"music": "../assets/score.wav"},
+                {"music": "../assets/missing.mp3", "loudness": -14},
+                {"music": "../assets/coast.png", "loudness": rng.choice(EDGE_NUMBERS)},
+                {"loudness": -60},
+            ]
+        )
+    elements = data.get("refs", {}).get("elements") if isinstance(data.get("refs"), dict) else None
+    if isinstance(elements, dict):
+        for element in elements.values():
+            if isinstance(element, dict) and "images" in element and rng.random() < 0.5:
+                element["voice"] = rng.choice([*names, "nobody"])
+    scenes = data.get("scenes")
+    if isinstance(scenes, list) and scenes:
+        for scene in rng.sample(scenes, min(len(scenes), rng.choice([1, 2]))):
+            if not isinstance(scene, dict):
+                continue
+            if rng.random() < 0.7:
+                scene["narration"] = rng.choice(SOUND_TEXTS)
+            if rng.random() < 0.3:
+                scene["narrator"] = rng.choice([*names, "nobody"])
+            if rng.random() < 0.6:
+                scene["sfx"] = rng.choice(
+                    [
+                        rng.choice(SOUND_TEXTS),
+                        {"prompt": "waves", "duration": rng.choice(EDGE_NUMBERS)},
+                        {"prompt": "waves", "duration": rng.choice([3, 3.5, 10, 2.9, 10.1])},
+                    ]
+                )
+    return data
+
+
 @mutation("many")
 def _many(rng: random.Random, data: Data) -> Data:
     scenes = data.get("scenes") if isinstance(data, dict) else None
@@ -823,6 +895,19 @@ def _oracle(doc: dict[str, Any]) -> list[str]:
                 check_image_body(_stand_ins(still["payload"], "image"))
             except Invalid as exc:
                 bad.append(f"accepted, but Kling would refuse still {n} of {task['scene']}: {exc}")
+    for task in doc.get("tasks", []):
+        speech = task.get("narration", {}).get("payload")
+        if speech is not None and not (
+            0 < len(speech["text"]) <= 1000
+            and speech["voice_language"] in ("en", "zh")
+            and 0.8 <= speech["voice_speed"] <= 2.0
+        ):
+            bad.append(f"accepted, but Kling would refuse the narration of {task['scene']}")
+        effect = task.get("sfx", {}).get("payload")
+        if effect is not None and not (
+            0 < len(effect["prompt"]) <= 200 and 3 <= effect["duration"] <= 10
+        ):
+            bad.append(f"accepted, but Kling would refuse the sound effect of {task['scene']}")
     for image in doc.get("images", []):
         try:
             check_image_body(_stand_ins(image["payload"], "image"))
