@@ -18,6 +18,7 @@ from compiler.errors import ApiStatusError, TransportFailure
 
 from .test_emulator import (
     ACCESS,
+    NO_SOUND,
     SECRET,
     FakeClock,
     b64_image,
@@ -156,13 +157,18 @@ def test_video_refer_element() -> None:
         reference_type="video_refer",
         element_image_list=None,
         element_video_list=video,
-        element_voice_id="voice-7",
+        element_voice_id="uk_man2",  # a preset voice (§11.2)
     )
     task = data(get(emu, f"{PATH}/{data(create(emu, body))['task_id']}"))
     [element] = task["task_result"]["elements"]
     assert element["reference_type"] == "video_refer"
     assert element["element_video_list"] == video
-    assert element["element_voice_info"] == {"voice_id": "voice-7"}
+    assert element["element_voice_info"] == {
+        "voice_id": "uk_man2",
+        "voice_name": "Rock",
+        "trial_url": "http://emulator/_emulator/voices/uk_man2.mp3",
+        "owned_by": "kling",
+    }
     assert "element_image_list" not in element
 
 
@@ -328,7 +334,7 @@ GOOD_ELEMENTS: list[dict[str, Any]] = [
     {"element_image_list": images("https://example.com/f.png", "https://example.com/s.png")},
     {"tag_list": [{"tag_id": "o_101"}, {"tag_id": "o_108"}], "callback_url": ""},
     {"external_task_id": "", "tag_list": [], "element_video_list": None},  # §9.13: absent
-    {"element_voice_id": "829"},
+    {"element_voice_id": "genshin_vindi2"},  # a preset: any image element may bind it here
 ]
 
 
@@ -363,6 +369,7 @@ def test_duplicate_external_task_id_is_refused() -> None:
         "downloads": 0,
         "image_creates": 0,
         "images": {},
+        **NO_SOUND,
     }
 
 
@@ -383,6 +390,7 @@ def test_stats_count_element_creates_apart_from_video_creates() -> None:
             "downloads": 0,
             "image_creates": 0,
             "images": {},
+            **NO_SOUND,
         }
     )
 

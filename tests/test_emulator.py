@@ -97,6 +97,16 @@ def jwt_token(**claims: Any) -> str:
     return jwt.encode(body, claims.pop("secret", SECRET), algorithm="HS256")
 
 
+# What stats() answers for sound when no voice, TTS call or sound effect was made.
+NO_SOUND: dict[str, Any] = {
+    "voice_creates": 0,
+    "voices": {},
+    "tts_calls": 0,
+    "sfx_calls": 0,
+    "sfx": {},
+}
+
+
 def videos_only(total: int, creates: dict[str, int]) -> dict[str, Any]:
     """What stats() answers when no element or image was created."""
     return {
@@ -107,6 +117,7 @@ def videos_only(total: int, creates: dict[str, int]) -> dict[str, Any]:
         "downloads": 0,
         "image_creates": 0,
         "images": {},
+        **NO_SOUND,
     }
 
 
@@ -545,10 +556,12 @@ def test_the_compilers_valid_payloads_pass(payload: dict[str, Any]) -> None:
         return base64.b64encode((CASES / "valid" / match.group(1)).read_bytes()).decode()
 
     text = re.sub(r"local:([^@\"]+)@sha256:[0-9a-f]+", swap, json.dumps(payload))
-    # ... each `generated:NAME@sha256:...` for the PNG Omni-Image made, and `after:SCENE`
-    # for that scene's last frame (stand-ins here).
+    # ... each `generated:NAME@sha256:...` for the PNG Omni-Image made, `after:SCENE` for
+    # that scene's last frame (stand-ins here),
     text = re.sub(r"generated:[^@\"]+@sha256:[0-9a-f]+", b64_image((1024, 576)), text)
     text = re.sub(r"\"after:[a-z0-9][a-z0-9_-]*\"", f'"{b64_image((640, 360))}"', text)
+    # ... and each `element:NAME@sha256:...` for the id of the element it made (a stand-in).
+    text = re.sub(r"\"element:[^@\"]+@sha256:[0-9a-f]+\"", "829301938475", text)
     response = post(make(FakeClock()), json.loads(text))
     assert response.status_code == 200, response.text
 

@@ -16,6 +16,7 @@ from compiler.emulator import Emulator
 
 from .test_emulator import (
     ACCESS,
+    NO_SOUND,
     SECRET,
     FakeClock,
     b64_file,
@@ -113,6 +114,7 @@ def stats(
         "downloads": downloads,
         "image_creates": len(images) if image_creates is None else image_creates,
         "images": images,
+        **NO_SOUND,
     }
 
 
@@ -671,7 +673,7 @@ def test_image_faults_over_http() -> None:
     assert error(bad) == (
         400,
         1201,
-        "a fail_task fault acts on creates: op must be create, element, image or any",
+        "a fail_task fault acts on creates: op must be create, element, image, audio or any",
     )
     assert error(create(emu, image_body()))[:2] == (500, 5000)
 

@@ -18,6 +18,14 @@ apart from the video slots), bill 8 image units an image (16 at 4K), and end wit
 placeholder PNGs of the asked resolution and aspect that show the prompt and the
 references sent as Base64. `stats()` counts them as `image_creates` and `images`.
 
+And sound (§11.2): a dozen preset voices (`/v1/general/presets-voices`), custom voices
+made by a task on the clock (`/v1/general/custom-voices`, `voice_latency`; deleted with
+`/v1/general/delete-voices`), TTS (`/v1/audio/tts`: answered at once with a tone whose
+length follows the text) and sound effects (`/v1/audio/text-to-audio`: a task of
+`sfx_latency` seconds ending in noise of the asked length), MP3 and WAV served by the
+emulator; element creates may bind a voice (`element_voice_id`). `stats()` counts them
+as `voice_creates`/`voices`, `tts_calls`, `sfx_calls`/`sfx`.
+
 It reads the rules independently of `compiler.rules` on purpose: it exists to catch the
 compiler's bugs. For the same reason the package imports nothing from the rest of the
 compiler (tests/test_emulator_imports.py holds it to that): it knows Kling, not
@@ -33,10 +41,11 @@ or as a server with `serve(host, port, emulator)`. Faults are injected through
 `emulator.faults` (or `POST /_emulator/faults`) for the client's and executor's tests.
 
 The modules, one concern each: `app` (the Emulator: routes, auth, admission, timeline,
-stats), `rules` (video, element and image create bodies), `faults`, `elements` (the
-registry's state and views), `images` (Omni-Image tasks' state and views), `timeline`
-(element and image task statuses), `clips` (placeholder MP4s and PNG stills) and
-`transport` (in-process and uvicorn).
+stats), `rules` (video, element, image and sound bodies), `faults`, `elements` (the
+registry's state and views), `images` (Omni-Image tasks' state and views), `voices`
+(presets and custom voices), `sounds` (TTS calls and sound-effect tasks), `timeline`
+(element, image, voice and effect task statuses), `clips` (placeholder MP4s and PNG
+stills), `audio` (tones, noise, MP3 and WAV) and `transport` (in-process and uvicorn).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The emulator's HTTP app: routes, auth, admission, the task timeline and its stats.
 
 `Emulator` holds the account's state (video tasks, the element registry, Omni-Image
-tasks, the fault plan) and answers Kling's endpoints with Kling's envelopes. What a body
-may hold is `rules`' business, what a clip or a still shows `clips`', how requests reach
-the app `transport`'s; this module decides what happens to a request, and when.
+tasks, voices, TTS calls and sound effects, the fault plan) and answers Kling's endpoints
+with Kling's envelopes. What a body may hold is `rules`' business, what a clip or a still
+shows `clips`', what a sound is `audio`'s, how requests reach the app `transport`'s; this
+module decides what happens to a request, and when.
 """
 
 from __future__ import annotations
@@ -13,14 +14,24 @@ import contextlib
 import hmac
 import json
 import random
+import re
 import secrets
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+import zlib
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 import httpx
@@ -31,21 +42,61 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from .audio import (
+    MEDIA_TYPES,
+    RATE,
+    TRIAL_SECONDS,
+    Audio,
+    Format,
+    sample_count,
+    speech_seconds,
+    voice_period,
+)
 from .clips import placeholder_clip, placeholder_still
 from .elements import ELEMENTS_PATH, ElementRegistry, ElementTask, element_json, element_subjects
 from .faults import REQUEST_FAULTS, Fault, FaultPlan, Op
 from .images import IMAGES_PATH, ImageTask, image_json, image_subjects
 from .rules import (
+    VOICE_SAMPLE_SECONDS,
     Body,
     Invalid,
+    VoiceBody,
     check_body,
+    check_delete_voice_body,
+    check_effect_body,
     check_element_body,
     check_image_body,
+    check_speech_body,
+    check_voice_body,
     image_units,
     units_charged,
 )
+from .sounds import (
+    EFFECTS_PATH,
+    TTS_PATH,
+    EffectTask,
+    SpeechCall,
+    effect_json,
+    effect_subjects,
+    speech_json,
+    speech_subjects,
+)
 from .timeline import status_at
 from .transport import SERVER, DropGuard, InProcessTransport, drop
+from .voices import (
+    DELETE_VOICES_PATH,
+    PRESETS,
+    PRESETS_BY_ID,
+    PRESETS_PATH,
+    VOICES_PATH,
+    VoiceRegistry,
+    VoiceTask,
+    delete_subjects,
+    no_voice,
+    preset_json,
+    voice_subjects,
+    voice_task_json,
+)
 
 IMAGE_MIN_LONG_SIDE = 720  # 300 px on the short side at 21:9
 
@@ -60,6 +111,8 @@ BLOB_MAX = 1 << 30
 BODY_MAX = 144 << 20
 # A fault is a small JSON object: control bodies are capped far lower.
 CONTROL_BODY_MAX = 64 << 10
+# The emulator's own audio URLs, which a custom voice's voice_url may name (length checked).
+OWN_AUDIO = re.compile(r"/_emulator/audio/(\d+)\.(?:mp3|wav)")
 
 B = TypeVar("B")  # a checked request body
 
@@ -114,7 +167,9 @@ class Emulator:
     `latency` and `concurrency` are the video tasks'; element tasks take `element_latency`
     and hold no slot; Omni-Image tasks take `image_latency` and hold one slot per image of
     `image_concurrency`. Placeholder stills are at most `image_max_side` pixels wide or
-    tall (by default `clip_max_side`, which caps the clips).
+    tall (by default `clip_max_side`, which caps the clips). Custom-voice tasks take
+    `voice_latency` and sound-effect tasks `sfx_latency`, holding no slot; TTS answers
+    at once.
     """
 
     def __init__(
@@ -134,6 +189,8 @@ class Emulator:
         image_latency: float = 0.5,
         image_concurrency: int = 4,
         image_max_side: int | None = None,
+        voice_latency: float = 1.0,
+        sfx_latency: float = 1.0,
     ) -> None:
         if (access_key is None) != (secret_key is None):
             raise ValueError("give both access_key and secret_key, or neither")
@@ -148,6 +205,8 @@ class Emulator:
         if image_max_side is None and clip_max_side is not None:
             image_max_side = max(clip_max_side, IMAGE_MIN_LONG_SIDE)
         self.image_max_side = image_max_side
+        self.voice_latency = voice_latency
+        self.sfx_latency = sfx_latency
         self.fps = fps
         self.faults = FaultPlan()
         self.clock = clock
@@ -168,6 +227,13 @@ class Emulator:
         # Omni-Image tasks (§11.1): their own namespace, latency and concurrency.
         self._images: dict[str, ImageTask] = {}
         self._images_by_external: dict[str, ImageTask] = {}
+        # Sound (§11.2): custom voices, TTS calls, sound-effect tasks, the audio they made.
+        self._voices = VoiceRegistry()
+        self._speech: dict[str, SpeechCall] = {}
+        self._effects: dict[str, EffectTask] = {}
+        self._effects_by_external: dict[str, EffectTask] = {}
+        self._audio: dict[str, Audio] = {}  # by audio id: TTS and sound-effect results
+        self._trials: dict[str, Audio] = {}  # by voice id: a voice's trial_url, made once
         self._lock = threading.Lock()
         self.app = Starlette(
             routes=[
@@ -180,6 +246,18 @@ class Emulator:
                 Route(IMAGES_PATH, self._image_create, methods=["POST"]),
                 Route(IMAGES_PATH, self._image_list, methods=["GET"]),
                 Route(IMAGES_PATH + "/{id}", self._image_query, methods=["GET"]),
+                Route(PRESETS_PATH, self._presets, methods=["GET"]),
+                Route(VOICES_PATH, self._voice_create, methods=["POST"]),
+                Route(VOICES_PATH, self._voice_list, methods=["GET"]),
+                Route(VOICES_PATH + "/{id}", self._voice_query, methods=["GET"]),
+                Route(DELETE_VOICES_PATH, self._voice_delete, methods=["POST"]),
+                Route(TTS_PATH, self._tts, methods=["POST"]),
+                Route(EFFECTS_PATH, self._effect_create, methods=["POST"]),
+                Route(EFFECTS_PATH, self._effect_list, methods=["GET"]),
+                Route(EFFECTS_PATH + "/{id}", self._effect_query, methods=["GET"]),
+                Route("/_emulator/audio/{audio_id}.mp3", self._audio_mp3, methods=["GET"]),
+                Route("/_emulator/audio/{audio_id}.wav", self._audio_wav, methods=["GET"]),
+                Route("/_emulator/voices/{voice_id}.mp3", self._voice_trial, methods=["GET"]),
                 Route(
                     "/_emulator/images/{task_id}/{index:int}.png",
                     self._image_download,
@@ -218,7 +296,10 @@ class Emulator:
         `element_creates` and `elements` count element tasks, the latter per
         external_task_id, or per element_name for a task sent without one;
         `image_creates` and `images` count Omni-Image tasks (not the images they make),
-        the latter per external_task_id. `downloads` counts clip and still downloads.
+        the latter per external_task_id. `voice_creates` and `voices` count custom-voice
+        tasks, `sfx_calls` and `sfx` sound-effect tasks (the maps per external_task_id),
+        `tts_calls` TTS calls (they have no external_task_id). `downloads` counts clip,
+        still, audio and voice-trial downloads.
         """
         with self._lock:
             creates: dict[str, int] = {}
@@ -228,10 +309,6 @@ class Emulator:
             elements: dict[str, int] = {}
             for element in self._elements.tasks.values():
                 elements[element.stats_key] = elements.get(element.stats_key, 0) + 1
-            images: dict[str, int] = {}
-            for image in self._images.values():
-                if image.external_task_id is not None:
-                    images[image.external_task_id] = images.get(image.external_task_id, 0) + 1
             return {
                 "total_creates": len(self._tasks),
                 "creates": creates,
@@ -239,11 +316,19 @@ class Emulator:
                 "elements": elements,
                 "downloads": self._downloads,
                 "image_creates": len(self._images),
-                "images": images,
+                "images": _per_external(self._images.values()),
+                "voice_creates": len(self._voices.tasks),
+                "voices": _per_external(self._voices.tasks.values()),
+                "tts_calls": len(self._speech),
+                "sfx_calls": len(self._effects),
+                "sfx": _per_external(self._effects.values()),
             }
 
     def expire(self) -> None:
-        """From now on every result URL (clips and stills) is gone, as Kling's are after 30 days."""
+        """From now on every result URL (clips, stills, audio) is gone, as after 30 days.
+
+        A voice's trial_url stays: it belongs to the voice, not to a task's result.
+        """
         with self._lock:
             self._expired = True
 
@@ -346,7 +431,7 @@ class Emulator:
         if isinstance(raw, Response):
             return raw
         subjects = subjects_of(raw)
-        fault = self.faults.take(ops, subjects, REQUEST_FAULTS[ops[0]])
+        fault = self.faults.take(ops, subjects, _kinds(ops, download=False))
         if fault is not None and fault.kind == "drop_before":
             raise drop(request)
         if fault is not None and fault.kind in ("http_500", "code_1302", "code_1303"):
@@ -387,10 +472,7 @@ class Emulator:
         self, request: Request, fault: Fault | None, task_id: str, ext: str | None, created: float
     ) -> Response:
         """The answer to a create that made a task: late, lost or on time, as faulted."""
-        if fault is not None and fault.kind == "slow":
-            await self.sleep(fault.delay)
-        if fault is not None and fault.kind == "drop_after":
-            raise drop(request)
+        await self._late_or_lost(request, fault)
         data = {
             "task_id": task_id,
             "task_status": "submitted",
@@ -400,19 +482,39 @@ class Emulator:
         }
         return JSONResponse(_envelope(data))
 
+    async def _late_or_lost(self, request: Request, fault: Fault | None) -> None:
+        """Act out a fault that strikes after the work is done: a slow or a lost answer."""
+        if fault is not None and fault.kind == "slow":
+            await self.sleep(fault.delay)
+        if fault is not None and fault.kind == "drop_after":
+            raise drop(request)
+
     def _new_task_id(self) -> str:
         # Random, like Kling's: a restarted emulator must not answer for old task ids.
+        # Voice and audio ids are drawn the same way, from the same pool.
         while True:
             task_id = str(secrets.randbelow(9 * 10**17) + 10**17)
-            taken = self._tasks, self._elements.tasks, self._images
+            taken = (
+                self._tasks,
+                self._elements.tasks,
+                self._images,
+                self._voices.tasks,
+                self._voices.by_voice,
+                self._speech,
+                self._effects,
+                self._audio,
+            )
             if all(task_id not in tasks for tasks in taken):
                 return task_id
 
     async def _request_fault(
-        self, request: Request, ops: tuple[Op, ...], subject: str
+        self, request: Request, ops: tuple[Op, ...], subject: str, download: bool = True
     ) -> Fault | None:
-        """Apply the faults that come before the answer; return the one still to apply."""
-        fault = self.faults.take(ops, [subject], REQUEST_FAULTS[ops[0]])
+        """Apply the faults that come before the answer; return the one still to apply.
+
+        Only a download (`download`) takes a truncate fault.
+        """
+        fault = self.faults.take(ops, [subject], _kinds(ops, download))
         if fault is None:
             return None
         if fault.kind == "drop_before":
@@ -442,7 +544,7 @@ class Emulator:
         if (denied := self._auth_error(request)) is not None:
             return denied
         key = request.path_params["id"]
-        fault = await self._request_fault(request, ops, key)
+        fault = await self._request_fault(request, ops, key, download=False)
         if fault is not None and fault.kind != "drop_after":
             return _fault_response(fault)
         with self._lock:
@@ -460,22 +562,34 @@ class Emulator:
         ops: tuple[Op, ...],
         by_id: Mapping[str, Any],
         as_json: Callable[[Any, str], dict[str, Any]],
+        page_max: int = 500,
     ) -> Response:
-        """GET a page of tasks (video, element or image), newest first."""
+        """GET a page of tasks (video, element, image, voice or effect), newest first."""
+        with self._lock:
+            tasks = sorted(by_id.values(), key=lambda t: t.created, reverse=True)
+        return await self._page(request, ops, tasks, as_json, page_max)
+
+    async def _page(
+        self,
+        request: Request,
+        ops: tuple[Op, ...],
+        items: list[Any],
+        as_json: Callable[[Any, str], dict[str, Any]],
+        page_max: int,
+    ) -> Response:
+        """GET one page (pageNum, pageSize) of `items`, each shown by `as_json`."""
         if (denied := self._auth_error(request)) is not None:
             return denied
-        fault = await self._request_fault(request, ops, "")
+        fault = await self._request_fault(request, ops, "", download=False)
         if fault is not None and fault.kind != "drop_after":
             return _fault_response(fault)
         try:
             page = _int_param(request, "pageNum", 1, 1, 1000)
-            size = _int_param(request, "pageSize", 30, 1, 500)
+            size = _int_param(request, "pageSize", 30, 1, page_max)
         except Invalid as exc:
             return _error(400, 1201, str(exc))
-        with self._lock:
-            tasks = sorted(by_id.values(), key=lambda t: t.created, reverse=True)
-        chosen = tasks[(page - 1) * size : page * size]
-        data = [as_json(task, str(request.base_url)) for task in chosen]
+        chosen = items[(page - 1) * size : page * size]
+        data = [as_json(item, str(request.base_url)) for item in chosen]
         if fault is not None:
             raise drop(request)
         return JSONResponse(_envelope(data))
@@ -492,6 +606,13 @@ class Emulator:
         with self._lock:
             if ext is not None and ext in self._elements.by_external:
                 return _error(400, 1201, f"external_task_id must be unique: {ext!r} exists")
+            # §11.2: the voice must exist now. Only character or humanoid image elements may
+            # bind one, but nothing in the body tells what an image shows: any may here.
+            voice = None
+            if body.voice_id is not None:
+                voice = self._voices.find(body.voice_id, now)
+                if voice is None:
+                    return _error(400, 1201, no_voice("element_voice_id", body.voice_id))
             # No concurrency check: element tasks hold no video slot (§6.1 counts per type).
             failing = self.faults.take("element", subjects, {"fail_task"})
             task = ElementTask(
@@ -504,6 +625,7 @@ class Emulator:
                 fail_message=(failing.message or "element creation failed (emulated)")
                 if failing
                 else None,
+                voice=voice,
             )
             self._elements.add(task)
         return await self._answer_created(request, fault, task.task_id, ext, task.created)
@@ -607,6 +729,239 @@ class Emulator:
         if png is None:
             png = await anyio.to_thread.run_sync(self._draw, task, index)
         return _stream(request, png, len(png), fault, "image/png")
+
+    # -- sound: voices, TTS, sound effects (§11.2) ----------------------------------
+
+    async def _presets(self, request: Request) -> Response:
+        created = self._ms(self._clock0)
+
+        def as_json(voice: Any, base_url: str) -> dict[str, Any]:
+            return preset_json(voice, base_url, created)
+
+        return await self._page(request, ("audio",), list(PRESETS), as_json, page_max=1000)
+
+    async def _voice_create(self, request: Request) -> Response:
+        ops: tuple[Op, ...] = ("audio",)
+        admitted = await self._admit(request, ops, voice_subjects, check_voice_body)
+        if isinstance(admitted, Response):
+            return admitted
+        body, subjects, fault = admitted
+        now = self.clock()
+        ext = body.external_task_id
+        with self._lock:
+            if ext is not None and ext in self._voices.by_external:
+                return _error(400, 1201, f"external_task_id must be unique: {ext!r} exists")
+            if (problem := self._sample_problem(body, request, now)) is not None:
+                return _error(400, 1201, problem)
+            # No concurrency check: a voice task holds no video slot.
+            failing = self.faults.take(ops, subjects, {"fail_task"})
+            task = VoiceTask(
+                task_id=self._new_task_id(),
+                external_task_id=ext,
+                body=body,
+                voice_id=self._new_task_id(),
+                created=now,
+                finishes=now + self.voice_latency,
+                fail_message=(failing.message or "voice customization failed (emulated)")
+                if failing
+                else None,
+            )
+            self._voices.add(task)
+        return await self._answer_created(request, fault, task.task_id, ext, task.created)
+
+    def _sample_problem(self, body: VoiceBody, request: Request, now: float) -> str | None:
+        """Why a custom voice's sample is refused, as far as the emulator can tell (locked).
+
+        A video_id must name a finished video of this account made with sound on. A
+        voice_url elsewhere cannot be fetched and is taken as it is; one of the emulator's
+        own audio URLs must answer, and its audio last 5-30 s.
+        """
+        if body.video_id is not None:
+            video = self._tasks.get(body.video_id)
+            if video is None or self._status(video, now) != "succeed":
+                return f"video_id names no finished video of this account: {body.video_id!r}"
+            if video.body.sound != "on":
+                return f"video_id {body.video_id!r} names a video made without sound"
+            return None
+        url = body.voice_url or ""
+        parts = urlsplit(url)
+        own = OWN_AUDIO.fullmatch(parts.path)
+        if own is None or parts.netloc != request.url.netloc:
+            return None
+        audio = self._audio.get(own.group(1))
+        if self._expired or audio is None or now < audio.ready_at:
+            return f"voice_url cannot be fetched: {url}"
+        low, high = VOICE_SAMPLE_SECONDS
+        if not low * RATE <= audio.samples <= high * RATE:
+            return f"voice_url: the sample lasts {audio.duration} s; a voice takes {low}-{high} s"
+        return None
+
+    async def _voice_query(self, request: Request) -> Response:
+        by_id, by_external = self._voices.tasks, self._voices.by_external
+        return await self._lookup(request, ("audio",), by_id, by_external, self._voice_json)
+
+    async def _voice_list(self, request: Request) -> Response:
+        tasks = self._voices.tasks
+        return await self._listing(request, ("audio",), tasks, self._voice_json, page_max=1000)
+
+    def _voice_json(self, task: VoiceTask, base_url: str) -> dict[str, Any]:
+        deleted = task.voice_id in self._voices.deleted
+        return voice_task_json(task, self.clock(), base_url, self._ms, deleted)
+
+    async def _voice_delete(self, request: Request) -> Response:
+        admitted = await self._admit(request, ("audio",), delete_subjects, check_delete_voice_body)
+        if isinstance(admitted, Response):
+            return admitted
+        voice_id, _, fault = admitted
+        with self._lock:
+            if voice_id in PRESETS_BY_ID:
+                return _error(
+                    400, 1201, f"voice_id {voice_id!r} is a preset: only custom voices can go"
+                )
+            task = self._voices.made(voice_id, self.clock())
+            if task is None:
+                return _error(
+                    400, 1201, f"voice_id names no custom voice of this account: {voice_id!r}"
+                )
+            self._voices.deleted.add(voice_id)
+        await self._late_or_lost(request, fault)
+        return JSONResponse(_envelope({"task_id": task.task_id, "task_status": "succeed"}))
+
+    async def _tts(self, request: Request) -> Response:
+        """TTS answers with the finished task: no external_task_id, nothing to look up."""
+        ops: tuple[Op, ...] = ("create", "audio")
+        admitted = await self._admit(request, ops, speech_subjects, check_speech_body)
+        if isinstance(admitted, Response):
+            return admitted
+        body, subjects, fault = admitted
+        now = self.clock()
+        with self._lock:
+            voice = self._voices.find(body.voice_id, now)
+            if voice is None:
+                return _error(400, 1201, no_voice("voice_id", body.voice_id))
+            if voice.language is not None and voice.language != body.language:
+                return _error(
+                    400,
+                    1201,
+                    f"voice_language must be {voice.language}: voice {voice.voice_id!r} "
+                    f"speaks {voice.language} only",
+                )
+            failing = self.faults.take(ops, subjects, {"fail_task"})
+            audio = None
+            if failing is None:
+                audio = Audio(
+                    audio_id=self._new_task_id(),
+                    kind="tone",
+                    samples=sample_count(speech_seconds(body.text, body.speed)),
+                    period=voice_period(voice.voice_id),
+                    ready_at=now,
+                )
+                self._audio[audio.audio_id] = audio
+            call = SpeechCall(
+                task_id=self._new_task_id(),
+                body=body,
+                created=now,
+                audio=audio,
+                fail_message=(failing.message or "speech synthesis failed (emulated)")
+                if failing
+                else None,
+            )
+            self._speech[call.task_id] = call
+        await self._late_or_lost(request, fault)
+        return JSONResponse(_envelope(speech_json(call, str(request.base_url), self._ms)))
+
+    async def _effect_create(self, request: Request) -> Response:
+        ops: tuple[Op, ...] = ("create", "audio")
+        admitted = await self._admit(request, ops, effect_subjects, check_effect_body)
+        if isinstance(admitted, Response):
+            return admitted
+        body, subjects, fault = admitted
+        now = self.clock()
+        ext = body.external_task_id
+        with self._lock:
+            if ext is not None and ext in self._effects_by_external:
+                return _error(400, 1201, f"external_task_id must be unique: {ext!r} exists")
+            # No concurrency check: a sound effect holds no video slot.
+            failing = self.faults.take(ops, subjects, {"fail_task"})
+            audio = Audio(
+                audio_id=self._new_task_id(),
+                kind="noise",
+                samples=sample_count(body.seconds),
+                seed=zlib.crc32(body.prompt.encode()),
+                ready_at=now + self.sfx_latency,
+            )
+            task = EffectTask(
+                task_id=self._new_task_id(),
+                external_task_id=ext,
+                body=body,
+                audio=audio,
+                created=now,
+                finishes=audio.ready_at,
+                fail_message=(failing.message or "sound effect failed (emulated)")
+                if failing
+                else None,
+            )
+            self._effects[task.task_id] = task
+            if ext is not None:
+                self._effects_by_external[ext] = task
+            if failing is None:
+                self._audio[audio.audio_id] = audio
+        return await self._answer_created(request, fault, task.task_id, ext, task.created)
+
+    async def _effect_query(self, request: Request) -> Response:
+        ops: tuple[Op, ...] = ("query", "audio")
+        return await self._lookup(
+            request, ops, self._effects, self._effects_by_external, self._effect_json
+        )
+
+    async def _effect_list(self, request: Request) -> Response:
+        ops: tuple[Op, ...] = ("query", "audio")
+        return await self._listing(request, ops, self._effects, self._effect_json)
+
+    def _effect_json(self, task: EffectTask, base_url: str) -> dict[str, Any]:
+        return effect_json(task, self.clock(), base_url, self._ms)
+
+    async def _audio_mp3(self, request: Request) -> Response:
+        return await self._audio_download(request, "mp3")
+
+    async def _audio_wav(self, request: Request) -> Response:
+        return await self._audio_download(request, "wav")
+
+    async def _audio_download(self, request: Request, fmt: Format) -> Response:
+        """A TTS or sound-effect result, encoded on first download: by URL, without auth."""
+        audio_id = request.path_params["audio_id"]
+        fault = await self._request_fault(request, ("download", "audio"), audio_id)
+        if fault is not None and fault.kind not in ("drop_after", "truncate"):
+            return _fault_response(fault)
+        with self._lock:
+            audio = self._audio.get(audio_id)
+            expired = self._expired
+        if expired:
+            return _error(404, 1203, f"the audio {audio_id} has expired")
+        if audio is None or self.clock() < audio.ready_at:
+            return _error(404, 1203, f"no audio {audio_id}")
+        with self._lock:
+            self._downloads += 1
+        data = await _encoded(audio, fmt)
+        return _stream(request, data, len(data), fault, MEDIA_TYPES[fmt])
+
+    async def _voice_trial(self, request: Request) -> Response:
+        """A voice's trial_url: 3 s of its tone. It belongs to the voice: it never expires."""
+        voice_id = request.path_params["voice_id"]
+        fault = await self._request_fault(request, ("download", "audio"), voice_id)
+        if fault is not None and fault.kind not in ("drop_after", "truncate"):
+            return _fault_response(fault)
+        with self._lock:
+            if self._voices.find(voice_id, self.clock()) is None:
+                return _error(404, 1203, f"no voice {voice_id}")
+            trial = self._trials.get(voice_id)
+            if trial is None:
+                period = voice_period(voice_id)
+                trial = Audio(voice_id, "tone", TRIAL_SECONDS * RATE, period=period)
+                self._trials[voice_id] = trial
+            self._downloads += 1
+        data = await _encoded(trial, "mp3")
+        return _stream(request, data, len(data), fault, MEDIA_TYPES["mp3"])
 
     async def _download(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
@@ -717,6 +1072,27 @@ class Emulator:
 
 
 # -- reading requests, streaming answers ----------------------------------------------
+
+
+def _kinds(ops: tuple[Op, ...], download: bool) -> frozenset[str]:
+    """The fault kinds a request of `ops` answers to (the first op's; truncate: downloads)."""
+    kinds = REQUEST_FAULTS[ops[0]]
+    return kinds if download else kinds - {"truncate"}
+
+
+def _per_external(tasks: Iterable[Any]) -> dict[str, int]:
+    """Tasks per external_task_id (those sent without one are not in it)."""
+    counts: dict[str, int] = {}
+    for task in tasks:
+        if task.external_task_id is not None:
+            counts[task.external_task_id] = counts.get(task.external_task_id, 0) + 1
+    return counts
+
+
+async def _encoded(audio: Audio, fmt: Format) -> bytes:
+    """The audio file in `fmt`: from its cache, or encoded in a worker thread."""
+    cached = audio.files.get(fmt)
+    return cached if cached is not None else await anyio.to_thread.run_sync(audio.encoded, fmt)
 
 
 def _subjects(raw: Any) -> list[str]:

@@ -2,7 +2,8 @@
 
 Elements are a second kind of task beside videos, with their own external_task_id
 namespace, their own latency and no video concurrency slot; a succeeded element task
-holds an integer `element_id` that video creates accept in `element_list`. This module
+holds an integer `element_id` that video creates accept in `element_list`, and the voice
+it binds (`element_voice_id`, a preset or a made custom voice, §11.2). This module
 keeps that state and its views; the routes that serve them live in `app`, which shares
 auth, faults and the task lookups between both kinds of task.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from .rules import ElementBody
 from .timeline import status_at
+from .voices import Voice, voice_view
 
 ELEMENTS_PATH = "/v1/general/advanced-custom-elements"  # §7.1
 
@@ -31,6 +33,7 @@ class ElementTask:
     created: float  # on the emulator's clock
     finishes: float
     fail_message: str | None
+    voice: Voice | None = None  # the voice element_voice_id named, as it was at create
 
     @property
     def stats_key(self) -> str:
@@ -105,8 +108,8 @@ def element_view(task: ElementTask, base_url: str) -> dict[str, Any]:
         }
     if body.video_url is not None:
         element["element_video_list"] = {"refer_videos": [{"video_url": body.video_url}]}
-    if body.voice_id is not None:
-        element["element_voice_info"] = {"voice_id": body.voice_id}
+    if task.voice is not None:
+        element["element_voice_info"] = voice_view(task.voice, base_url)
     element["tag_list"] = [{"tag_id": tag} for tag in body.tags]
     element["owned_by"] = "user"
     element["status"] = "succeed"

@@ -22,8 +22,8 @@ FaultKind = Literal[
     "truncate",
     "fail_task",
 ]
-FaultOp = Literal["create", "query", "download", "element", "image", "any"]
-Op = Literal["create", "query", "download", "element", "image"]
+FaultOp = Literal["create", "query", "download", "element", "image", "audio", "any"]
+Op = Literal["create", "query", "download", "element", "image", "audio"]
 
 # Faults that answer a request; `fail_task` acts on the created task instead.
 REQUEST_FAULTS: dict[Op, frozenset[str]] = {
@@ -40,6 +40,11 @@ REQUEST_FAULTS: dict[Op, frozenset[str]] = {
     ),
     # Every Omni-Image request: create, query one, list, PNG download.
     "image": frozenset(
+        {"http_500", "code_1302", "code_1303", "drop_before", "drop_after", "slow", "truncate"}
+    ),
+    # Every sound request: voices (presets, custom: create, query, list, delete), TTS,
+    # sound effects (create, query, list), and the audio and voice-trial downloads.
+    "audio": frozenset(
         {"http_500", "code_1302", "code_1303", "drop_before", "drop_after", "slow", "truncate"}
     ),
 }
@@ -64,15 +69,22 @@ class FaultPlan:
     """Faults waiting to hit requests, first added first served.
 
     `op` picks the requests a fault can hit: create, query (one task or the list),
-    download (clips, blobs, element images and generated images), element (every request
-    to the element registry: create, query one, list), image (every Omni-Image request:
-    create, query one, list, PNG download) or any. Create, query and download hit
-    Omni-Image requests as well as video ones, as image acts on Omni-Image alone; none of
-    them hits the element registry. `match`, when given, narrows it to requests whose
-    subject contains the text: a create's prompt, shot prompts or external_task_id, an
-    element create's element_name or external_task_id, a query's id, a download's task
-    id. A `fail_task` fault fails the next task its op creates: a video or image task
-    (create), an image task (image), an element task (element), any task (any).
+    download (clips, blobs, element images, generated images, audio files and voice
+    trials), element (every request to the element registry: create, query one, list),
+    image (every Omni-Image request: create, query one, list, PNG download), audio (every
+    sound request: preset voices, custom voices (create, query one, list, delete), TTS,
+    sound effects (create, query one, list), audio and trial downloads) or any. Create,
+    query and download hit Omni-Image and sound requests of their kind as well as video
+    ones (create: TTS and sound-effect creates; query: sound-effect queries and lists), as
+    image and audio act on their own requests alone; none of them hits the element
+    registry or the voices (presets, custom voices, delete), which only element, audio
+    and any reach. `match`, when given, narrows it to requests whose subject contains the
+    text: a create's prompt, shot prompts or external_task_id, an element create's
+    element_name or external_task_id, a voice create's voice_name or external_task_id, a
+    TTS call's text or voice_id, a delete's voice_id, a query's id, a download's task,
+    audio or voice id. A `fail_task` fault fails the next task its op creates: a video,
+    image, TTS or sound-effect task (create), an image task (image), an element task
+    (element), a custom-voice, TTS or sound-effect task (audio), any task (any).
     """
 
     def __init__(self) -> None:
@@ -92,13 +104,13 @@ class FaultPlan:
             raise ValueError(f"kind must be one of {', '.join(get_args(FaultKind))}")
         if op not in get_args(FaultOp):
             raise ValueError(f"op must be one of {', '.join(get_args(FaultOp))}")
-        if kind == "fail_task" and op not in ("create", "element", "image", "any"):
+        if kind == "fail_task" and op not in ("create", "element", "image", "audio", "any"):
             raise ValueError(
-                "a fail_task fault acts on creates: op must be create, element, image or any"
+                "a fail_task fault acts on creates: op must be create, element, image, audio or any"
             )
-        if kind == "truncate" and op not in ("download", "image", "any"):
+        if kind == "truncate" and op not in ("download", "image", "audio", "any"):
             raise ValueError(
-                "a truncate fault acts on downloads: op must be download, image or any"
+                "a truncate fault acts on downloads: op must be download, image, audio or any"
             )
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError("times must be a positive integer")

@@ -5,8 +5,9 @@ catch the compiler's bugs, so it must not share the compiler's mistakes. Where t
 are disputed it is no stricter than a rule it can cite (kling-api.md §9.14), and it reads
 an empty string, list or null as an absent field (§9.13). Kling's 2026 change log (§11)
 supersedes the older readings of §2-§3 where they disagree, and the rules below follow it.
-Element creates (§7.1) and Omni-Image creates (§11.1) are read here too; `units_charged`
-and `image_units` are what a task bills (§6.2, §11.1).
+Element creates (§7.1), Omni-Image creates (§11.1) and the sound bodies (§11.2: custom
+voices, TTS, sound effects, voice deletes) are read here too; `units_charged` and
+`image_units` are what a task bills (§6.2, §11.1), the sound calls bill flat units.
 
 No I/O: Base64 images are decoded and measured in memory, https URLs are not fetched.
 """
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from io import BytesIO
 from typing import Any
+from urllib.parse import urlsplit
 
 from PIL import Image
 
@@ -806,3 +809,154 @@ def _series_amount(raw: dict[str, Any]) -> int:
 def image_units(body: ImageBody) -> str:
     """final_unit_deduction of an Omni-Image task: image units per image x images (§11.1)."""
     return str(IMAGE_UNITS[body.resolution] * body.count)
+
+
+# -- sound: custom voices, TTS, sound effects (kling-api.md §11.2) ----------------------
+
+VOICE_NAME_CHARS = 20
+# §11.2: the sample is fetched by URL (no Base64): an audio or a video file.
+VOICE_URL_SUFFIXES = (".mp3", ".wav", ".mp4", ".mov")
+VOICE_SAMPLE_SECONDS = (5, 30)  # §11.2: one clean human voice, 5-30 s
+VOICE_LANGUAGES = ("zh", "en")
+DEFAULT_VOICE_LANGUAGE = "zh"  # Kling's page lists zh as the default
+TTS_TEXT_CHARS = 1000
+VOICE_SPEEDS = (Decimal("0.8"), Decimal("2.0"))
+SFX_PROMPT_CHARS = 200
+SFX_SECONDS = (Decimal("3.0"), Decimal("10.0"))
+TENTH = Decimal("0.1")
+# Units a call (§11.2): a custom voice, a TTS call, a sound effect.
+VOICE_UNITS = "0.05"
+TTS_UNITS = "0.05"
+SFX_UNITS = "0.25"
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceBody:
+    """A custom-voice create body (§11.2) after its checks: a sample URL or a video id."""
+
+    name: str
+    voice_url: str | None
+    video_id: str | None
+    external_task_id: str | None
+
+
+def check_voice_body(raw: Any) -> VoiceBody:
+    """Read a custom-voice create body and check it (§11.2); raises Invalid on the first error.
+
+    The sample is not fetched: its kind is read from the URL's path, its length goes
+    unchecked here (the app checks the length of a sample it serves itself).
+    """
+    if not isinstance(raw, dict):
+        raise Invalid("request body must be a JSON object")
+    name = _required_text(raw, "voice_name", VOICE_NAME_CHARS)
+    voice_url = _string(raw, "voice_url")
+    video_id = _present(raw, "video_id")
+    if video_id is not None and (isinstance(video_id, bool) or not isinstance(video_id, str | int)):
+        raise Invalid("video_id must be the id of a video")
+    if (voice_url is None) == (video_id is None):
+        raise Invalid("give one of voice_url (a sample's URL) or video_id (a video made before)")
+    if voice_url is not None:
+        _voice_url(voice_url)
+    _string(raw, "callback_url")
+    return VoiceBody(
+        name=name,
+        voice_url=voice_url,
+        video_id=None if video_id is None else str(video_id),
+        external_task_id=_string(raw, "external_task_id"),
+    )
+
+
+def _voice_url(url: str) -> None:
+    kinds = ", ".join(VOICE_URL_SUFFIXES)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Invalid(
+            f"voice_url must be an http(s) URL of a {kinds} file (Kling takes no Base64 here)"
+        )
+    if not parts.path.lower().endswith(VOICE_URL_SUFFIXES):
+        raise Invalid(f"voice_url must name a {kinds} file")
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechBody:
+    """A TTS body (§11.2) after its checks, the speed rounded to Kling's one decimal."""
+
+    text: str
+    voice_id: str
+    language: str  # zh | en
+    speed: Decimal  # 0.8-2.0
+
+
+def check_speech_body(raw: Any) -> SpeechBody:
+    """Read a TTS body and check it (§11.2); raises Invalid on the first error.
+
+    Whether `voice_id` names a voice, and one that speaks `voice_language`, is the
+    account's state: the app checks it. TTS takes no external_task_id and no callback
+    (it cannot be looked up): a body that sends one is refused, so a client that means to
+    find a TTS call again learns at once that it cannot.
+    """
+    if not isinstance(raw, dict):
+        raise Invalid("request body must be a JSON object")
+    text = _required_text(raw, "text", TTS_TEXT_CHARS)
+    if not text.strip():
+        raise Invalid("text must not be blank")
+    voice_id = _string(raw, "voice_id")
+    if voice_id is None:
+        raise Invalid("voice_id is required")
+    language = _enum(raw, "voice_language", VOICE_LANGUAGES) or DEFAULT_VOICE_LANGUAGE
+    speed = _tenths(raw, "voice_speed", VOICE_SPEEDS, Decimal("1.0"))
+    for key in ("external_task_id", "callback_url"):
+        if _present(raw, key) is not None:
+            raise Invalid(f"{key}: TTS takes none (the call answers with its result)")
+    return SpeechBody(text=text, voice_id=voice_id, language=language, speed=speed)
+
+
+@dataclass(frozen=True, slots=True)
+class EffectBody:
+    """A sound-effect body (§11.2) after its checks, the duration rounded to one decimal."""
+
+    prompt: str
+    seconds: Decimal  # 3.0-10.0
+    external_task_id: str | None
+
+
+def check_effect_body(raw: Any) -> EffectBody:
+    """Read a sound-effect (text-to-audio) body and check it (§11.2); raises Invalid."""
+    if not isinstance(raw, dict):
+        raise Invalid("request body must be a JSON object")
+    prompt = _required_text(raw, "prompt", SFX_PROMPT_CHARS)
+    if not prompt.strip():
+        raise Invalid("prompt must not be blank")
+    seconds = _tenths(raw, "duration", SFX_SECONDS, None)
+    _string(raw, "callback_url")
+    return EffectBody(
+        prompt=prompt, seconds=seconds, external_task_id=_string(raw, "external_task_id")
+    )
+
+
+def _tenths(
+    raw: dict[str, Any], key: str, bounds: tuple[Decimal, Decimal], default: Decimal | None
+) -> Decimal:
+    """A number within `bounds`, rounded to one decimal as Kling does (half up)."""
+    low, high = bounds
+    value = raw.get(key)  # 0 is a value here, so not _present
+    if value is None:
+        if default is None:
+            raise Invalid(f"{key} is required (a number from {low} to {high})")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Invalid(f"{key} must be a number from {low} to {high}")
+    number = Decimal(repr(value))
+    if not low <= number <= high:
+        raise Invalid(f"{key} must be a number from {low} to {high}")
+    return number.quantize(TENTH, ROUND_HALF_UP)
+
+
+def check_delete_voice_body(raw: Any) -> str:
+    """A delete-voices body (§11.2): the voice_id to delete."""
+    if not isinstance(raw, dict):
+        raise Invalid("request body must be a JSON object")
+    voice_id = _string(raw, "voice_id")
+    if voice_id is None:
+        raise Invalid("voice_id is required")
+    return voice_id

@@ -1,8 +1,9 @@
 """A task's timeline on the emulator's clock: submitted → processing → succeed | failed.
 
-Element and image tasks share it (video tasks keep their own in `app`, tied to the
-emulator's `latency`): a task is `submitted` for a quarter of its run (at most 1 s), then
-`processing` until it finishes, then `succeed`, or `failed` when a fault failed it.
+Element, image, custom-voice and sound-effect tasks share it (video tasks keep their own
+in `app`, tied to the emulator's `latency`): a task is `submitted` for a quarter of its
+run (at most 1 s), then `processing` until it finishes, then `succeed`, or `failed` when
+a fault failed it.
 """
 
 from __future__ import annotations
