@@ -52,8 +52,10 @@ from .request import (
     ImageRequest,
     LocalFile,
     Media,
+    PresetVoice,
     Url,
     VideoRequest,
+    VoiceToMake,
 )
 from .wire import record_json, request_digest
 
@@ -707,7 +709,7 @@ class Executor:
             return self._base64(self.base_dir / (ref.file or ""), ref.file or "", ref.sha256 or "")
 
         frontal, *others = element.images
-        return {
+        body: dict[str, Any] = {
             "element_name": element.name[:20],
             "element_description": element.description or element.name,
             "reference_type": "image_refer",
@@ -717,6 +719,15 @@ class Executor:
             },
             "external_task_id": external_id,
         }
+        if isinstance(element.voice, PresetVoice):
+            body["element_voice_id"] = element.voice.id  # kling-api.md §11.2
+        elif isinstance(element.voice, VoiceToMake):
+            # Never an element without the voice the storyboard gave it: say so instead.
+            raise StoryboardError(
+                f"element '{element.name}' speaks in the custom voice '{element.voice.name}', "
+                "and render does not make custom voices yet: use a preset voice for now"
+            )
+        return body
 
     # -- poll -----------------------------------------------------------------------------
 

@@ -68,6 +68,28 @@ def plan_board(
     )
 
 
+def sound_not_rendered(result: CompileResult) -> str:
+    """What of the storyboard's sound this version checks and prices but does not make.
+
+    Said on every render, never silently dropped (README "Sound").
+    """
+    parts = []
+    narrated = [t.scene for t in result.tasks if t.enabled and t.narration is not None]
+    effects = [t.scene for t in result.tasks if t.enabled and t.sfx is not None]
+    if narrated:
+        parts.append(f"narration ({', '.join(narrated)})")
+    if effects:
+        parts.append(f"sound effects ({', '.join(effects)})")
+    if result.board is not None and result.board.soundtrack is not None:
+        parts.append("the soundtrack's music and loudness")
+    if not parts:
+        return ""
+    return (
+        f"{' and '.join(parts)}: checked and priced, but not yet made or mixed into the "
+        "film by this version of storyboard"
+    )
+
+
 def image_jobs(result: CompileResult) -> dict[str, ImageJob]:
     """The generated image refs of a compiled storyboard, as image tasks to plan."""
     return {
@@ -161,6 +183,9 @@ async def render_board(
         storyboard=result.path,
     )
     outcome.film, outcome.film_note, outcome.film_detail = made.path, made.note, made.detail
+    unmade = sound_not_rendered(result)
+    if unmade:
+        outcome.notes.append(unmade)
     outcome.timeline, outcome.captions = made.timeline, made.captions
     if preview:
         from .preview import write_preview
