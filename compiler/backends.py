@@ -111,6 +111,8 @@ def emulator_server(
     image_latency: float = 0.5,
     image_concurrency: int = 4,
     image_max_side: int | None = None,
+    voice_latency: float = 1.0,
+    sfx_latency: float = 1.0,
 ) -> EmulatorServer:
     from .emulator import Emulator
 
@@ -125,6 +127,8 @@ def emulator_server(
         image_latency=image_latency,
         image_concurrency=image_concurrency,
         image_max_side=image_max_side,
+        voice_latency=voice_latency,
+        sfx_latency=sfx_latency,
     )
     if access_key and secret_key:
         accepts = "JWTs signed with its access and secret keys"

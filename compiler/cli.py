@@ -426,6 +426,8 @@ def cmd_emulator(args: argparse.Namespace) -> ExitCode:
         image_latency=args.image_latency,
         image_concurrency=args.image_concurrency,
         image_max_side=args.image_max_side,
+        voice_latency=args.voice_latency,
+        sfx_latency=args.sfx_latency,
     )
     print(
         f"storyboard emulator: a Kling-compatible API on http://{args.host}:{args.port} "
@@ -679,6 +681,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="draw placeholder images at most this wide or tall (default: --clip-max-side "
         "but at least 720, else true size)",
+    )
+    emulator.add_argument(
+        "--voice-latency",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds a custom voice takes to be made (default: 1)",
+    )
+    emulator.add_argument(
+        "--sfx-latency",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds a sound effect takes to be made (default: 1)",
     )
     emulator.add_argument(
         "--clip-max-side",
