@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/untrusted.py
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/mix.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
