@@ -270,7 +270,7 @@ class _Resolver:
         voices: dict[str, Voice] = {}
         for name, value in table.items():
             path: JsonPath = ("voices", name)
-            language = value.get("language", "en")
+            language = value.get("language")  # None: the preset's own, else English
             speed = float(value.get("speed", spec["speed"]["default"]))
             voice: Voice | None
             if "preset" in value:
@@ -284,7 +284,7 @@ class _Resolver:
         return voices
 
     def preset_voice(
-        self, name: str, path: JsonPath, preset: str, language: str, speed: float
+        self, name: str, path: JsonPath, preset: str, language: str | None, speed: float
     ) -> Voice | None:
         presets: dict[str, list[str]] = sound()["presets"]
         if preset not in presets:
@@ -295,6 +295,7 @@ class _Resolver:
                 did_you_mean(preset, presets) or "name one of Kling's preset voices",
             )
             return None
+        language = language or presets[preset][0]
         if language not in presets[preset]:
             written = self.value((*path, "language")) is not MISSING
             self.problem(
@@ -309,9 +310,10 @@ class _Resolver:
         return Voice(name, path, language, speed, preset=preset)
 
     def custom_voice(
-        self, name: str, path: JsonPath, sample: Any, language: str, speed: float
+        self, name: str, path: JsonPath, sample: Any, language: str | None, speed: float
     ) -> Voice | None:
         spec = sound()
+        language = language or "en"
         limit = spec["voice_name_chars"]
         if len(name) > limit:
             self.problem(

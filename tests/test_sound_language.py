@@ -136,3 +136,12 @@ def test_a_local_sample_without_an_s3_cache_is_a_diagnostic(
     result = compile_file(project / "film.yaml")
     assert not result.tasks and not result.voices
     assert [d.code for d in result.diagnostics if d.is_error] == ["voice-sample-local"]
+
+
+def test_a_preset_voice_speaks_its_own_language_by_default(project: Path) -> None:
+    text = BOARD.replace("mira: {sample: mira.wav, language: en}", "mira: {preset: ai_kaiya}")
+    (project / "film.yaml").write_text(text, encoding="utf-8")
+    result = _compile(project)
+    narration = result.tasks[1].narration
+    assert narration is not None and narration.language == "zh"
+    assert narration.voice == PresetVoice("ai_kaiya") and not result.voices
