@@ -209,15 +209,15 @@ class _Meter:
     """Reads ebur128's frame metadata: the last frame's is the whole programme's."""
 
     def __init__(self) -> None:
-        self._last: dict[str, str] = {}
+        self._last: av.AudioFrame | None = None
 
     def see(self, frame: av.AudioFrame) -> None:
-        if "lavfi.r128.I" in frame.metadata:
-            self._last = dict(frame.metadata)
+        self._last = frame
 
     def result(self) -> _Measure:
-        integrated = float(self._last.get("lavfi.r128.I", "-inf"))
-        peak = float(self._last.get("lavfi.r128.true_peak", "0"))
+        metadata = self._last.metadata if self._last is not None else {}
+        integrated = float(metadata.get("lavfi.r128.I", "-inf"))
+        peak = float(metadata.get("lavfi.r128.true_peak", "0"))
         return _Measure(
             integrated if integrated > _SILENT else -math.inf,
             20 * math.log10(peak) if peak > 0 else -math.inf,
@@ -651,6 +651,7 @@ def _encode(frames: Sequence[av.AudioFrame], *steps: tuple[str, str]) -> tuple[b
         source,
         *steps,
         ("aformat", f"sample_fmts=fltp:sample_rates={RATE}:channel_layouts=stereo"),
+        ("asetnsamples", f"n={_AAC_FRAME}:p=0"),  # what the encoder takes: no re-framing
         ("abuffersink", ""),
     )
     graph.configure()
