@@ -243,6 +243,10 @@ def test_peaks_that_a_gain_alone_would_push_over_the_ceiling_are_limited(
     assert made.normalisation == "limited"
     assert integrated(sound) == pytest.approx(-14.0, abs=1.0)
     assert true_peak(sound) <= -1.0
+    assert made.loudness == pytest.approx(integrated(sound), abs=0.5)
+    assert made.true_peak == pytest.approx(true_peak(sound), abs=0.5)
+    # The limiter looks ahead; its delay is taken back out, so nothing moves.
+    assert onset(sound, 1000) == pytest.approx(NARRATION_AT, abs=FRAME)
 
 
 # ── placement and ducking ───────────────────────────────────────────────────────────────
@@ -335,6 +339,16 @@ def test_the_film_is_written_atomically(
     with pytest.raises(OSError, match="disk full"):
         mix_film(inputs["film"], dest, cues=cues(inputs), music=inputs["music"])
     assert dest.read_bytes() == b"the previous film"
+    assert parts_left(tmp_path) == []
+
+
+def test_a_film_can_be_mixed_in_place(inputs: dict[str, Path], tmp_path: Path) -> None:
+    film = tmp_path / "film.mp4"
+    film.write_bytes(inputs["film"].read_bytes())
+    made = mix_film(film, film, cues=cues(inputs), music=inputs["music"])
+    assert video_packets(film) == video_packets(inputs["film"])
+    assert integrated(decode(film)) == pytest.approx(-14.0, abs=1.0)
+    assert made.ducked > 0
     assert parts_left(tmp_path) == []
 
 
