@@ -431,3 +431,38 @@ def test_looped_music_runs_into_its_own_beginning_through_a_crossfade() -> None:
     assert seam[-1] == pytest.approx(music[overlap - 1], abs=0.01)  # into the head
     again = played[length : 2 * length - 2 * overlap]
     assert np.array_equal(again, music[overlap : length - overlap])  # then on from there
+
+
+def test_when_aac_overshoots_the_ceiling_the_sound_is_levelled_again_aiming_lower(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = mix._level
+    ceilings: list[float] = []
+
+    def overshooting_once(mixed: Any, target: float, ceiling: float) -> Any:
+        ceilings.append(ceiling)
+        made = real(mixed, target, ceiling)
+        if len(ceilings) == 1:  # as if AAC had lifted the peaks to -0.7 dBTP
+            return mix._Levelled(made.sound, mix._Measure(target, -0.7), made.mode, made.gain)
+        return made
+
+    monkeypatch.setattr(mix, "_level", overshooting_once)
+    made = mix_film(inputs["film"], tmp_path / "film.mp4", cues=cues(inputs), music=None)
+    first = -1.0 - mix._HEADROOM
+    assert ceilings == [pytest.approx(first), pytest.approx(first - 0.3 - 0.1)]
+    assert made.true_peak <= -1.0
+
+
+def test_a_ceiling_never_met_is_an_error_not_a_film(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = mix._level
+
+    def always_over(mixed: Any, target: float, ceiling: float) -> Any:
+        made = real(mixed, target, ceiling)
+        return mix._Levelled(made.sound, mix._Measure(target, 0.5), made.mode, made.gain)
+
+    monkeypatch.setattr(mix, "_level", always_over)
+    with pytest.raises(RuntimeError, match="peaks at 0.50 dBTP after 4 tries"):
+        mix_film(inputs["film"], tmp_path / "film.mp4", cues=[], music=None)
+    assert list(tmp_path.iterdir()) == []
