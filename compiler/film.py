@@ -7,15 +7,17 @@ its captions (`NAME.srt`: compiler.captions).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import MediaChanged
 from .fsutil import sha256_file
 from .lockfile import Film, Lockfile
-from .model import Task
+from .model import Soundtrack, Task
 from .timeline import FilmClip, OtherTake
 
 if TYPE_CHECKING:
@@ -113,6 +115,8 @@ def assemble_film(
     *,
     title: str | None = None,
     storyboard: str = "",
+    soundtrack: Soundtrack | None = None,
+    base_dir: Path | None = None,
 ) -> FilmResult:
     """Join the selected take of every enabled scene, in order, into renders/NAME.mp4, and
     write its timeline renders/NAME.otio and captions renders/NAME.srt.
@@ -131,22 +135,17 @@ def assemble_film(
     shas = [clip.sha256 for clip in clips]
     film_path = renders / f"{name}.mp4"
     detail = ""
+    mix_key = _mix_key(soundtrack)
     if (
         lock.film is not None
         and lock.film.clips == shas
+        and lock.film.mix == mix_key
         and film_path.is_file()
         and sha256_file(film_path) == lock.film.sha256
     ):
         note = "film unchanged"
     else:
         made = assemble([clip.file for clip in clips], film_path)
-        lock.film = Film(
-            file=film_path.name,
-            sha256=sha256_file(film_path),
-            clips=shas,
-            duration=round(made.info.duration, 3),
-        )
-        lock.save()
         note = f"film assembled: {made.info.duration:.2f} s"
         if made.video == "encoded":
             detail = f"re-encoded (x264 CRF {FILM_CRF}): {made.reason}"
@@ -154,6 +153,16 @@ def assemble_film(
             detail = f"picture copied, sound re-encoded (AAC): {made.reason}"
         else:
             detail = "packets copied: nothing re-encoded"
+        if soundtrack is not None:
+            detail += "; " + _mix_soundtrack(film_path, soundtrack, base_dir)
+        lock.film = Film(
+            file=film_path.name,
+            sha256=sha256_file(film_path),
+            clips=shas,
+            duration=round(made.info.duration, 3),
+            mix=mix_key,
+        )
+        lock.save()
     timeline = export(
         clips,
         timeline_path(renders, name, "otio"),
@@ -163,6 +172,39 @@ def assemble_film(
     )
     captions = write_captions(clips, renders / f"{name}.srt")
     return FilmResult(film_path, note, detail, timeline, captions)
+
+
+def _mix_key(soundtrack: Soundtrack | None) -> str | None:
+    """What the film's sound was mixed with: a new key mixes the film again."""
+    if soundtrack is None:
+        return None
+    music = soundtrack.music.sha256 if soundtrack.music is not None else ""
+    text = f"{music}|{soundtrack.loudness!r}|{soundtrack.true_peak!r}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _mix_soundtrack(film: Path, soundtrack: Soundtrack, base_dir: Path | None) -> str:
+    """Lay the soundtrack's music under the film and bring it to its loudness, in place."""
+    from .mix import mix_film
+
+    music = None
+    if soundtrack.music is not None:
+        assert base_dir is not None
+        music = base_dir / soundtrack.music.file
+        if sha256_file(music) != soundtrack.music.sha256:
+            raise MediaChanged(f"{soundtrack.music.file} changed after it was compiled; run again")
+    mixed = mix_film(
+        film,
+        film,
+        cues=(),
+        music=music,
+        loudness=soundtrack.loudness,
+        true_peak=soundtrack.true_peak,
+    )
+    with_music = "music under the film, " if music is not None else ""
+    return (
+        f"sound mixed ({with_music}{mixed.loudness:.1f} LUFS, true peak {mixed.true_peak:.1f} dBTP)"
+    )
 
 
 def export_timeline(

@@ -267,6 +267,7 @@ class Film:
     sha256: str
     clips: list[str]  # the sha256 of each clip, in film order
     duration: float
+    mix: str | None = None  # the sha256 of the soundtrack it was mixed with (film.py)
 
 
 @dataclass(slots=True)
@@ -385,7 +386,7 @@ class Lockfile:
         if self.elements:
             doc["elements"] = {name: e.as_json() for name, e in self.elements.items()}
         if self.film is not None:
-            doc["film"] = asdict(self.film)
+            doc["film"] = {k: v for k, v in asdict(self.film).items() if v is not None}
         if self.last_frames:
             doc["last_frames"] = self.last_frames
         if self.images:

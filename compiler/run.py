@@ -80,8 +80,6 @@ def sound_not_rendered(result: CompileResult) -> str:
         parts.append(f"narration ({', '.join(narrated)})")
     if effects:
         parts.append(f"sound effects ({', '.join(effects)})")
-    if result.board is not None and result.board.soundtrack is not None:
-        parts.append("the soundtrack's music and loudness")
     if not parts:
         return ""
     return (
@@ -181,6 +179,8 @@ async def render_board(
         result.tasks,
         title=result.board.title if result.board else None,
         storyboard=result.path,
+        soundtrack=result.board.soundtrack if result.board else None,
+        base_dir=file.resolve().parent,
     )
     outcome.film, outcome.film_note, outcome.film_detail = made.path, made.note, made.detail
     unmade = sound_not_rendered(result)

@@ -65,3 +65,52 @@ def test_render_says_which_sound_it_does_not_make_yet(project: Path) -> None:
         "narration (coda) and sound effects (coda): checked and priced, but not yet made "
         "or mixed into the film by this version of storyboard"
     ]
+
+
+def _music(path: Path, seconds: float = 4.0) -> Path:
+    """A chord as a WAV: music for the soundtrack."""
+    import math
+    import struct
+    import wave
+
+    rate = 48_000
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        frames = bytearray()
+        for n in range(int(seconds * rate)):
+            t = n / rate
+            value = sum(math.sin(2 * math.pi * hz * t) for hz in (220.0, 277.2, 329.6)) / 3
+            frames += struct.pack("<h", int(value * 0.3 * 32767))
+        out.writeframes(bytes(frames))
+    return path
+
+
+def test_the_soundtrack_lays_music_under_the_film_at_its_loudness(project: Path) -> None:
+    import numpy as np
+    import pyloudnorm  # type: ignore[import-untyped]
+
+    from tests.test_mix import RATE, decode
+
+    _music(project / "score.wav")
+    text = BOARD.replace("scenes:\n", "soundtrack:\n  music: score.wav\n  loudness: -16\nscenes:\n")
+    (project / "film.yaml").write_text(text, encoding="utf-8")
+    emulator = make_emulator(FakeTime())
+    outcome = render(project, emulator)
+    assert outcome.film is not None and outcome.notes == []
+    assert outcome.film_detail.startswith("packets copied: nothing re-encoded; sound mixed ")
+    assert "(music under the film, -16.0 LUFS, true peak " in outcome.film_detail
+    sound = decode(outcome.film)
+    loudness = float(pyloudnorm.Meter(RATE).integrated_loudness(sound))
+    assert abs(loudness - (-16.0)) <= 1.0  # measured by a meter the mix does not use
+    assert np.abs(sound).max() < 1.0
+    # Unchanged: not mixed again. A new loudness: mixed again.
+    again = render(project, emulator)
+    assert again.film_note == "film unchanged"
+    (project / "film.yaml").write_text(text.replace("loudness: -16", "loudness: -20"), "utf-8")
+    louder = render(project, emulator)
+    assert louder.film_note.startswith("film assembled")
+    assert louder.film is not None
+    quieter = float(pyloudnorm.Meter(RATE).integrated_loudness(decode(louder.film)))
+    assert abs(quieter - (-20.0)) <= 1.0
