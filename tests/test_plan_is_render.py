@@ -19,12 +19,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ from compiler.lockfile import Lockfile
 from compiler.pipeline import compile_file
 from compiler.plan import Action, Plan
 from compiler.run import plan_board, render_board
+from tests import test_crash
 from tests.rendering import FakeTime, Recorder, make_emulator, write_image
 
 CLIP_SIDE = 304  # the smallest even side a continuing scene's first frame may have
@@ -316,21 +315,8 @@ def test_a_source_downloaded_again_does_not_pay_its_continuation_again(
 # -- the same contract through the command line, against `storyboard emulator` -------------
 
 KEY = "plan-is-render-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    # Waiting for a real subprocess to listen; nothing here is timed.
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+# The crash tests' helpers for a real subprocess: a free loopback port, and waiting on it.
+_free_port, _wait_for = test_crash._free_port, test_crash._wait_for
 
 
 class Server:
