@@ -15,6 +15,7 @@ StoryboardError
 ├── PollTimeout              .scene, .task_id (slow is not failed)
 ├── GaveUp                   a request kept failing in a way that may pass; next run resumes
 ├── ClipGone                 a finished clip can no longer be downloaded (results last 30 days)
+├── ImageGone                the same for a generated image or a still
 ├── MediaChanged             a local image changed between compile and submit
 ├── SourceFailed             a continuing scene's source has no clip
 ├── UnsafeUrl                a result URL that is not public https nor the API's own
@@ -153,6 +154,17 @@ class ClipGone(StoryboardError):
         super().__init__(
             f"scene '{label}': its clip can no longer be downloaded ({error}); "
             f"`storyboard render --force {scene}` pays for it again"
+        )
+
+
+class ImageGone(StoryboardError):
+    """Kling no longer serves a finished image or still (results are kept 30 days)."""
+
+    def __init__(self, kind: str, label: str, error: Exception) -> None:
+        records = "images" if kind == "image" else "stills"
+        super().__init__(
+            f"{label}: its PNG can no longer be downloaded ({error}); remove its entry "
+            f"under `{records}` in the lockfile to make it again (paid)"
         )
 
 

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from .cache import Cache
-from .client import ElementTaskInfo, ImageTaskInfo, KlingClient, TaskInfo
+from .client import Download, ElementTaskInfo, ImageTaskInfo, KlingClient, TaskInfo
 from .errors import (
     ApiStatusError,
     CacheError,
     ClipGone,
     DownloadError,
     GaveUp,
+    ImageGone,
     MediaChanged,
     PollTimeout,
     SourceFailed,
@@ -419,12 +420,7 @@ class Executor:
     async def _media_values(self, request: VideoRequest | ImageRequest) -> dict[Media, Any]:
         """Each medium as Kling takes it: a URL, bare Base64 content, an element id."""
         values: dict[Media, Any] = {}
-        images = (
-            [item.media for item in request.images]
-            if isinstance(request, VideoRequest)
-            else list(request.images)
-        )
-        for media in images:
+        for media in request.image_media:
             if isinstance(media, GeneratedImage):
                 png = await self._generated(media)
                 with_sha = await asyncio.to_thread(sha256_file, png)
@@ -621,19 +617,10 @@ class Executor:
 
     async def _download_image(self, planned: PlannedImage, entry: ImageLock) -> Path:
         label = planned.job.label
-        if not entry.image_url:
-            raise ClipGone(label, label, StoryboardError("the lockfile has no URL"))
         dest = self._image_path(planned)
-        backoff = Backoff(tries=5)
-        while True:
-            self.progress.update(label, "downloading")
-            try:
-                got = await self.client.download(entry.image_url, dest)
-                break
-            except (DownloadError, TransportFailure) as exc:
-                if isinstance(exc, DownloadError) and exc.http_status in _GONE:
-                    raise ClipGone(label, label, exc) from exc
-                await backoff.retry(self.sleep, exc)
+        got = await self._fetch_result(
+            label, entry.image_url, dest, lambda why: ImageGone(planned.job.kind, label, why)
+        )
         entry.file = f"{dest.parent.name}/{dest.name}"
         entry.sha256, entry.bytes = got.sha256, got.bytes
         self.lock.save()
@@ -766,23 +753,10 @@ class Executor:
 
     async def _download(self, planned: PlannedTake, task: TaskLock) -> Path:
         job = planned.job
-        if not task.video_url:
-            raise ClipGone(job.scene, job.label, StoryboardError("the lockfile has no URL"))
         dest = self._clip_path(planned)
-        backoff = Backoff(tries=5)
-        while True:
-            self.progress.update(job.label, "downloading")
-            try:
-                got = await self.client.download(task.video_url, dest)
-                break
-            except (DownloadError, TransportFailure) as exc:
-                if isinstance(exc, DownloadError) and exc.http_status in _GONE:
-                    raise ClipGone(job.scene, job.label, exc) from exc
-                await backoff.retry(self.sleep, exc)
-            except ApiStatusError as exc:
-                if not exc.transient:
-                    raise
-                await backoff.retry(self.sleep, exc)
+        got = await self._fetch_result(
+            job.label, task.video_url, dest, lambda why: ClipGone(job.scene, job.label, why)
+        )
         duration = await asyncio.to_thread(self.probe, dest) if self.probe else 0.0
         task.clip = Clip(
             file=f"{self.clips_dir.name}/{dest.name}",
@@ -794,6 +768,33 @@ class Executor:
         self.progress.update(job.label, "done", f"{dest.name}, {got.bytes:,} bytes")
         await self._upload(got.sha256, dest)
         return dest
+
+    async def _fetch_result(
+        self,
+        label: str,
+        url: str | None,
+        dest: Path,
+        gone: Callable[[Exception], StoryboardError],
+    ) -> Download:
+        """Download a finished result (clip or image) to `dest`, retrying what may pass.
+
+        A URL that is missing, expired or never there (403/404/410) raises `gone(why)`.
+        """
+        if not url:
+            raise gone(StoryboardError("the lockfile has no URL"))
+        backoff = Backoff(tries=5)
+        while True:
+            self.progress.update(label, "downloading")
+            try:
+                return await self.client.download(url, dest)
+            except (DownloadError, TransportFailure) as exc:
+                if isinstance(exc, DownloadError) and exc.http_status in _GONE:
+                    raise gone(exc) from exc
+                await backoff.retry(self.sleep, exc)
+            except ApiStatusError as exc:
+                if not exc.transient:
+                    raise
+                await backoff.retry(self.sleep, exc)
 
     # -- the shared cache -----------------------------------------------------------------
 

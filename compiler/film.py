@@ -74,7 +74,7 @@ def film_clips(
     clips = []
     for (scene, take), task, path in zip(film, takes, paths, strict=True):
         assert task is not None and task.clip is not None and path is not None
-        if path.stat().st_size != task.clip.bytes or sha256_file(path) != task.clip.sha256:
+        if task.clip.intact(renders) is None:
             return [], f"no film yet: {task.clip.file} is not the clip the lockfile records"
         info = probe(path)
         rate = Fraction(info.fps).limit_denominator(1001)

@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from .errors import LockfileError as LockfileError
-from .fsutil import atomic_write_text
+from .fsutil import atomic_write_text, sha256_file
 from .redaction import redact_secrets
 
 if TYPE_CHECKING:
@@ -69,6 +69,13 @@ class Clip:
         except (OSError, RuntimeError, ValueError):  # ValueError: NUL, lone surrogates
             return None
         return candidate if inside else None
+
+    def intact(self, renders: Path) -> Path | None:
+        """The clip's path when the file there is the one recorded (size, then sha256)."""
+        path = self.path(renders)
+        if path is None or not path.is_file() or path.stat().st_size != self.bytes:
+            return None
+        return path if sha256_file(path) == self.sha256 else None
 
 
 @dataclass(slots=True)
@@ -255,7 +262,17 @@ class ImageLock:
         """The PNG inside `folder` (renders/NAME), or None: never outside it."""
         if self.file is None:
             return None
-        return Clip(self.file, self.sha256 or "", self.bytes or 0, 0.0).path(folder)
+        return self._as_clip().path(folder)
+
+    def intact(self, folder: Path) -> Path | None:
+        """The PNG's path when the file there is the one recorded; None before it is made."""
+        if self.sha256 is None or self.bytes is None:
+            return None
+        return self._as_clip().intact(folder)
+
+    def _as_clip(self) -> Clip:
+        """The PNG as a Clip record: one place confines and checks recorded files."""
+        return Clip(self.file or "", self.sha256 or "", self.bytes or 0, 0.0)
 
     def as_json(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .frames import frame_name, last_frame_png
-from .fsutil import sha256_file
 from .lockfile import ElementLock, ImageLock, Lockfile, TaskLock, external_task_id
 from .model import ElementRef, Task
 from .request import ElementToMake, FrameFile, GeneratedImage, ImageRequest, VideoRequest
@@ -305,12 +304,7 @@ def _generated(requests: Iterable[VideoRequest | ImageRequest]) -> set[str]:
     """The generated image refs some of `requests` show."""
     names: set[str] = set()
     for request in requests:
-        media = (
-            [item.media for item in request.images]
-            if isinstance(request, VideoRequest)
-            else list(request.images)
-        )
-        names.update(m.name for m in media if isinstance(m, GeneratedImage))
+        names.update(m.name for m in request.image_media if isinstance(m, GeneratedImage))
     return names
 
 
@@ -461,13 +455,7 @@ class _Planner:
             if self.emulator:
                 return submit("lost", ("the emulator that ran it is gone",), Action.REMAKE)
             return PlannedImage(job, Action.REATTACH, "in-flight", digest, (), entry)
-        path = entry.path(folder)
-        if (
-            path is not None
-            and path.is_file()
-            and entry.sha256
-            and sha256_file(path) == entry.sha256
-        ):
+        if entry.intact(folder) is not None:
             return PlannedImage(job, Action.REUSE, "unchanged", digest, (), entry)
         if self.cache is not None and entry.sha256 and self.cache.has(entry.sha256):
             why = (f"image not on disk: from the cache {self.cache.shown}, free",)
@@ -516,10 +504,7 @@ class _Planner:
         return task.clip.path(self.clips_dir.parent)
 
     def intact(self, task: TaskLock) -> bool:
-        clip, path = task.clip, self.clip_path(task)
-        if clip is None or path is None or not path.is_file():
-            return False
-        return path.stat().st_size == clip.bytes and sha256_file(path) == clip.sha256
+        return task.clip is not None and task.clip.intact(self.clips_dir.parent) is not None
 
 
 @dataclass(frozen=True, slots=True)

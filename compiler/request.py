@@ -121,6 +121,11 @@ class VideoRequest:
         return bool(self.shots) or self.auto_shots
 
     @property
+    def image_media(self) -> tuple[ImageMedia, ...]:
+        """The images it sends, in order, without their frame types."""
+        return tuple(item.media for item in self.images)
+
+    @property
     def waits_for(self) -> str | None:
         """The scene whose last frame this request still needs, if any."""
         for item in self.images:
@@ -152,6 +157,11 @@ class ImageRequest:
     images: tuple[ImageMedia, ...] = ()
     elements: tuple[ElementMedia, ...] = ()
     n: int = 1
+
+    @property
+    def image_media(self) -> tuple[ImageMedia, ...]:
+        """The images it sends, in order (as `VideoRequest.image_media`)."""
+        return self.images
 
 
 # -- sound (kling-api.md §11.2; README "Sound") ----------------------------------------------

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import Cache
-from .fsutil import sha256_file
 from .lockfile import Clip, Lockfile
 
 
@@ -46,18 +45,11 @@ def recorded_clips(lock: Lockfile) -> list[Clip]:
     return list(seen.values())
 
 
-def _intact(clip: Clip, renders: Path) -> Path | None:
-    path = clip.path(renders)
-    if path is None or not path.is_file() or path.stat().st_size != clip.bytes:
-        return None
-    return path if sha256_file(path) == clip.sha256 else None
-
-
 def push(lock: Lockfile, renders: Path, cache: Cache, step: Step) -> Moved:
     done = Moved()
     for clip in recorded_clips(lock):
         step(clip.file)
-        path = _intact(clip, renders)
+        path = clip.intact(renders)
         if path is None:
             done.missing += 1
         elif cache.put(clip.sha256, path):
@@ -74,7 +66,7 @@ def pull(lock: Lockfile, renders: Path, cache: Cache, step: Step) -> Moved:
         dest = clip.path(renders)
         if dest is None:
             done.missing += 1
-        elif _intact(clip, renders) is not None:
+        elif clip.intact(renders) is not None:
             done.already += 1
         else:
             wanted[clip.sha256] = (clip, dest)
