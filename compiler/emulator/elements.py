@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .rules import ElementBody
-from .timeline import status_at
+from .timeline import task_head
 from .voices import Voice, voice_view
 
 ELEMENTS_PATH = "/v1/general/advanced-custom-elements"  # §7.1
@@ -74,15 +74,7 @@ def element_json(
     task: ElementTask, now: float, base_url: str, ms: Callable[[float], int]
 ) -> dict[str, Any]:
     """The task as a query shows it at `now`; `ms` turns clock time into Unix ms."""
-    status, since = status_at(task, now)
-    data: dict[str, Any] = {
-        "task_id": task.task_id,
-        "task_status": status,
-        "task_status_msg": task.fail_message if status == "failed" else "",
-        "task_info": {"external_task_id": task.external_task_id or ""},
-        "created_at": ms(task.created),
-        "updated_at": ms(since),
-    }
+    status, data = task_head(task, now, ms)
     if status == "succeed":
         data["task_result"] = {"elements": [element_view(task, base_url)]}
     return data

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .rules import ImageBody
-from .timeline import status_at
+from .timeline import task_head
 
 IMAGES_PATH = "/v1/images/omni-image"  # §11.1
 
@@ -57,18 +57,9 @@ def image_json(
     task: ImageTask, now: float, base_url: str, ms: Callable[[float], int]
 ) -> dict[str, Any]:
     """The task as a query shows it at `now`; `ms` turns clock time into Unix ms."""
-    status, since = status_at(task, now)
     body = task.body
-    data: dict[str, Any] = {
-        "task_id": task.task_id,
-        "task_status": status,
-        "task_status_msg": task.fail_message if status == "failed" else "",
-        "task_info": {"external_task_id": task.external_task_id or ""},
-        "watermark_info": {"enabled": body.watermark},
-        "final_unit_deduction": task.units if status == "succeed" else "0",
-        "created_at": ms(task.created),
-        "updated_at": ms(since),
-    }
+    status, data = task_head(task, now, ms, task.units)
+    data["watermark_info"] = {"enabled": body.watermark}
     if status == "succeed":
         made = []
         for index in range(body.count):

@@ -15,7 +15,7 @@ from typing import Any
 
 from .audio import Audio
 from .rules import SFX_UNITS, TTS_UNITS, EffectBody, SpeechBody
-from .timeline import status_at
+from .timeline import task_head
 
 TTS_PATH = "/v1/audio/tts"
 EFFECTS_PATH = "/v1/audio/text-to-audio"
@@ -90,16 +90,7 @@ def effect_json(
     task: EffectTask, now: float, base_url: str, ms: Callable[[float], int]
 ) -> dict[str, Any]:
     """The task as a query shows it at `now`: Kling's text-to-audio result once it succeeds."""
-    status, since = status_at(task, now)
-    data: dict[str, Any] = {
-        "task_id": task.task_id,
-        "task_status": status,
-        "task_status_msg": task.fail_message if status == "failed" else "",
-        "task_info": {"external_task_id": task.external_task_id or ""},
-        "final_unit_deduction": task.units if status == "succeed" else "0",
-        "created_at": ms(task.created),
-        "updated_at": ms(since),
-    }
+    status, data = task_head(task, now, ms, task.units)
     if status == "succeed":
         audio = task.audio
         item = {

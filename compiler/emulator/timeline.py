@@ -8,7 +8,8 @@ a fault failed it.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 
 class Timed(Protocol):
@@ -32,3 +33,32 @@ def status_at(task: Timed, now: float) -> tuple[str, float]:
     if now - task.created < submitted_for:
         return "submitted", task.created
     return "processing", task.created + submitted_for
+
+
+class Listed(Timed, Protocol):
+    """A timed task as its queries show it: with its ids."""
+
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def external_task_id(self) -> str | None: ...
+
+
+def task_head(
+    task: Listed, now: float, ms: Callable[[float], int], units: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The task's status at `now` and the fields every query answer shares (Kling's
+    envelope data); `units` adds `final_unit_deduction`, charged only once it succeeds."""
+    status, since = status_at(task, now)
+    data: dict[str, Any] = {
+        "task_id": task.task_id,
+        "task_status": status,
+        "task_status_msg": task.fail_message if status == "failed" else "",
+        "task_info": {"external_task_id": task.external_task_id or ""},
+        "created_at": ms(task.created),
+        "updated_at": ms(since),
+    }
+    if units is not None:
+        data["final_unit_deduction"] = units if status == "succeed" else "0"
+    return status, data

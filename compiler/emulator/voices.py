@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .rules import VOICE_UNITS, VoiceBody
-from .timeline import status_at
+from .timeline import status_at, task_head
 
 PRESETS_PATH = "/v1/general/presets-voices"
 VOICES_PATH = "/v1/general/custom-voices"
@@ -154,16 +154,7 @@ def voice_task_json(
     task: VoiceTask, now: float, base_url: str, ms: Callable[[float], int], deleted: bool
 ) -> dict[str, Any]:
     """The task as a query shows it at `now`; a deleted voice is gone from its result."""
-    status, since = status_at(task, now)
-    data: dict[str, Any] = {
-        "task_id": task.task_id,
-        "task_status": status,
-        "task_status_msg": task.fail_message if status == "failed" else "",
-        "task_info": {"external_task_id": task.external_task_id or ""},
-        "final_unit_deduction": task.units if status == "succeed" else "0",
-        "created_at": ms(task.created),
-        "updated_at": ms(since),
-    }
+    status, data = task_head(task, now, ms, task.units)
     if status == "succeed":
         voices = [] if deleted else [voice_view(task.voice, base_url)]
         data["task_result"] = {"voices": voices}
