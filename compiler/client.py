@@ -10,7 +10,11 @@ No retries here: the executor decides what is safe to send again.
         clip = await kling.download(task.video_url, Path("renders/opening.mp4"))
 
 and the element registry (kling-api.md §7.1): `create_element`, `get_element_task`,
-`find_element_task`, with the same errors.
+`find_element_task`; Omni-Image (§11.1): `create_image`, `get_image_task`,
+`find_image_task`; sound (§11.2): custom voices (`create_voice`, `get_voice_task`,
+`find_voice_task`), TTS (`speak`: one call answered with its result, never to be found
+again) and sound effects (`create_effect`, `get_effect_task`, `find_effect_task`), all
+with the same errors.
 """
 
 from __future__ import annotations
@@ -35,13 +39,17 @@ from .auth import redact
 from .errors import ApiStatusError, DownloadError, TransportFailure, UnsafeUrl
 from .hosts import fetchable
 from .redaction import redact_secrets
-from .request import ImageRequest, VideoRequest
+from .request import EffectRequest, ImageRequest, SpeechRequest, VideoRequest, VoiceRequest
+from .soundwire import effect_body, speech_body, voice_body
 from .wire import MediaValue, omni_image_json, omni_video_json
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 TASKS_PATH = "/v1/videos/omni-video"
 ELEMENTS_PATH = "/v1/general/advanced-custom-elements"
 IMAGES_PATH = "/v1/images/omni-image"  # kling-api.md §11.1
+VOICES_PATH = "/v1/general/custom-voices"  # kling-api.md §11.2, and the three below
+TTS_PATH = "/v1/audio/tts"
+EFFECTS_PATH = "/v1/audio/text-to-audio"
 CHUNK_SIZE = 1 << 20  # download in 1 MiB pieces: memory stays flat whatever the clip size
 NOT_FOUND_CODE = 1203
 _REASON_CHARS = 2000  # a task's reason as kept in the lockfile
@@ -97,6 +105,36 @@ class ImageTaskInfo:
     status_msg: str | None
     external_task_id: str | None
     image_url: str | None  # task_result.images[0].url (storyboard asks for one image)
+    units_charged: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceTaskInfo:
+    """One custom-voice task as Kling reports it (kling-api.md §11.2)."""
+
+    task_id: str
+    status: str  # submitted | processing | succeed | failed
+    status_msg: str | None
+    external_task_id: str | None
+    voice_id: str | None  # task_result.voices[0].voice_id once succeeded
+    units_charged: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioTaskInfo:
+    """A TTS call or a sound-effect task as Kling reports it (kling-api.md §11.2).
+
+    `audio_url` is a TTS call's `audios[0].url` (MP3), a sound effect's
+    `audios[0].url_wav` (lossless, for the mix) or else its `url_mp3`; `duration` is the
+    one of that file, in seconds.
+    """
+
+    task_id: str
+    status: str  # submitted | processing | succeed | failed
+    status_msg: str | None
+    external_task_id: str | None  # always None for TTS, which takes none
+    audio_url: str | None
+    duration: float | None
     units_charged: str | None
 
 
@@ -216,6 +254,57 @@ class KlingClient:
         """The image task created with this `external_task_id`, or None: as `find_task`."""
         path = _path(IMAGES_PATH, external_task_id)
         return await self._find(path, external_task_id, _image_task_info)
+
+    async def create_voice(
+        self, request: VoiceRequest, external_task_id: str, sample_url: str
+    ) -> VoiceTaskInfo:
+        """Create the custom voice of `request` from the sample at `sample_url` (Kling
+        fetches it: a public URL, or a local sample's presigned upload); the new task.
+
+        Asynchronous: poll `get_voice_task` until `succeed` gives the voice id.
+        """
+        body = voice_body(request, external_task_id, sample_url)
+        return await self._call("POST", VOICES_PATH, body, _voice_task_info)
+
+    async def get_voice_task(self, task_id: str) -> VoiceTaskInfo:
+        """The custom-voice task with this id, as it stands now."""
+        return await self._call("GET", _path(VOICES_PATH, task_id), None, _voice_task_info)
+
+    async def find_voice_task(self, external_task_id: str) -> VoiceTaskInfo | None:
+        """The voice task created with this `external_task_id`, or None: as `find_task`."""
+        path = _path(VOICES_PATH, external_task_id)
+        return await self._find(path, external_task_id, _voice_task_info)
+
+    async def speak(self, request: SpeechRequest, voice_id: str) -> AudioTaskInfo:
+        """One TTS call (`POST /v1/audio/tts`) speaking `request` in voice `voice_id`.
+
+        Kling answers with the finished task (`succeed` with the MP3's URL, or `failed`
+        with its reason), charged at once. TTS takes no external_task_id and has no
+        query: after a timeout, a dropped connection or an HTTP 5xx (TransportFailure, or
+        ApiStatusError with `.transient`) the call may have been made and paid, and
+        nothing can look it up, so sending it again may pay twice. This method sends
+        exactly one POST; the caller must not resend blindly (only `create_not_made`
+        answers, 1302/1303, say for sure that nothing was made).
+        """
+        return await self._call("POST", TTS_PATH, speech_body(request, voice_id), _speech_info)
+
+    async def create_effect(self, request: EffectRequest, external_task_id: str) -> AudioTaskInfo:
+        """Create the sound-effect task of `request`; the new task (`submitted`).
+
+        Asynchronous: poll `get_effect_task` until `succeed` gives the audio.
+        """
+        body = effect_body(request, external_task_id)
+        return await self._call("POST", EFFECTS_PATH, body, _effect_info)
+
+    async def get_effect_task(self, task_id: str) -> AudioTaskInfo:
+        """The sound-effect task with this id, as it stands now."""
+        return await self._call("GET", _path(EFFECTS_PATH, task_id), None, _effect_info)
+
+    async def find_effect_task(self, external_task_id: str) -> AudioTaskInfo | None:
+        """The sound-effect task created with this `external_task_id`, or None: as
+        `find_task`."""
+        path = _path(EFFECTS_PATH, external_task_id)
+        return await self._find(path, external_task_id, _effect_info)
 
     async def _find(
         self, path: str, external_task_id: str, parse: Callable[[object], _Found]
@@ -450,6 +539,69 @@ def _element_task_info(data: object) -> ElementTaskInfo:
         status_msg=_outside_text(data.get("task_status_msg")),
         external_task_id=_text(_obj(data.get("task_info")).get("external_task_id")),
         element_id=element_id,
+    )
+
+
+def _voice_task_info(data: object) -> VoiceTaskInfo:
+    data, task_id, status = _task_head(data)
+    voices = _obj(data.get("task_result")).get("voices")
+    voice = _obj(voices[0]) if isinstance(voices, list) and voices else {}
+    voice_id = _voice_id(voice.get("voice_id"))
+    if status == "succeed" and voice_id is None:
+        # A deleted voice's task shows no voice any more (kling-api.md §11.2).
+        raise _Malformed("succeeded without `data.task_result.voices[0].voice_id` (deleted since?)")
+    return VoiceTaskInfo(
+        task_id=task_id,
+        status=status,
+        status_msg=_outside_text(data.get("task_status_msg")),
+        external_task_id=_text(_obj(data.get("task_info")).get("external_task_id")),
+        voice_id=voice_id,
+        units_charged=_units(data.get("final_unit_deduction")),
+    )
+
+
+def _voice_id(value: object) -> str | None:
+    """A voice id: a preset's name-like id or a custom voice's number, sent as text."""
+    text = _text(value)
+    if text is None or not text.isprintable() or len(text) > 256:
+        return None
+    return text
+
+
+# Where an audio task's file is, best first: (URL field, its duration field).
+_SPEECH_AUDIO = (("url", "duration"),)
+_EFFECT_AUDIO = (("url_wav", "duration_wav"), ("url_mp3", "duration_mp3"))
+
+
+def _speech_info(data: object) -> AudioTaskInfo:
+    return _audio_task_info(data, _SPEECH_AUDIO)
+
+
+def _effect_info(data: object) -> AudioTaskInfo:
+    return _audio_task_info(data, _EFFECT_AUDIO)
+
+
+def _audio_task_info(data: object, fields: tuple[tuple[str, str], ...]) -> AudioTaskInfo:
+    data, task_id, status = _task_head(data)
+    audios = _obj(data.get("task_result")).get("audios")
+    audio = _obj(audios[0]) if isinstance(audios, list) and audios else {}
+    url, duration = None, None
+    for url_field, duration_field in fields:
+        url = _url(audio.get(url_field))
+        if url is not None:
+            duration = _seconds(audio.get(duration_field))
+            break
+    if status == "succeed" and url is None:
+        named = " or ".join(f"`data.task_result.audios[0].{name}`" for name, _ in fields)
+        raise _Malformed(f"succeeded without {named}")
+    return AudioTaskInfo(
+        task_id=task_id,
+        status=status,
+        status_msg=_outside_text(data.get("task_status_msg")),
+        external_task_id=_text(_obj(data.get("task_info")).get("external_task_id")),
+        audio_url=url,
+        duration=duration,
+        units_charged=_units(data.get("final_unit_deduction")),
     )
 
 
