@@ -3,7 +3,10 @@ format, each read back with OpenTimelineIO's adapters and checked for what its e
 
 from __future__ import annotations
 
+import hashlib
+import wave
 import xml.etree.ElementTree as ET
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,8 @@ import opentimelineio as otio
 import pytest
 
 from compiler.cli import main
-from compiler.timeline import _fcpx_format_name, _reels
+from compiler.pipeline import compile_file
+from compiler.timeline import AudioClip, FilmClip, _fcpx_format_name, _reels, build, export
 from tests.rendering import BOARD, FakeTime, lock_of, make_emulator, render
 
 # The test film, its last scene in two takes (the second is kept as metadata).
@@ -247,6 +251,324 @@ def test_reel_names_are_unique_and_at_most_8_letters() -> None:
     ],
 )
 def test_final_cut_format_names(size: tuple[int, int], rate: int, name: str | None) -> None:
-    from fractions import Fraction
-
     assert _fcpx_format_name(*size, Fraction(rate)) == name
+
+
+# -- the film's own sound: narration, effects and music on tracks of their own ----------------
+
+SECONDS = [3, 4, 3]  # the test film's scenes
+LOOP = Fraction(401, 100)  # the music, looped under the 10 s film: 4.01 + 4.01 + 1.98 s
+
+
+def film_at(project: Path, rate: int) -> list[FilmClip]:
+    """The test film's clips at `rate` fps, as the film hands them over (their files are not
+    read: a timeline only names them)."""
+    result = compile_file(project / "film.yaml", "film.yaml")
+    assert result.ok
+    return [
+        FilmClip(
+            task,
+            1,
+            project / "renders" / "film" / f"{task.scene}.mp4",
+            str(n) * 64,
+            seconds * rate,
+            Fraction(rate),
+            160,
+            90,
+            sound=task.scene == "coda",
+        )
+        for n, (task, seconds) in enumerate(zip(result.tasks, SECONDS, strict=True))
+    ]
+
+
+def sound_file(path: Path, seconds: Fraction) -> tuple[Path, str]:
+    """A tiny WAV of silence (8 kHz mono) and its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * int(8000 * seconds))
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def film_sound(project: Path) -> list[AudioClip]:
+    """Narration at the first two scenes, an effect at the second, the music in 3 loops."""
+    folder = project / "renders" / "film" / "sound"
+
+    def sound(kind: Any, name: str, file: str, start: Fraction, seconds: Fraction) -> AudioClip:
+        path = folder / file
+        sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        if sha is None:
+            path, sha = sound_file(path, seconds)
+        return AudioClip(kind, name, path, start, seconds, sha)
+
+    zero = Fraction(0)
+    return [
+        sound("narration", "opening", "opening.narration.wav", zero, Fraction(5, 2)),
+        sound("narration", "climb", "climb.narration.wav", Fraction(3), Fraction(199, 100)),
+        sound("sfx", "climb", "climb.sfx.wav", Fraction(3), Fraction(202, 100)),
+        sound("music", "music", "score.wav", zero, LOOP),
+        sound("music", "music", "score.wav", LOOP, LOOP),
+        sound("music", "music", "score.wav", 2 * LOOP, 10 - 2 * LOOP),  # cut at the film's end
+    ]
+
+
+def placed(track: Any) -> list[tuple[str, str, int, int]]:
+    """A track's items: (kind of item, name, first frame, frames)."""
+    return [
+        (
+            type(item).__name__,
+            item.name,
+            round(track.range_of_child_at_index(n).start_time.value),
+            round(item.source_range.duration.value),
+        )
+        for n, item in enumerate(track)
+    ]
+
+
+# Each sound's first frame is its start rounded to the nearest frame, its last the one
+# before its end rounded so: the loops stay back to back whatever the rate.
+EXPECTED = {
+    24: {
+        "Narration": [("Clip", "opening", 0, 60), ("Gap", "", 60, 12), ("Clip", "climb", 72, 48)],
+        "Effects": [("Gap", "", 0, 72), ("Clip", "climb", 72, 48)],  # 120.48 -> 120
+        "Music": [("Clip", "music", 0, 96), ("Clip", "music", 96, 96), ("Clip", "music", 192, 48)],
+    },
+    30: {
+        "Narration": [("Clip", "opening", 0, 75), ("Gap", "", 75, 15), ("Clip", "climb", 90, 60)],
+        "Effects": [("Gap", "", 0, 90), ("Clip", "climb", 90, 61)],  # 150.6 -> 151
+        # 120.3 -> 120, 240.6 -> 241: one loop a frame longer, none apart or overlapping
+        "Music": [
+            ("Clip", "music", 0, 120),
+            ("Clip", "music", 120, 121),
+            ("Clip", "music", 241, 59),
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("rate", [24, 30])
+def test_narration_effects_and_music_are_tracks_of_their_own_at_whole_frames(
+    project: Path, rate: int
+) -> None:
+    clips, sound = film_at(project, rate), film_sound(project)
+    dest = project / "renders" / "film.otio"
+
+    export(clips, dest, "otio", title="Test Film", audio=sound)
+
+    timeline = read_back(dest)
+    assert [track.name for track in timeline.tracks] == [
+        "V1",
+        "A1",
+        "Narration",
+        "Effects",
+        "Music",
+    ]
+    tracks = {track.name: track for track in timeline.tracks}
+    assert {name: placed(tracks[name]) for name in EXPECTED[rate]} == EXPECTED[rate]
+    assert {track.kind for track in timeline.tracks[1:]} == {otio.schema.TrackKind.Audio}
+    assert {item.source_range.duration.rate for track in timeline.tracks[2:] for item in track} == {
+        float(rate)
+    }
+    # The picture and the clips' own sound are as without it.
+    assert placed(tracks["V1"]) == [
+        ("Clip", "opening", 0, 3 * rate),
+        ("Clip", "climb", 3 * rate, 4 * rate),
+        ("Clip", "coda", 7 * rate, 3 * rate),
+    ]
+    assert [type(item).__name__ for item in tracks["A1"]] == ["Gap", "Gap", "Clip"]
+    # Media by a path relative to the timeline, each clip playing from its file's start.
+    narration = [item for item in tracks["Narration"] if isinstance(item, otio.schema.Clip)]
+    (effect,) = tracks["Effects"].find_clips()
+    music = list(tracks["Music"].find_clips())
+    assert [item.media_reference.target_url for item in narration] == [
+        "film/sound/opening.narration.wav",
+        "film/sound/climb.narration.wav",
+    ]
+    assert effect.media_reference.target_url == "film/sound/climb.sfx.wav"
+    assert {item.media_reference.target_url for item in music} == {"film/sound/score.wav"}
+    assert {item.source_range.start_time.value for item in [*narration, effect, *music]} == {0}
+    by_name = {(s.kind, s.name, s.start): s for s in sound}
+    assert dict(narration[1].metadata["storyboard"]) == {
+        "kind": "narration",
+        "scene": "climb",
+        "file": "film/sound/climb.narration.wav",
+        "sha256": by_name[("narration", "climb", 3)].sha256,
+    }
+    assert dict(effect.metadata["storyboard"])["kind"] == "sfx"
+    assert [dict(item.metadata["storyboard"]) for item in music] == [
+        {
+            "kind": "music",
+            "name": "music",
+            "loop": n,
+            "file": "film/sound/score.wav",
+            "sha256": sound[3].sha256,
+        }
+        for n in (1, 2, 3)
+    ]
+
+
+def test_only_the_kinds_of_sound_present_get_a_track(project: Path) -> None:
+    clips = film_at(project, 24)
+    music = [sound for sound in film_sound(project) if sound.kind == "music"]
+
+    timeline = build(clips, project / "renders", title="Test Film", audio=music)
+
+    assert [track.name for track in timeline.tracks] == ["V1", "A1", "Music"]
+
+
+def test_sounds_of_one_kind_never_overlap_and_round_half_a_frame_up(project: Path) -> None:
+    clips = film_at(project, 24)
+    file, sha = sound_file(project / "renders" / "sound.wav", Fraction(1))
+
+    def sound(name: str, start: Fraction, seconds: Fraction) -> AudioClip:
+        return AudioClip("narration", name, file, start, seconds, sha)
+
+    timeline = build(
+        clips,
+        project / "renders",
+        title="Test Film",
+        audio=[
+            sound("climb", Fraction(3), Fraction(1)),  # given out of order
+            sound("opening", Fraction(1, 48), Fraction(4)),  # half a frame in: frame 1
+            sound("coda", Fraction(7), Fraction(1)),  # on the frame of the next: left out
+            sound("coda", Fraction(7), Fraction(2)),
+        ],
+    )
+
+    (narration,) = [track for track in timeline.tracks if track.name == "Narration"]
+    assert placed(narration) == [
+        ("Gap", "", 0, 1),
+        ("Clip", "opening", 1, 71),  # cut at the next one's start
+        ("Clip", "climb", 72, 24),
+        ("Gap", "", 96, 72),
+        ("Clip", "coda", 168, 48),
+    ]
+
+
+@pytest.mark.parametrize("start", [Fraction(-1, 10), Fraction(10)])
+def test_a_sound_outside_the_film_is_an_error(project: Path, start: Fraction) -> None:
+    clips = film_at(project, 24)
+    file, sha = sound_file(project / "renders" / "sound.wav", Fraction(1))
+
+    with pytest.raises(ValueError, match=r"sfx coda: starts at .* outside the film"):
+        build(
+            clips,
+            project / "renders",
+            title="Test Film",
+            audio=[AudioClip("sfx", "coda", file, start, Fraction(1), sha)],
+        )
+
+
+def sound_urls(sound: list[AudioClip], url: Any) -> list[str]:
+    return list(dict.fromkeys(url(s.file) for s in sound))
+
+
+def test_fcp7_xml_has_the_sound_as_audio_tracks_of_the_sequence(project: Path) -> None:
+    clips, sound = film_at(project, 24), film_sound(project)
+    dest = export(clips, project / "renders" / "film.xml", "fcp7", title="Test Film", audio=sound)
+    root = ET.fromstring(dest.read_text(encoding="utf-8"))
+
+    sequence = root.find("./project/children/sequence")
+    assert sequence is not None
+    a1, narration, effects, music = sequence.findall("./media/audio/track")
+
+    def items(track: ET.Element) -> list[tuple[str | None, ...]]:
+        tags = ("name", "start", "end", "in", "out")
+        return [tuple(item.findtext(tag) for tag in tags) for item in track.findall("clipitem")]
+
+    assert items(narration) == [
+        ("opening", "0", "60", "0", "60"),
+        ("climb", "72", "120", "0", "48"),
+    ]
+    assert items(effects) == [("climb", "72", "120", "0", "48")]
+    assert items(music) == [
+        ("music", "0", "96", "0", "96"),
+        ("music", "96", "192", "0", "96"),
+        ("music", "192", "240", "0", "48"),
+    ]
+    assert [item.findtext("name") for item in a1.findall("clipitem")] == ["coda"]
+    # Each sound file once in full (then by its id), absolute, with sound and no picture.
+    files = [f for f in root.iter("file") if f.find("pathurl") is not None]
+    localhost = lambda path: "file://localhost" + path.resolve().as_posix()  # noqa: E731
+    assert [f.findtext("pathurl") for f in files[3:]] == sound_urls(sound, localhost)
+    for file in files[3:]:
+        assert [child.tag for child in file.findall("media/*")] == ["audio"]
+    for track in (narration, effects, music):
+        for item in track.findall("clipitem"):
+            assert item.findtext("sourcetrack/mediatype") == "audio"
+    assert [
+        (item.find("file").get("id"), item.findtext("file/pathurl"))  # type: ignore[union-attr]
+        for item in music.findall("clipitem")
+    ] == [("file-7", localhost(sound[3].file)), ("file-7", None), ("file-7", None)]
+    # And they read back as audio tracks at their frames.
+    timeline = read_back(dest)
+    audio = [t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Audio]
+    assert [placed(track) for track in audio[1:]] == list(EXPECTED[24].values())
+
+
+def test_fcpxml_connects_the_sound_below_the_storyline_with_roles(project: Path) -> None:
+    clips, sound = film_at(project, 24), film_sound(project)
+    dest = export(clips, project / "renders" / "film.fcpxml", "fcpxml", title="T", audio=sound)
+    root = ET.fromstring(dest.read_text(encoding="utf-8"))
+
+    assets = {a.get("id"): a for a in root.findall("./resources/asset")}
+    sounds = [a for a in assets.values() if a.get("hasVideo") == "0"]
+    file_url = lambda path: path.resolve().as_uri()  # noqa: E731
+    assert [a.get("src") for a in sounds] == sound_urls(sound, file_url)
+    assert [(a.get("name"), a.get("duration"), a.get("hasAudio")) for a in sounds] == [
+        ("opening narration", "5/2s", "1"),
+        ("climb narration", "2s", "1"),  # 1.99 s: whole frames at 24 fps
+        ("climb effect", "49/24s", "1"),  # 2.02 s
+        ("music", "97/24s", "1"),  # 4.01 s
+    ]
+    # Connected to the storyline clip each starts in, at its offset in that clip, in a lane
+    # of its own kind, with Final Cut's role for it.
+    connected = [
+        (
+            parent.get("name"),
+            clip.get("lane"),
+            clip.get("name"),
+            assets[clip.get("ref")].get("src"),
+            clip.get("offset"),
+            clip.get("duration"),
+            clip.get("audioRole"),
+        )
+        for parent in root.findall("./project/sequence/spine/asset-clip")
+        for clip in parent.findall("asset-clip")
+    ]
+    opening, climb, effect, music = (file_url(s.file) for s in sound[:4])
+    assert connected == [
+        ("opening", "-1", "opening", opening, "0s", "5/2s", "dialogue"),
+        ("opening", "-3", "music", music, "0s", "4s", "music"),
+        ("climb", "-1", "climb", climb, "0s", "2s", "dialogue"),
+        ("climb", "-2", "climb", effect, "0s", "2s", "effects"),
+        ("climb", "-3", "music", music, "1s", "4s", "music"),
+        ("coda", "-3", "music", music, "1s", "2s", "music"),
+    ]
+    # Read back, each lane holds its sounds at their frames.
+    timeline = read_back(dest)  # kept: the tracks go with it
+    lanes = {track.name: track for track in timeline.tracks}
+    assert [placed(lanes[lane]) for lane in ("-1", "-2", "-3")] == list(EXPECTED[24].values())
+
+
+def test_the_edl_stays_picture_only_with_sound(project: Path) -> None:
+    clips, sound = film_at(project, 24), film_sound(project)
+    dest = project / "renders" / "film.edl"
+
+    without = export(clips, dest, "edl", title="Test Film").read_text(encoding="utf-8")
+    assert export(clips, dest, "edl", title="Test Film", audio=sound).read_text() == without
+    assert ".wav" not in without
+
+
+@pytest.mark.parametrize("fmt", ["otio", "fcpxml", "fcp7", "edl"])
+def test_a_film_without_its_own_sound_has_the_timeline_it_had(project: Path, fmt: str) -> None:
+    clips = film_at(project, 24)
+    dest = project / "renders" / "film.timeline"
+
+    before = export(clips, dest, fmt, title="Test Film").read_text(encoding="utf-8")
+    after = export(clips, dest, fmt, title="Test Film", audio=()).read_text(encoding="utf-8")
+
+    assert after == before
+    assert "Narration" not in before and "audioRole" not in before and "lane=" not in before
