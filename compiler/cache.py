@@ -8,17 +8,23 @@ Objects are content-addressed (`sha256/HEX`), so two machines that made the same
 write the same object: uploads are write-if-absent, and every fetched object is checked
 against its sha256 before it is used. obstore (the Rust object_store crate) does the
 I/O: streaming reads, conditional puts, one small wheel for S3 and local folders alike.
+
+An `s3://` cache also lends Kling what it must fetch by URL (a custom voice's sample,
+design.md §10): `Cache.share` stores the file under `samples/SHA256.EXT` and answers a
+presigned GET link that lasts a while. A `file://` cache cannot sign, and says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from queue import Queue
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -29,15 +35,24 @@ from .fsutil import publish
 from .redaction import SECRETS, redact_secrets
 
 if TYPE_CHECKING:
+    from obstore import ObjectMeta, SignCapableStore
     from obstore.store import ObjectStore
 
 CHUNK = 1 << 20
 _AHEAD = 8  # chunks read ahead of the writer: memory stays under 8 MB per fetch
 _AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
+# S3's presigned URLs last at most 7 days (SigV4's X-Amz-Expires).
+MAX_SHARE = timedelta(days=7)
 
 
 class CacheCorrupt(CacheError):
-    """An object whose bytes are not the sha256 it is stored under: never used."""
+    """An object whose bytes are not the sha256 it is stored under: never used (nor stored:
+    `share` refuses a file that is not the sha256 it is shared as)."""
+
+
+class CacheCannotShare(CacheError):
+    """The cache cannot sign a link (a `file://` cache): Kling cannot fetch from it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +66,19 @@ class Cache:
     credential in its text."""
 
     def __init__(self, store: ObjectStore, shown: str) -> None:
+        from obstore.store import AzureStore, GCSStore, S3Store
+
         self._store = store
         self.shown = shown  # the cache's URL, for messages
+        # The one decision whether this cache can lend Kling a file: a store that signs.
+        self._signer: SignCapableStore | None = (
+            store if isinstance(store, S3Store | GCSStore | AzureStore) else None
+        )
+
+    @property
+    def can_share(self) -> bool:
+        """Whether `share` can hand out a link (an `s3://` cache; not a `file://` one)."""
+        return self._signer is not None
 
     def __repr__(self) -> str:
         return f"Cache({self.shown!r})"
@@ -61,16 +87,27 @@ class Cache:
     def key(sha256: str) -> str:
         return f"sha256/{sha256}"
 
+    @staticmethod
+    def sample_key(sha256: str, suffix: str) -> str:
+        """Where `share` keeps a file: its own folder, and the file's suffix at the end
+        (Kling and the emulator read a sample's kind from the URL path's extension)."""
+        ext = suffix.lower()
+        if not _SUFFIX.fullmatch(ext):
+            raise ValueError(f"not a file suffix: {suffix!r} (say '.wav')")
+        return f"samples/{sha256}{ext}"
+
     def has(self, sha256: str) -> bool:
+        return self._head(sha256, self.key(sha256)) is not None
+
+    def _head(self, sha256: str, key: str) -> ObjectMeta | None:
         import obstore
 
         try:
-            obstore.head(self._store, self.key(sha256))
+            return obstore.head(self._store, key)
         except FileNotFoundError:
-            return False
+            return None
         except Exception as exc:  # obstore's errors: network, auth, configuration
-            raise self._error("look up", sha256, exc) from None
-        return True
+            raise self._error("look up", sha256, exc, key) from None
 
     def get(self, sha256: str, dest: Path) -> Fetched | None:
         """Stream the object into `dest` (atomically), checked; None when it is absent."""
@@ -138,9 +175,106 @@ class Cache:
             raise self._error("upload", sha256, exc) from None
         return True
 
-    def _error(self, what: str, sha256: str, exc: Exception) -> CacheError:
+    def share(
+        self,
+        sha256: str,
+        source: Path,
+        suffix: str,
+        expires: timedelta = timedelta(hours=1),
+    ) -> str:
+        """Lend `source` (whose content is `sha256`) to Kling: a presigned GET URL of it.
+
+        The file is stored under `sample_key(sha256, suffix)` unless the cache has it
+        (write-if-absent, like `put`: a second share sends no bytes), and checked against
+        `sha256` as it is read: a file with other content raises CacheCorrupt and nothing
+        is stored (the stream raises before it ends; obstore sends a conditional put as
+        one request once it has the whole stream, so no byte of it leaves).
+
+        The URL lasts `expires` (whole seconds, 1 s to 7 days) and carries a signature
+        and the access key id (with temporary credentials, their session token too),
+        never the secret key; it opens the object to anyone until it expires, so it is
+        not for logs. A cache that cannot sign (`file://`) raises CacheCannotShare
+        before anything is read.
+        """
+        import obstore
+
+        if self._signer is None:
+            raise CacheCannotShare(
+                f"the cache {self.shown} cannot lend {source.name} to Kling: Kling fetches "
+                "a voice sample by URL, and can fetch a local sample only through an s3:// "
+                "cache (as a presigned link); give `sample: {url: https://...}`, or set "
+                "STORYBOARD_CACHE (or --cache) to an s3:// cache"
+            )
+        if not timedelta(seconds=1) <= expires <= MAX_SHARE or expires % timedelta(seconds=1):
+            raise ValueError(f"a shared link lasts whole seconds, 1 s to 7 days, not {expires}")
+        key = self.sample_key(sha256, suffix)
+        meta = self._head(sha256, key)
+        if meta is None:
+            self._put_verified(sha256, source, key)
+        else:
+            # Stored already: nothing is sent, but the file must still be what it claims.
+            with source.open("rb") as handle:
+                actual = hashlib.file_digest(handle, "sha256").hexdigest()
+            if actual != sha256:
+                raise self._not_its_sha(source, sha256, actual)
+            if meta["size"] != source.stat().st_size:
+                raise CacheCorrupt(
+                    f"the cache {self.shown} holds {key} with other content "
+                    f"({meta['size']} bytes, not {source.stat().st_size}): not lent to "
+                    "Kling; remove the object"
+                )
+        try:
+            return obstore.sign(self._signer, "GET", key, expires)
+        except Exception as exc:  # credentials that cannot sign, say
+            raise self._error("sign a link to", sha256, exc, key) from None
+
+    def _put_verified(self, sha256: str, source: Path, key: str) -> None:
+        """Upload `source` to `key` unless it is there, checked against `sha256` on the way."""
+        import obstore
+        from obstore.exceptions import AlreadyExistsError
+
+        mismatch: list[str] = []
+        try:
+            with source.open("rb") as handle:
+                obstore.put(self._store, key, _verified(handle, sha256, mismatch), mode="create")
+        except AlreadyExistsError:
+            return  # another machine stored it meanwhile (this file was checked all the same)
+        except Exception as exc:
+            if mismatch:  # raised inside the upload, whatever obstore made of it
+                raise self._not_its_sha(source, sha256, mismatch[0]) from None
+            if isinstance(exc, OSError):  # reading the file
+                raise
+            raise self._error("upload", sha256, exc, key) from None
+
+    def _not_its_sha(self, source: Path, sha256: str, actual: str) -> CacheCorrupt:
+        return CacheCorrupt(
+            f"{source} is not the file shared as sha256 {sha256[:16]}… (its sha256 is "
+            f"{actual[:16]}…: it changed since): not stored in {self.shown}"
+        )
+
+    def _error(self, what: str, sha256: str, exc: Exception, key: str | None = None) -> CacheError:
         text = redact_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        return CacheError(f"cache {self.shown}: could not {what} {self.key(sha256)}: {text}")
+        where = key or self.key(sha256)
+        return CacheError(f"cache {self.shown}: could not {what} {where}: {text}")
+
+
+def _verified(handle: BinaryIO, sha256: str, mismatch: list[str]) -> Iterator[bytes]:
+    """The chunks of `handle`, hashed as they go, the last one held back until the digest
+    is `sha256`: on a mismatch the digest is put in `mismatch` and the generator raises
+    instead of ending, so an upload fed from it never completes."""
+    digest = hashlib.sha256()
+    held = handle.read(CHUNK)
+    while True:
+        digest.update(held)
+        ahead = handle.read(CHUNK)
+        if not ahead:
+            break
+        yield held
+        held = ahead
+    if digest.hexdigest() != sha256:
+        mismatch.append(digest.hexdigest())
+        raise CacheCorrupt("the file is not its sha256")
+    yield held
 
 
 def _drain(chunks: Iterable[Any], out: BinaryIO, digest: Any) -> int:
