@@ -239,15 +239,13 @@ def cmd_render(args: argparse.Namespace) -> ExitCode:
         )
     for result in results:
         print_plan(result, plans[result.path], sys.stdout, free=backend.free)
-    paid = [
-        *(t for p in plans.values() for t in p.paid),
-        *(i for p in plans.values() for i in p.paid_images),
-    ]
+    paid = any(p.pays for p in plans.values())
     if paid and not backend.free and not _approved(args, results, plans):
         return ExitCode.REFUSED_COST
 
     rows = [(r.path, take.job.label) for r in results for take in plans[r.path].takes]
     rows += [(r.path, still.job.label) for r in results for still in plans[r.path].stills]
+    rows += [(r.path, sound.job.label) for r in results for sound in plans[r.path].sounds]
     with _display(rows) as display:
         outcomes = asyncio.run(
             render_all(
@@ -331,7 +329,13 @@ def cmd_export(args: argparse.Namespace) -> ExitCode:
     for result in _compiled(args):
         title = (result.board.title if result.board else None) or result.file.stem
         dest, why = export_timeline(
-            result.file, result.tasks, Path(args.renders), args.to, title=title, shown=result.path
+            result.file,
+            result.tasks,
+            Path(args.renders),
+            args.to,
+            title=title,
+            shown=result.path,
+            soundtrack=result.board.soundtrack if result.board else None,
         )
         if dest is None:
             print(f"{result.path}: {why}: run storyboard render first", file=sys.stderr)

@@ -16,6 +16,8 @@ StoryboardError
 ├── GaveUp                   a request kept failing in a way that may pass; next run resumes
 ├── ClipGone                 a finished clip can no longer be downloaded (results last 30 days)
 ├── ImageGone                the same for a generated image or a still
+├── SoundGone                the same for a narration or a sound effect
+├── SpeechUnsure             a TTS call cut off: maybe paid, and it cannot be looked up
 ├── MediaChanged             a local image changed between compile and submit
 ├── SourceFailed             a continuing scene's source has no clip
 ├── UnsafeUrl                a result URL that is not public https nor the API's own
@@ -190,3 +192,29 @@ class UnsafeUrl(StoryboardError):
 
 class CacheError(StoryboardError):
     """The shared render cache could not be read or written (README "A shared render cache")."""
+
+
+class SoundGone(StoryboardError):
+    """Kling no longer serves a finished narration or effect (results are kept 30 days)."""
+
+    def __init__(self, kind: str, label: str, error: Exception) -> None:
+        records = "speech" if kind == "speech" else "effects"
+        super().__init__(
+            f"{label}: its audio can no longer be downloaded ({error}); remove its entry "
+            f"under `{records}` in the lockfile to make it again (paid)"
+        )
+
+
+class SpeechUnsure(StoryboardError):
+    """A TTS call was cut off: it may have been paid, and Kling gives no way to look it up.
+
+    TTS takes no external_task_id (README "Sound"), so storyboard never sends it again
+    by itself; the next render shows it as the one call that may be paid twice.
+    """
+
+    def __init__(self, label: str, error: Exception) -> None:
+        super().__init__(
+            f"{label}: the TTS call was cut off ({error}); Kling may have made and charged "
+            "it, and TTS cannot be looked up, so storyboard did not send it again. The next "
+            "render makes it (and may pay for it twice)"
+        )

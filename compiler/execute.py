@@ -23,9 +23,18 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from .cache import Cache
-from .client import Download, ElementTaskInfo, ImageTaskInfo, KlingClient, TaskInfo
+from .client import (
+    AudioTaskInfo,
+    Download,
+    ElementTaskInfo,
+    ImageTaskInfo,
+    KlingClient,
+    TaskInfo,
+    VoiceTaskInfo,
+)
 from .errors import (
     ApiStatusError,
     CacheError,
@@ -35,17 +44,36 @@ from .errors import (
     ImageGone,
     MediaChanged,
     PollTimeout,
+    SoundGone,
     SourceFailed,
+    SpeechUnsure,
     StoryboardError,
     TaskFailed,
     TransportFailure,
 )
 from .frames import frame_name, save_last_frame
 from .fsutil import sha256_file
-from .lockfile import Clip, ElementLock, ImageLock, Lockfile, TaskLock, external_task_id
+from .lockfile import (
+    Clip,
+    ElementLock,
+    ImageLock,
+    Lockfile,
+    SoundLock,
+    TaskLock,
+    external_task_id,
+)
 from .model import ElementRef, ImageRef
-from .plan import Action, Plan, PlannedElement, PlannedImage, PlannedTake
+from .plan import (
+    Action,
+    Plan,
+    PlannedElement,
+    PlannedImage,
+    PlannedSound,
+    PlannedTake,
+    sound_task_id,
+)
 from .request import (
+    EffectRequest,
     ElementId,
     ElementToMake,
     FrameFile,
@@ -54,9 +82,11 @@ from .request import (
     LocalFile,
     Media,
     PresetVoice,
+    SpeechRequest,
     Url,
     VideoRequest,
-    VoiceToMake,
+    VoiceMedia,
+    VoiceRequest,
 )
 from .wire import record_json, request_digest
 
@@ -159,6 +189,11 @@ class ImageResult:
 
 
 @dataclass(slots=True)
+class SoundResult(ImageResult):
+    """What became of one sound call of a run: a voice, a narration or an effect."""
+
+
+@dataclass(slots=True)
 class SceneResult:
     scene: str
     outcome: str  # reused | fetched | rendered | downloaded | failed | pending
@@ -194,6 +229,10 @@ class Executor:
     image_slots: AccountSlots | None = None  # Omni-Image counts apart from video (§11.1)
     _image_plan: dict[str, PlannedImage] = field(init=False, default_factory=dict)
     _images: dict[str, asyncio.Future[Path]] = field(init=False, default_factory=dict)
+    _voice_plan: dict[str, PlannedSound] = field(init=False, default_factory=dict)
+    _voices: dict[str, asyncio.Future[str]] = field(init=False, default_factory=dict)
+    _sound_slots: asyncio.Semaphore | None = field(init=False, default=None)
+    sounds: list[SoundResult] = field(default_factory=list)  # what `run` did for sound
 
     def __post_init__(self) -> None:
         if self.slots is None:
@@ -216,11 +255,19 @@ class Executor:
         self._kept = dict(plan.sources)
         if self.image_slots is None:
             self.image_slots = AccountSlots(self.concurrency, self.sleep)
-        results = list(await asyncio.gather(*(self._take(take) for take in plan.takes)))
+        self._voice_plan = {s.job.key: s for s in plan.sounds if s.job.kind == "voice"}
+        self._sound_slots = asyncio.Semaphore(self.concurrency)
+        if any(s.job.kind != "voice" for s in plan.sounds):
+            (self.clips_dir / "audio").mkdir(exist_ok=True)
+        takes = asyncio.gather(*(self._take(take) for take in plan.takes))
+        sounds = asyncio.gather(*(self._sound(sound) for sound in plan.sounds))
+        results = list(await takes)
+        self.sounds = list(await sounds)
         futures: list[asyncio.Future[Any]] = [
             *self._sources.values(),
             *self._elements.values(),
             *self._images.values(),
+            *self._voices.values(),
         ]
         for future in futures:
             if future.done() and not future.cancelled():
@@ -662,7 +709,7 @@ class Executor:
             self.lock.elements[element.name] = entry
             self.lock.save()
             ext = entry.external_task_id
-            body = self._element_body(element, ext)
+            body = await self._element_body(element, ext)
 
             async def create() -> ElementTaskInfo:
                 self.progress.update(label, "creating")
@@ -691,7 +738,7 @@ class Executor:
             await self.sleep(self.poll_interval)
             info = await self._retried(partial(self.client.get_element_task, info.task_id))
 
-    def _element_body(self, element: ElementRef, external_id: str) -> dict[str, Any]:
+    async def _element_body(self, element: ElementRef, external_id: str) -> dict[str, Any]:
         def image(ref: ImageRef) -> str:
             return self._base64(self.base_dir / (ref.file or ""), ref.file or "", ref.sha256 or "")
 
@@ -706,15 +753,276 @@ class Executor:
             },
             "external_task_id": external_id,
         }
-        if isinstance(element.voice, PresetVoice):
-            body["element_voice_id"] = element.voice.id  # kling-api.md §11.2
-        elif isinstance(element.voice, VoiceToMake):
-            # Never an element without the voice the storyboard gave it: say so instead.
-            raise StoryboardError(
-                f"element '{element.name}' speaks in the custom voice '{element.voice.name}', "
-                "and render does not make custom voices yet: use a preset voice for now"
-            )
+        if element.voice is not None:
+            body["element_voice_id"] = await self._voice_id(element.voice)  # kling-api.md §11.2
         return body
+
+    # -- sound: custom voices, narration (TTS), effects (kling-api.md §11.2) ---------------
+
+    async def _sound(self, planned: PlannedSound) -> SoundResult:
+        job = planned.job
+        try:
+            if job.kind == "voice":
+                await self._voice(job.key)
+                return SoundResult(job.label, str(planned.action))
+            path = await self._make_audio(planned)
+        except StoryboardError as exc:
+            self.progress.update(job.label, "failed", str(exc))
+            return SoundResult(job.label, "failed", error=exc)
+        return SoundResult(job.label, str(planned.action), path)
+
+    async def _voice_id(self, voice: VoiceMedia) -> str:
+        """The Kling id of a voice: a preset's own, or a custom voice's once it is made."""
+        if isinstance(voice, PresetVoice):
+            return voice.id
+        return await self._voice(voice.name)
+
+    async def _voice(self, name: str) -> str:
+        future = self._voices.get(name)
+        if future is None:
+            planned = self._voice_plan.get(name)
+            if planned is None:  # pragma: no cover - the plan names every voice a create needs
+                raise StoryboardError(f"voice '{name}' is needed but was not planned")
+            future = asyncio.ensure_future(self._make_voice(planned))
+            self._voices[name] = future
+        return await asyncio.shield(future)
+
+    async def _make_voice(self, planned: PlannedSound) -> str:
+        job, entry = planned.job, planned.entry
+        request = job.request
+        assert isinstance(request, VoiceRequest)
+        attempt, ext = planned.attempt, planned.external_task_id
+        if planned.action is Action.REUSE:
+            assert entry is not None and entry.voice_id is not None
+            if self.backend != "emulator" or await self._voice_kept(entry):
+                self.progress.update(job.label, "done", "unchanged")
+                return entry.voice_id
+            # An emulator's voices die with it: made again, as the plan said, free.
+            attempt = entry.attempt + 1
+            ext, entry = sound_task_id(job, planned.digest, attempt), None
+        if planned.action is Action.REATTACH:
+            assert entry is not None and entry.task_id is not None
+            info = await self._retried(partial(self.client.get_voice_task, entry.task_id))
+            return await self._voice_done(planned, entry, info)
+        resumed = entry is not None  # an interrupted create: look it up first
+        if entry is None:
+            assert ext is not None
+            entry = SoundLock(planned.digest, "creating", ext, attempt, backend=self.backend)
+        self.lock.voices[job.key] = entry
+        self.lock.save()  # the intent is on disk before the request
+        sample = await self._sample_url(job.label, request)
+        known = entry.external_task_id
+        assert known is not None
+
+        async def create() -> VoiceTaskInfo:
+            self.progress.update(job.label, "creating")
+            return await self.client.create_voice(request, known, sample)
+
+        assert self._sound_slots is not None
+        async with self._sound_slots:
+            info = await self._create_once(
+                create, lambda: self.client.find_voice_task(known), unsure=resumed
+            )
+        return await self._voice_done(planned, entry, info)
+
+    async def _voice_kept(self, entry: SoundLock) -> bool:
+        """Whether the emulator still has a voice it made (a new emulator has none)."""
+        if entry.task_id is None:
+            return False
+        try:
+            info = await self._retried(partial(self.client.get_voice_task, entry.task_id))
+        except ApiStatusError:
+            return False
+        return info.status == "succeed" and info.voice_id == entry.voice_id
+
+    async def _voice_done(
+        self, planned: PlannedSound, entry: SoundLock, info: VoiceTaskInfo
+    ) -> str:
+        label = planned.job.label
+        deadline = self.clock() + self.poll_timeout
+        while True:
+            entry.task_id, entry.status, entry.status_msg = (
+                info.task_id,
+                info.status,
+                info.status_msg,
+            )
+            entry.voice_id = info.voice_id or entry.voice_id
+            entry.units_charged = info.units_charged or entry.units_charged
+            self.lock.save()
+            if info.status == "failed":
+                raise TaskFailed(label, info.task_id, info.status_msg)
+            if info.status == "succeed" and info.voice_id is not None:
+                self.progress.update(label, "done", f"voice {info.voice_id}")
+                return info.voice_id
+            self.progress.update(label, info.status)
+            if self.clock() >= deadline:
+                raise PollTimeout(label, info.task_id)
+            await self.sleep(self.poll_interval)
+            info = await self._retried(partial(self.client.get_voice_task, info.task_id))
+
+    async def _sample_url(self, label: str, request: VoiceRequest) -> str:
+        """Where Kling fetches the voice's sample: the user's URL, or a presigned link to
+        the sample uploaded to the team's s3:// cache (Kling takes no Base64 here)."""
+        if request.sample_url is not None:
+            return request.sample_url
+        sample = request.sample
+        assert sample is not None
+        if self.cache is None:
+            raise CacheError(
+                f"{label}: its sample {sample.file} is a local file, and Kling fetches samples "
+                "only by URL; set STORYBOARD_CACHE (or --cache) to an s3:// cache, or give "
+                "`sample: {url: https://...}`"
+            )
+        path = self.base_dir / sample.file
+        self.progress.update(label, "uploading", f"{sample.file} to {self.cache.shown}")
+        return await asyncio.to_thread(self.cache.share, sample.sha256, path, path.suffix.lower())
+
+    def _sound_records(self, planned: PlannedSound) -> dict[str, SoundLock]:
+        return self.lock.speech if planned.job.kind == "speech" else self.lock.effects
+
+    def _audio_path(self, planned: PlannedSound, url: str | None) -> Path:
+        """renders/NAME/audio/SCENE.narration.mp3 (or .sfx.wav): the suffix Kling's URL has."""
+        suffix = Path(urlsplit(url).path).suffix.lower() if url else ""
+        suffix = suffix if suffix in (".mp3", ".wav") else ".mp3"
+        what = "narration" if planned.job.kind == "speech" else "sfx"
+        return self.clips_dir / "audio" / f"{planned.job.key}.{what}{suffix}"
+
+    async def _make_audio(self, planned: PlannedSound) -> Path:
+        job, entry = planned.job, planned.entry
+        if planned.action is Action.REUSE:
+            assert entry is not None
+            path = entry.path(self.clips_dir)
+            assert path is not None
+            self.progress.update(job.label, "done", "unchanged")
+            return path
+        if planned.action is Action.FETCH:
+            assert entry is not None and entry.sha256 is not None and self.cache is not None
+            dest = self._audio_path(planned, entry.audio_url or entry.file)
+            if await asyncio.to_thread(self.cache.get, entry.sha256, dest) is not None:
+                entry.file = f"audio/{dest.name}"
+                self.lock.save()
+                self.progress.update(job.label, "done", "from the cache")
+                return dest
+            return await self._download_audio(planned, entry)  # gone since planning
+        if planned.action is Action.DOWNLOAD:
+            assert entry is not None
+            return await self._download_audio(planned, entry)
+        if planned.action is Action.REATTACH:
+            assert entry is not None and entry.task_id is not None
+            info = await self._retried(partial(self.client.get_effect_task, entry.task_id))
+            return await self._audio_done(planned, entry, info)
+        if job.kind == "speech":
+            return await self._speak(planned)
+        request = job.request
+        assert isinstance(request, EffectRequest)
+        resumed = entry is not None  # an interrupted create: look it up first
+        if entry is None:
+            assert planned.external_task_id is not None
+            entry = SoundLock(
+                planned.digest,
+                "creating",
+                planned.external_task_id,
+                planned.attempt,
+                backend=self.backend,
+            )
+        self._sound_records(planned)[job.key] = entry
+        self.lock.save()  # the intent is on disk before the request
+        ext = entry.external_task_id
+        assert ext is not None
+
+        async def create() -> AudioTaskInfo:
+            self.progress.update(job.label, "creating")
+            return await self.client.create_effect(request, ext)
+
+        assert self._sound_slots is not None
+        async with self._sound_slots:
+            info = await self._create_once(
+                create, lambda: self.client.find_effect_task(ext), unsure=resumed
+            )
+        return await self._audio_done(planned, entry, info)
+
+    async def _speak(self, planned: PlannedSound) -> Path:
+        """One TTS call. It has no external id, so it cannot be looked up: it is resent only
+        when Kling says nothing was made (1302, 1303), never after a cut-off call."""
+        job = planned.job
+        request = job.request
+        assert isinstance(request, SpeechRequest)
+        voice_id = await self._voice_id(request.voice)
+        entry = SoundLock(planned.digest, "creating", None, planned.attempt, backend=self.backend)
+        self.lock.speech[job.key] = entry
+        self.lock.save()  # the intent: a killed run leaves "creating", shown as maybe paid
+        backoff = Backoff()
+        assert self._sound_slots is not None
+        info: AudioTaskInfo | None = None
+        while info is None:
+            self.progress.update(job.label, "creating")
+            try:
+                async with self._sound_slots:
+                    info = await self.client.speak(request, voice_id)
+            except ApiStatusError as exc:
+                if exc.create_not_made:
+                    await backoff.retry(self.sleep, exc)
+                    continue
+                if not exc.transient:
+                    entry.status, entry.status_msg = "failed", str(exc)
+                    self.lock.save()
+                    raise
+                entry.status_msg = f"cut off: {exc}"
+                self.lock.save()
+                raise SpeechUnsure(job.label, exc) from exc
+            except TransportFailure as exc:
+                entry.status_msg = f"cut off: {exc}"
+                self.lock.save()
+                raise SpeechUnsure(job.label, exc) from exc
+        if info.status not in ("succeed", "failed"):  # TTS answers finished, or not at all
+            info = AudioTaskInfo(
+                info.task_id,
+                "failed",
+                f"answered {info.status} without audio",
+                None,
+                None,
+                None,
+                info.units_charged,
+            )
+        return await self._audio_done(planned, entry, info)
+
+    async def _audio_done(
+        self, planned: PlannedSound, entry: SoundLock, info: AudioTaskInfo
+    ) -> Path:
+        label = planned.job.label
+        deadline = self.clock() + self.poll_timeout
+        while True:
+            entry.task_id, entry.status, entry.status_msg = (
+                info.task_id,
+                info.status,
+                info.status_msg,
+            )
+            entry.audio_url = info.audio_url or entry.audio_url
+            entry.duration = info.duration if info.duration is not None else entry.duration
+            entry.units_charged = info.units_charged or entry.units_charged
+            self.lock.save()
+            if info.status == "failed":
+                raise TaskFailed(label, info.task_id, info.status_msg)
+            if info.status == "succeed":
+                return await self._download_audio(planned, entry)
+            self.progress.update(label, info.status)
+            if self.clock() >= deadline:
+                raise PollTimeout(label, info.task_id)
+            await self.sleep(self.poll_interval)
+            info = await self._retried(partial(self.client.get_effect_task, info.task_id))
+
+    async def _download_audio(self, planned: PlannedSound, entry: SoundLock) -> Path:
+        job = planned.job
+        dest = self._audio_path(planned, entry.audio_url)
+        got = await self._fetch_result(
+            job.label, entry.audio_url, dest, lambda why: SoundGone(job.kind, job.label, why)
+        )
+        entry.file = f"audio/{dest.name}"
+        entry.sha256, entry.bytes = got.sha256, got.bytes
+        self.lock.save()
+        self.progress.update(job.label, "done", f"{dest.name}, {got.bytes:,} bytes")
+        await self._upload(got.sha256, dest)
+        return dest
 
     # -- poll -----------------------------------------------------------------------------
 

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .errors import MediaChanged
 from .fsutil import sha256_file
 from .lockfile import Film, Lockfile
 from .model import Soundtrack, Task
-from .timeline import FilmClip, OtherTake
+from .timeline import AudioClip, FilmClip, OtherTake
 
 if TYPE_CHECKING:
     from .execute import ImageResult
@@ -132,10 +132,15 @@ def assemble_film(
     clips, why = film_clips(lock, film, tasks, renders)
     if not clips:
         return FilmResult(None, why)
+    sounds, why = film_sounds(lock, clips, renders / name)
+    if why:
+        return FilmResult(None, why)
+    if sounds and soundtrack is None:
+        soundtrack = Soundtrack()  # narration and effects are mixed to the default loudness
     shas = [clip.sha256 for clip in clips]
     film_path = renders / f"{name}.mp4"
     detail = ""
-    mix_key = _mix_key(soundtrack)
+    mix_key = _mix_key(soundtrack, sounds)
     if (
         lock.film is not None
         and lock.film.clips == shas
@@ -154,7 +159,7 @@ def assemble_film(
         else:
             detail = "packets copied: nothing re-encoded"
         if soundtrack is not None:
-            detail += "; " + _mix_soundtrack(film_path, soundtrack, base_dir)
+            detail += "; " + _mix_soundtrack(film_path, soundtrack, sounds, base_dir)
         lock.film = Film(
             file=film_path.name,
             sha256=sha256_file(film_path),
@@ -169,42 +174,144 @@ def assemble_film(
         "otio",
         title=title or name,
         storyboard=storyboard,
+        audio=_audio_clips(clips, sounds, soundtrack, base_dir),
     )
     captions = write_captions(clips, renders / f"{name}.srt")
     return FilmResult(film_path, note, detail, timeline, captions)
 
 
-def _mix_key(soundtrack: Soundtrack | None) -> str | None:
+@dataclass(frozen=True, slots=True)
+class FilmSound:
+    """A narration or an effect the film lays at its scene's first frame."""
+
+    kind: Literal["narration", "sfx"]
+    scene: str
+    file: Path
+    sha256: str
+    start: Fraction  # seconds from the film's first frame
+    seconds: Fraction  # how long it lasts (as recorded; else read from the file)
+
+
+def film_sounds(
+    lock: Lockfile, clips: Sequence[FilmClip], folder: Path
+) -> tuple[list[FilmSound], str]:
+    """Each scene's narration and effect, placed at the scene's start in the film, or why
+    the film cannot have its sound yet ("no film yet: ..."). `folder` is renders/NAME.
+
+    A scene's sound is the one its compiled request names (by digest), on disk with its
+    recorded sha256: a film never goes out without narration that failed, nor with the
+    line from before an edit.
+    """
+    from .media import audio_seconds
+    from .soundwire import effect_digest, speech_digest
+
+    sounds: list[FilmSound] = []
+    missing: list[str] = []
+    start = Fraction(0)
+    for clip in clips:
+        task = clip.task
+        wanted = (
+            ("narration", lock.speech, task.narration and speech_digest(task.narration)),
+            ("sfx", lock.effects, task.sfx and effect_digest(task.sfx)),
+        )
+        for kind, records, digest in wanted:
+            if not digest:
+                continue
+            entry = records.get(clip.scene)
+            path = entry.intact(folder) if entry is not None and entry.digest == digest else None
+            if entry is None or path is None:
+                missing.append(f"{kind} of {clip.scene}")
+                continue
+            seconds = entry.duration if entry.duration else audio_seconds(path) or 0.0
+            sounds.append(
+                FilmSound(
+                    "narration" if kind == "narration" else "sfx",
+                    clip.scene,
+                    path,
+                    entry.sha256 or "",
+                    start,
+                    Fraction(seconds).limit_denominator(48000),
+                )
+            )
+        start += clip.seconds
+    if missing:
+        return [], f"no film yet: {len(missing)} sound(s) not made ({', '.join(missing)})"
+    return sounds, ""
+
+
+def _mix_key(soundtrack: Soundtrack | None, sounds: Sequence[FilmSound] = ()) -> str | None:
     """What the film's sound was mixed with: a new key mixes the film again."""
     if soundtrack is None:
         return None
     music = soundtrack.music.sha256 if soundtrack.music is not None else ""
     text = f"{music}|{soundtrack.loudness!r}|{soundtrack.true_peak!r}"
+    if sounds:  # a film with only music keeps the key it had before narration existed
+        text += "|" + ";".join(f"{s.kind}:{s.sha256}:{s.start}" for s in sounds)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _mix_soundtrack(film: Path, soundtrack: Soundtrack, base_dir: Path | None) -> str:
-    """Lay the soundtrack's music under the film and bring it to its loudness, in place."""
-    from .mix import mix_film
+def _mix_soundtrack(
+    film: Path, soundtrack: Soundtrack, sounds: Sequence[FilmSound], base_dir: Path | None
+) -> str:
+    """Lay narration, effects and the soundtrack's music under the film and bring it to its
+    loudness, in place (compiler.mix)."""
+    from .mix import Cue, mix_film
 
-    music = None
-    if soundtrack.music is not None:
-        assert base_dir is not None
-        music = base_dir / soundtrack.music.file
-        if sha256_file(music) != soundtrack.music.sha256:
-            raise MediaChanged(f"{soundtrack.music.file} changed after it was compiled; run again")
+    music = _music(soundtrack, base_dir)
     mixed = mix_film(
         film,
         film,
-        cues=(),
+        cues=[Cue(s.file, float(s.start), s.kind) for s in sounds],
         music=music,
         loudness=soundtrack.loudness,
         true_peak=soundtrack.true_peak,
     )
-    with_music = "music under the film, " if music is not None else ""
-    return (
-        f"sound mixed ({with_music}{mixed.loudness:.1f} LUFS, true peak {mixed.true_peak:.1f} dBTP)"
-    )
+    parts = []
+    narration = sum(s.kind == "narration" for s in sounds)
+    effects = len(sounds) - narration
+    if narration:
+        parts.append(f"{narration} narration(s)")
+    if effects:
+        parts.append(f"{effects} effect(s)")
+    if music is not None:
+        parts.append("music under the film")
+    laid = ", ".join(parts) + ", " if parts else ""
+    return f"sound mixed ({laid}{mixed.loudness:.1f} LUFS, true peak {mixed.true_peak:.1f} dBTP)"
+
+
+def _music(soundtrack: Soundtrack | None, base_dir: Path | None) -> Path | None:
+    """The soundtrack's music file, checked to be the one compiled."""
+    if soundtrack is None or soundtrack.music is None:
+        return None
+    assert base_dir is not None
+    music = base_dir / soundtrack.music.file
+    if sha256_file(music) != soundtrack.music.sha256:
+        raise MediaChanged(f"{soundtrack.music.file} changed after it was compiled; run again")
+    return music
+
+
+def _audio_clips(
+    clips: Sequence[FilmClip],
+    sounds: Sequence[FilmSound],
+    soundtrack: Soundtrack | None,
+    base_dir: Path | None,
+) -> list[AudioClip]:
+    """The film's own sounds as timeline clips: narration, effects, and the music cut into
+    the loops the mix plays (an editor can then remix each)."""
+    from .media import audio_seconds
+
+    audio = [AudioClip(s.kind, s.scene, s.file, s.start, s.seconds, s.sha256) for s in sounds]
+    music = _music(soundtrack, base_dir)
+    length = Fraction(audio_seconds(music) or 0 if music else 0).limit_denominator(48000)
+    if music is None or soundtrack is None or soundtrack.music is None or length <= 0:
+        return audio
+    total = sum((clip.seconds for clip in clips), Fraction(0))
+    start = Fraction(0)
+    while start < total:
+        seconds = min(length, total - start)
+        audio.append(AudioClip("music", "music", music, start, seconds, soundtrack.music.sha256))
+        start += seconds
+    return audio
 
 
 def export_timeline(
@@ -215,17 +322,24 @@ def export_timeline(
     *,
     title: str,
     shown: str = "",
+    soundtrack: Soundtrack | None = None,
 ) -> tuple[Path | None, str]:
     """Write the film's timeline in `fmt` (compiler.timeline.FORMATS) from the storyboard's
-    lockfile and clips: (the file written, "") or (None, why there is no film yet)."""
+    lockfile and clips, its narration, effects and music on tracks of their own:
+    (the file written, "") or (None, why there is no film yet)."""
     from .timeline import export, timeline_path
 
     film = [(task.scene, task.selected) for task in tasks if task.enabled]
-    clips, why = film_clips(Lockfile.for_storyboard(storyboard), film, tasks, renders)
+    lock = Lockfile.for_storyboard(storyboard)
+    clips, why = film_clips(lock, film, tasks, renders)
     if not clips:
         return None, why
+    sounds, why = film_sounds(lock, clips, renders / storyboard.stem)
+    if why:
+        return None, why
+    audio = _audio_clips(clips, sounds, soundtrack, storyboard.resolve().parent)
     dest = timeline_path(renders, storyboard.stem, fmt)
-    return export(clips, dest, fmt, title=title, storyboard=shown), ""
+    return export(clips, dest, fmt, title=title, storyboard=shown, audio=audio), ""
 
 
 ANIMATIC_LONG_SIDE = 1280

@@ -279,6 +279,57 @@ class ImageLock:
 
 
 @dataclass(slots=True)
+class SoundLock:
+    """A custom voice, a scene's narration (TTS) or its sound effect, and what it made.
+
+    Paid once like a clip: the intent is saved before the call, a task id before polling,
+    and audio counts as made only with its sha256 recorded. TTS has no external task id
+    (kling-api.md §11.2): a `creating` record without one is a call that may have been
+    paid and cannot be looked up (README "Sound").
+    """
+
+    digest: str  # of its request (soundwire.py): other work gets a new record
+    status: str  # creating | submitted | processing | succeed | failed
+    external_task_id: str | None = None
+    attempt: int = 1
+    task_id: str | None = None
+    status_msg: str | None = None
+    units_charged: str | None = None
+    voice_id: str | None = None  # a custom voice's id, once made
+    audio_url: str | None = None
+    file: str | None = None  # relative to renders/NAME, e.g. "audio/opening.narration.mp3"
+    sha256: str | None = None
+    bytes: int | None = None
+    duration: float | None = None  # seconds, as Kling states it
+    backend: str = "kling"
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in ("creating", "submitted", "processing")
+
+    def serves(self, backend: str) -> bool:
+        return self.backend == "kling" or backend == "emulator"
+
+    def path(self, folder: Path) -> Path | None:
+        """The audio inside `folder` (renders/NAME), or None: never outside it."""
+        if self.file is None:
+            return None
+        return self._as_clip().path(folder)
+
+    def intact(self, folder: Path) -> Path | None:
+        """The audio's path when the file there is the one recorded; None before it is made."""
+        if self.sha256 is None or self.bytes is None:
+            return None
+        return self._as_clip().intact(folder)
+
+    def _as_clip(self) -> Clip:
+        return Clip(self.file or "", self.sha256 or "", self.bytes or 0, self.duration or 0.0)
+
+    def as_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass(slots=True)
 class Film:
     file: str
     sha256: str
@@ -300,6 +351,9 @@ class Lockfile:
     # function of its clip's bytes, so a continuing scene's request is known without
     # the clip on disk (a source downloaded again does not make its follower paid again).
     last_frames: dict[str, str] = field(default_factory=dict)
+    voices: dict[str, SoundLock] = field(default_factory=dict)  # custom voices, by name
+    speech: dict[str, SoundLock] = field(default_factory=dict)  # narration, by scene
+    effects: dict[str, SoundLock] = field(default_factory=dict)  # sound effects, by scene
 
     @classmethod
     def for_storyboard(cls, storyboard: Path) -> Lockfile:
@@ -335,6 +389,12 @@ class Lockfile:
             lock.last_frames = dict(doc.get("last_frames", {}))
             lock.images = {k: ImageLock(**v) for k, v in doc.get("images", {}).items()}
             lock.stills = {k: ImageLock(**v) for k, v in doc.get("stills", {}).items()}
+            lock.voices = {k: SoundLock(**v) for k, v in doc.get("voices", {}).items()}
+            lock.speech = {k: SoundLock(**v) for k, v in doc.get("speech", {}).items()}
+            lock.effects = {k: SoundLock(**v) for k, v in doc.get("effects", {}).items()}
+            for sound in (*lock.voices.values(), *lock.speech.values(), *lock.effects.values()):
+                if sound.status_msg:
+                    sound.status_msg = redact_secrets(sound.status_msg)
         except LockfileError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
@@ -410,6 +470,13 @@ class Lockfile:
             doc["images"] = {name: image.as_json() for name, image in self.images.items()}
         if self.stills:
             doc["stills"] = {name: still.as_json() for name, still in self.stills.items()}
+        for key, sounds in (
+            ("voices", self.voices),
+            ("speech", self.speech),
+            ("effects", self.effects),
+        ):
+            if sounds:
+                doc[key] = {name: sound.as_json() for name, sound in sounds.items()}
         text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
         text += "\n"
         atomic_write_text(self.path, text)

@@ -211,6 +211,21 @@ def _held_picture(shot: Held, width: int, height: int) -> Image.Image:
 # ── probe / extract_frame ───────────────────────────────────────────────────────────────
 
 
+def audio_seconds(path: Path) -> float | None:
+    """How long an audio or video file lasts, read from its header; None when it cannot be
+    read as media."""
+    try:
+        with av.open(str(path)) as container:
+            if container.duration is not None:
+                return float(container.duration / av.time_base)
+            for stream in container.streams.audio:
+                if stream.duration is not None and stream.time_base is not None:
+                    return float(stream.duration * stream.time_base)
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+    return None
+
+
 def probe(path: Path) -> ClipInfo:
     """Read duration, size, frame rate and whether there is sound, without decoding."""
     with av.open(str(path)) as container:

@@ -21,12 +21,23 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from .frames import frame_name, last_frame_png
-from .lockfile import ElementLock, ImageLock, Lockfile, TaskLock, external_task_id
+from .lockfile import ElementLock, ImageLock, Lockfile, SoundLock, TaskLock, external_task_id
 from .model import ElementRef, Task
-from .request import ElementToMake, FrameFile, GeneratedImage, ImageRequest, VideoRequest
+from .request import (
+    EffectRequest,
+    ElementToMake,
+    FrameFile,
+    GeneratedImage,
+    ImageRequest,
+    SpeechRequest,
+    VideoRequest,
+    VoiceRequest,
+    VoiceToMake,
+)
+from .soundwire import effect_digest, speech_digest, voice_digest
 from .wire import image_digest, record_json, request_digest
 
 
@@ -166,6 +177,63 @@ class PlannedImage:
         return self.action in CREATES
 
 
+SoundKind = Literal["voice", "speech", "effect"]
+_SOUND_LABELS: dict[SoundKind, str] = {"voice": "voice", "speech": "narration", "effect": "sfx"}
+
+
+@dataclass(frozen=True, slots=True)
+class SoundJob:
+    """A sound call to plan: a custom voice, a scene's narration (TTS) or its effect."""
+
+    kind: SoundKind
+    key: str  # the voice's name, or the scene's id
+    request: VoiceRequest | SpeechRequest | EffectRequest
+    units: Decimal  # video units a call (kling-api.md §11.2)
+    usd: Decimal
+
+    @property
+    def label(self) -> str:
+        return f"{_SOUND_LABELS[self.kind]} {self.key}"
+
+    @property
+    def digest(self) -> str:
+        """What the call makes, by content: the same digest is the same sound."""
+        request = self.request
+        if isinstance(request, VoiceRequest):
+            return voice_digest(request)
+        if isinstance(request, SpeechRequest):
+            return speech_digest(request)
+        return effect_digest(request)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSound:
+    """What a render does for one sound call, and why."""
+
+    job: SoundJob
+    action: Action
+    state: str
+    digest: str
+    reasons: tuple[str, ...] = ()
+    entry: SoundLock | None = None  # the record reused, fetched, re-attached or looked up
+    external_task_id: str | None = None  # of a create; TTS has none
+    attempt: int = 1
+
+    @property
+    def paid(self) -> bool:
+        return self.action is Action.SUBMIT
+
+    @property
+    def creates(self) -> bool:
+        return self.action in CREATES
+
+    @property
+    def unsure(self) -> bool:
+        """The one kind of call that could be paid twice: TTS cannot be looked up after a
+        timeout (kling-api.md §11.2), so a cut-off call is never resent blindly."""
+        return self.paid and self.job.kind == "speech"
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     backend: str
@@ -180,6 +248,9 @@ class Plan:
     sources: dict[str, Path] = field(default_factory=dict)
     images: tuple[PlannedImage, ...] = ()  # generated image refs the creates need
     stills: tuple[PlannedImage, ...] = ()  # `--stills`: one per shot, and no takes
+    # Custom voices first (what narration and elements speak in), then each scene's
+    # narration and effect, in scene order.
+    sounds: tuple[PlannedSound, ...] = ()
 
     @property
     def paid(self) -> tuple[PlannedTake, ...]:
@@ -202,10 +273,28 @@ class Plan:
         return sum((i.job.units for i in self.paid_images), Decimal(0))
 
     @property
+    def paid_sounds(self) -> tuple[PlannedSound, ...]:
+        return tuple(s for s in self.sounds if s.paid)
+
+    @property
+    def sound_creates(self) -> int:
+        return sum(s.creates for s in self.sounds)
+
+    @property
+    def sound_units(self) -> Decimal:
+        return sum((s.job.units for s in self.paid_sounds), Decimal(0))
+
+    @property
+    def pays(self) -> bool:
+        """Whether carrying the plan out sends any paid create."""
+        return bool(self.paid or self.paid_images or self.paid_sounds)
+
+    @property
     def usd(self) -> Decimal:
-        """What the plan's paid work costs: clips and images (each in its own units)."""
+        """What the plan's paid work costs: clips, images and sound (each in its units)."""
         clips = sum((t.job.usd for t in self.paid), Decimal(0))
-        return clips + sum((i.job.usd for i in self.paid_images), Decimal(0))
+        images = sum((i.job.usd for i in self.paid_images), Decimal(0))
+        return clips + images + sum((s.job.usd for s in self.paid_sounds), Decimal(0))
 
     @property
     def units(self) -> Decimal:
@@ -241,13 +330,17 @@ def plan(
     cache: CacheLookup | None = None,
     images: dict[str, ImageJob] | None = None,
     stills: list[ImageJob] | None = None,
+    sounds: Iterable[SoundJob] = (),
+    voices: dict[str, SoundJob] | None = None,
 ) -> Plan:
     """Plan the compiled `tasks` of one storyboard (in scene order) against `lock`.
 
     `clips_dir` is renders/NAME: clips are checked there against their recorded sha256,
     and a continuing scene's first frame is read from its source's clip. `images` are
     the generated image refs by name; with `stills` (`render --stills`) the plan makes
-    those stills and no clip.
+    those stills and no clip. `sounds` are the scenes' narration and effects (those the
+    selection wants are planned), `voices` the custom voices by name (planned when a call
+    or an element this run makes speaks in them).
     """
     planner = _Planner(lock, backend, clips_dir, cache)
     if stills is not None:
@@ -283,6 +376,18 @@ def plan(
     made_images = tuple(
         planner.image(job) for name, job in sorted((images or {}).items()) if name in wanted_images
     )
+    calls = [planner.sound(job) for job in sounds if selection.wants(job.key)]
+    speakers = {
+        call.job.request.voice.name
+        for call in calls
+        if call.creates
+        and isinstance(call.job.request, SpeechRequest)
+        and isinstance(call.job.request.voice, VoiceToMake)
+    }
+    speakers.update(
+        e.element.voice.name for e in made if e.creates and isinstance(e.element.voice, VoiceToMake)
+    )
+    made_voices = [planner.sound(job) for name, job in (voices or {}).items() if name in speakers]
     return Plan(
         backend,
         lock,
@@ -297,6 +402,7 @@ def plan(
             if scene not in in_run and (path := planner.clip_path(task)) is not None
         },
         images=made_images,
+        sounds=(*made_voices, *calls),
     )
 
 
@@ -465,6 +571,65 @@ class _Planner:
         why = ("image not on disk: downloaded again, free",)
         return PlannedImage(job, Action.DOWNLOAD, "unchanged", digest, why, entry)
 
+    def sound(self, job: SoundJob) -> PlannedSound:
+        """The action for one sound call: as for an image, by its record and its audio."""
+        digest = job.digest
+        records = {
+            "voice": self.lock.voices,
+            "speech": self.lock.speech,
+            "effect": self.lock.effects,
+        }
+        entry = records[job.kind].get(job.key)
+
+        def submit(
+            state: str, reasons: tuple[str, ...], action: Action = Action.SUBMIT
+        ) -> PlannedSound:
+            attempt = entry.attempt + 1 if entry is not None and entry.digest == digest else 1
+            ext = None if job.kind == "speech" else sound_task_id(job, digest, attempt)
+            return PlannedSound(job, action, state, digest, reasons, None, ext, attempt)
+
+        if entry is None:
+            return submit("new", ())
+        if entry.digest != digest:
+            return submit("changed", (_SOUND_CHANGES[job.kind],))
+        if not entry.serves(self.backend):
+            return submit("changed", ("made on the emulator before",))
+        if entry.status == "creating":
+            if job.kind == "speech":
+                # Nothing to look up: the call may have been paid, and is made again.
+                cut = "a cut-off call may have been paid; TTS cannot be looked up: may pay twice"
+                return submit("interrupted", (cut,))
+            return PlannedSound(
+                job,
+                Action.SUBMIT,
+                "interrupted",
+                digest,
+                ("a killed run may have created it; looked up first",),
+                entry,
+                entry.external_task_id,
+                entry.attempt,
+            )
+        if entry.status == "failed":
+            return submit("failed-before", (entry.status_msg or "failed",))
+        if entry.in_flight:
+            if self.emulator:
+                return submit("lost", ("the emulator that ran it is gone",), Action.REMAKE)
+            return PlannedSound(job, Action.REATTACH, "in-flight", digest, (), entry)
+        if job.kind == "voice":
+            if entry.voice_id is None:  # a record someone edited: make it again
+                return submit("failed-before", ("no voice id recorded",))
+            kept = ("made again, free, if the emulator lost it",) if self.emulator else ()
+            return PlannedSound(job, Action.REUSE, "unchanged", digest, kept, entry)
+        if entry.intact(self.clips_dir) is not None:
+            return PlannedSound(job, Action.REUSE, "unchanged", digest, (), entry)
+        if self.cache is not None and entry.sha256 and self.cache.has(entry.sha256):
+            cached = (f"audio not on disk: from the cache {self.cache.shown}, free",)
+            return PlannedSound(job, Action.FETCH, "unchanged", digest, cached, entry)
+        if self.emulator:
+            return submit("lost", ("audio not on disk",), Action.REMAKE)
+        again = ("audio not on disk: downloaded again, free",)
+        return PlannedSound(job, Action.DOWNLOAD, "unchanged", digest, again, entry)
+
     def element(self, ref: ElementRef) -> PlannedElement:
         entry = self.lock.elements.get(ref.name)
         same = entry is not None and entry.digest == ref.digest
@@ -529,6 +694,20 @@ def image_task_id(job: ImageJob, digest: str, attempt: int) -> str:
     """The external_task_id of an image task: its work's digest, and the attempt."""
     suffix = f"-a{attempt}" if attempt > 1 else ""
     kind = "st" if job.kind == "still" else "img"
+    return f"sb-{kind}-{job.key[:24]}-{digest[:32]}{suffix}"
+
+
+_SOUND_CHANGES: dict[SoundKind, str] = {
+    "voice": "its sample",
+    "speech": "text, voice or settings",
+    "effect": "prompt or duration",
+}
+
+
+def sound_task_id(job: SoundJob, digest: str, attempt: int) -> str:
+    """The external_task_id of a custom voice or an effect: its work's digest, and the attempt."""
+    suffix = f"-a{attempt}" if attempt > 1 else ""
+    kind = "vo" if job.kind == "voice" else "fx"
     return f"sb-{kind}-{job.key[:24]}-{digest[:32]}{suffix}"
 
 

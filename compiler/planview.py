@@ -94,6 +94,31 @@ def image_rows(plan: Plan) -> list[dict[str, Any]]:
     ]
 
 
+def sound_rows(plan: Plan) -> list[dict[str, Any]]:
+    """Custom voices, narration and effects: sound calls, priced in units (§11.2).
+
+    `unsure` marks a paid TTS call: it has no external_task_id, so a call cut off by a
+    timeout may have been paid and cannot be looked up (README "Sound").
+    """
+    return [
+        {
+            "kind": planned.job.kind,
+            "name": planned.job.key,
+            "label": planned.job.label,
+            "units": float(planned.job.units),
+            "usd": float(planned.job.usd),
+            "action": str(planned.action),
+            "paid": planned.paid,
+            "creates": planned.creates,
+            "unsure": planned.unsure,
+            "state": planned.state,
+            "reasons": list(planned.reasons),
+            "external_task_id": planned.external_task_id,
+        }
+        for planned in plan.sounds
+    ]
+
+
 def plan_json(result: CompileResult, plan: Plan) -> dict[str, Any]:
     usd_per_unit = _usd_per_unit(result)
     charged = plan.charged_units
@@ -103,6 +128,7 @@ def plan_json(result: CompileResult, plan: Plan) -> dict[str, Any]:
         "scenes": plan_rows(result, plan),
         "elements": element_rows(plan),
         "images": image_rows(plan),
+        "sounds": sound_rows(plan),
         "disabled": list(plan.disabled),
         "totals": {
             "submit": len(plan.paid),
@@ -111,6 +137,9 @@ def plan_json(result: CompileResult, plan: Plan) -> dict[str, Any]:
             "image_submit": len(plan.paid_images),
             "image_creates": plan.image_creates,
             "image_units": float(plan.image_units),
+            "sound_submit": len(plan.paid_sounds),
+            "sound_creates": plan.sound_creates,
+            "sound_units": float(plan.sound_units),
             "usd": float(plan.usd),
             "charged_units": float(charged),
             "charged_usd": float(round(charged * usd_per_unit, 4)),
@@ -177,9 +206,29 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
             f"[{style}]{image['action']}[/]" if style else image["action"],
             ", ".join([image["state"], *image["reasons"]]),
         )
+    for sound in sound_rows(plan):
+        style = _ACTION_STYLE.get(sound["action"], "")
+        marker = " †" if sound["unsure"] else ""
+        table.add_row(
+            f"{sound['label']}{marker}",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"{sound['units']:.2f}",
+            f"${sound['usd']:.2f}",
+            f"[{style}]{sound['action']}[/]" if style else sound["action"],
+            ", ".join([sound["state"], *sound["reasons"]]),
+        )
     for scene in plan.disabled:
         table.add_row(scene, "", "", "", "", "", "", "", "[dim]skip[/]", "enabled: false")
     console.print(table)
+    if any(s.unsure for s in plan.sounds):
+        console.print(
+            "† TTS has no external_task_id: a call cut off by a timeout may have been paid "
+            "and cannot be looked up, so storyboard never resends it by itself."
+        )
     charged = plan.charged_units
     charged_usd = charged * _usd_per_unit(result)
     counts: dict[str, int] = {}
@@ -198,6 +247,8 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
     images = ""
     if plan.images or plan.stills:
         images = f", {len(plan.paid_images)} image(s) ({plan.image_units:g} image units)"
+    if plan.sounds:
+        images += f", {len(plan.paid_sounds)} sound call(s) ({plan.sound_units:.2f} units)"
     if plan.stills and not plan.takes:
         states: dict[str, int] = {}
         for planned_image in (*plan.images, *plan.stills):

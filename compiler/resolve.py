@@ -15,7 +15,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-import av
 from PIL import Image, UnidentifiedImageError
 
 from .diagnostics import Diagnostic, did_you_mean
@@ -1023,18 +1022,11 @@ def _sha256(real: str, byte_size: int, mtime_ns: int) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _audio_seconds(real: str, byte_size: int, mtime_ns: int) -> float | None:
-    """How long an audio or video file lasts, read from its header (PyAV); None when it
-    cannot be read as media."""
-    try:
-        with av.open(real) as container:
-            if container.duration is not None:
-                return float(container.duration / av.time_base)
-            for stream in container.streams.audio:
-                if stream.duration is not None and stream.time_base is not None:
-                    return float(stream.duration * stream.time_base)
-    except (av.FFmpegError, OSError, ValueError):
-        return None
-    return None
+    """How long an audio or video file lasts (media.audio_seconds); cached on (path, size,
+    mtime)."""
+    from .media import audio_seconds
+
+    return audio_seconds(Path(real))
 
 
 def _problem(code: str, message: str, hint: str | None = None) -> _ImageCheck:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from .backends import Backend
 from .cache import Cache
-from .execute import AccountSlots, Executor, ImageResult, Progress, SceneResult
+from .execute import AccountSlots, Executor, ImageResult, Progress, SceneResult, SoundResult
 from .film import assemble_animatic, assemble_film
 from .lockfile import Lockfile
 from .pipeline import CompileResult
-from .plan import ImageJob, Plan, Selection, plan
+from .plan import ImageJob, Plan, Selection, SoundJob, plan
 from .progress import Display
 
 
@@ -35,13 +35,14 @@ class BoardRender:
     notes: list[str] = field(default_factory=list)  # warnings: what failed beside the clips
     stills: list[ImageResult] = field(default_factory=list)  # `--stills`
     animatic: Path | None = None  # renders/NAME.animatic.mp4
+    sounds: list[SoundResult] = field(default_factory=list)  # voices, narration, effects
 
     @property
     def failed(self) -> list[SceneResult | ImageResult]:
         scenes: list[SceneResult | ImageResult] = [
             r for r in self.results if r.outcome in ("failed", "pending")
         ]
-        return scenes + [r for r in self.stills if r.outcome == "failed"]
+        return scenes + [r for r in (*self.stills, *self.sounds) if r.outcome == "failed"]
 
 
 def plan_board(
@@ -65,27 +66,31 @@ def plan_board(
         cache=cache,
         images=image_jobs(result),
         stills=still_jobs(result, selection or Selection()) if stills else None,
+        sounds=sound_jobs(result),
+        voices=voice_jobs(result),
     )
 
 
-def sound_not_rendered(result: CompileResult) -> str:
-    """What of the storyboard's sound this version checks and prices but does not make.
+def sound_jobs(result: CompileResult) -> list[SoundJob]:
+    """Each enabled scene's narration (one TTS call) and sound effect, in scene order."""
+    jobs = []
+    for task in result.tasks:
+        if not task.enabled:
+            continue
+        if task.narration is not None:
+            jobs.append(
+                SoundJob(
+                    "speech", task.scene, task.narration, task.narration_units, task.narration_usd
+                )
+            )
+        if task.sfx is not None:
+            jobs.append(SoundJob("effect", task.scene, task.sfx, task.sfx_units, task.sfx_usd))
+    return jobs
 
-    Said on every render, never silently dropped (README "Sound").
-    """
-    parts = []
-    narrated = [t.scene for t in result.tasks if t.enabled and t.narration is not None]
-    effects = [t.scene for t in result.tasks if t.enabled and t.sfx is not None]
-    if narrated:
-        parts.append(f"narration ({', '.join(narrated)})")
-    if effects:
-        parts.append(f"sound effects ({', '.join(effects)})")
-    if not parts:
-        return ""
-    return (
-        f"{' and '.join(parts)}: checked and priced, but not yet made or mixed into the "
-        "film by this version of storyboard"
-    )
+
+def voice_jobs(result: CompileResult) -> dict[str, SoundJob]:
+    """The custom voices the storyboard uses, by name, as calls to plan."""
+    return {v.name: SoundJob("voice", v.name, v.request, v.units, v.usd) for v in result.voices}
 
 
 def image_jobs(result: CompileResult) -> dict[str, ImageJob]:
@@ -158,6 +163,7 @@ async def render_board(
             outcome.stills = await executor.run_stills(planned)
         else:
             outcome.results = await executor.run(planned)
+            outcome.sounds = executor.sounds
         outcome.notes += executor.notes
     finally:
         await client.aclose()
@@ -183,9 +189,6 @@ async def render_board(
         base_dir=file.resolve().parent,
     )
     outcome.film, outcome.film_note, outcome.film_detail = made.path, made.note, made.detail
-    unmade = sound_not_rendered(result)
-    if unmade:
-        outcome.notes.append(unmade)
     outcome.timeline, outcome.captions = made.timeline, made.captions
     if preview:
         from .preview import write_preview

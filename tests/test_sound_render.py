@@ -1,15 +1,19 @@
-"""What render does with a storyboard's sound today (issue 14, in progress): an element's
-preset voice is sent with the element; what is not yet made is said on every render,
-never dropped in silence."""
+"""What render does with a storyboard's sound (README "Sound"): voices made once and sent
+with elements, narration and effects made once by content and mixed into the film at
+their scenes, music under it all at the film's loudness. In process, on a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import pytest
 
 from compiler.execute import Executor
 from compiler.lockfile import Lockfile
 from compiler.pipeline import compile_file
-from tests.rendering import BOARD, FakeTime, make_emulator, render, write_image
+from tests.rendering import BOARD, FakeTime, lock_of, make_emulator, plan_of, render, write_image
+from tests.test_cache import s3  # noqa: F401 (a fixture)
 
 VOICED = """\
 storyboard: 1
@@ -45,26 +49,8 @@ def test_an_elements_preset_voice_goes_with_the_element(project: Path) -> None:
         base_dir=project,
         clips_dir=project / "renders" / "film",
     )
-    body = executor._element_body(element, "sb-el-keeper-x")  # noqa: SLF001
+    body = asyncio.run(executor._element_body(element, "sb-el-keeper-x"))  # noqa: SLF001
     assert body["element_voice_id"] == "oversea_male1"
-
-
-def test_render_says_which_sound_it_does_not_make_yet(project: Path) -> None:
-    text = BOARD.replace(
-        "scenes:\n",
-        "voices:\n  narrator: {preset: oversea_male1, language: en}\nnarrator: narrator\nscenes:\n",
-    ).replace(
-        '    prompt: "The beam sweeps the sea."',
-        '    narration: "And the light came back."\n    sfx: "waves on rocks"\n'
-        '    prompt: "The beam sweeps the sea."',
-    )
-    (project / "film.yaml").write_text(text, encoding="utf-8")
-    outcome = render(project, make_emulator(FakeTime()))
-    assert outcome.film is not None
-    assert outcome.notes == [
-        "narration (coda) and sound effects (coda): checked and priced, but not yet made "
-        "or mixed into the film by this version of storyboard"
-    ]
 
 
 def _music(path: Path, seconds: float = 4.0) -> Path:
@@ -114,3 +100,202 @@ def test_the_soundtrack_lays_music_under_the_film_at_its_loudness(project: Path)
     assert louder.film is not None
     quieter = float(pyloudnorm.Meter(RATE).integrated_loudness(decode(louder.film)))
     assert abs(quieter - (-20.0)) <= 1.0
+
+
+def _sounded(project: Path, *, music: bool = True) -> str:
+    """The test film with two voices, narration on two scenes, an effect, and music."""
+    if music:
+        _music(project / "score.wav")
+    header = (
+        "voices:\n"
+        "  narrator: {preset: oversea_male1, language: en}\n"
+        '  mira: {sample: {url: "https://samples.example/mira.wav"}, language: en}\n'
+        "narrator: narrator\n"
+        + ("soundtrack:\n  music: score.wav\n  loudness: -16\n" if music else "")
+        + "scenes:\n"
+    )
+    text = (
+        BOARD.replace("scenes:\n", header)
+        .replace(
+            "    first_frame: coast\n",
+            '    first_frame: coast\n    narration: "The lamp had not been lit for a year."\n',
+        )
+        .replace(
+            "  - id: climb\n",
+            '  - id: climb\n    narrator: mira\n    narration: "I climbed every night."\n',
+        )
+        .replace(
+            '    prompt: "The beam sweeps the sea."',
+            '    sfx: "waves on rocks"\n    prompt: "The beam sweeps the sea."',
+        )
+    )
+    (project / "film.yaml").write_text(text, encoding="utf-8")
+    return text
+
+
+def test_narration_effects_and_voices_are_made_once_and_mixed(project: Path) -> None:
+    _sounded(project)
+    emulator = make_emulator(FakeTime())
+    outcome = render(project, emulator)
+    assert outcome.failed == [] and outcome.notes == []
+    assert outcome.film is not None
+    assert "sound mixed (2 narration(s), 1 effect(s), music under the film, -16.0 LUFS" in (
+        outcome.film_detail
+    )
+    stats = emulator.stats()
+    assert (stats["tts_calls"], stats["sfx_calls"], stats["voice_creates"]) == (2, 1, 1)
+    lock = lock_of(project)
+    assert sorted(lock.speech) == ["climb", "opening"] and sorted(lock.effects) == ["coda"]
+    assert lock.voices["mira"].voice_id is not None
+    for entry in (*lock.speech.values(), *lock.effects.values()):
+        assert entry.file is not None and entry.file.startswith("audio/")
+        assert entry.intact(project / "renders" / "film") is not None
+        assert entry.external_task_id is None or entry.external_task_id.startswith("sb-fx-")
+    assert lock.speech["opening"].external_task_id is None  # TTS takes none
+    # Nothing changed: no call of any kind, the film untouched.
+    again = render(project, emulator)
+    assert again.film_note == "film unchanged"
+    after = emulator.stats()
+    assert (after["tts_calls"], after["sfx_calls"], after["voice_creates"]) == (2, 1, 1)
+    assert after["total_creates"] == stats["total_creates"]
+
+
+def test_editing_one_line_makes_one_tts_call_and_no_clip(project: Path) -> None:
+    text = _sounded(project, music=False)
+    emulator = make_emulator(FakeTime())
+    render(project, emulator)
+    before = emulator.stats()
+    edited = text.replace("I climbed every night.", "I climbed every night for forty years.")
+    (project / "film.yaml").write_text(edited, encoding="utf-8")
+    plan = plan_of(project)
+    assert [(s.job.label, str(s.action)) for s in plan.sounds if s.creates] == [
+        ("narration climb", "submit")
+    ]
+    outcome = render(project, emulator)
+    assert outcome.failed == [] and outcome.film is not None
+    after = emulator.stats()
+    assert after["tts_calls"] == before["tts_calls"] + 1
+    assert after["total_creates"] == before["total_creates"]  # no video task
+    assert (after["sfx_calls"], after["voice_creates"]) == (before["sfx_calls"], 1)
+
+
+def test_a_local_sample_goes_to_kling_as_a_presigned_link_from_the_s3_cache(
+    project: Path,
+    s3: str,  # noqa: F811 (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hashlib
+
+    import httpx
+    import obstore
+
+    from compiler.cache import Cache, open_cache
+
+    sample = _music(project / "mira.wav", seconds=6.0)
+    monkeypatch.setenv("STORYBOARD_CACHE", s3)
+    text = _sounded(project, music=False).replace(
+        '{sample: {url: "https://samples.example/mira.wav"}, language: en}',
+        "{sample: mira.wav, language: en}",
+    )
+    (project / "film.yaml").write_text(text, encoding="utf-8")
+    emulator = make_emulator(FakeTime())
+    cache = open_cache(s3)
+    outcome = render(project, emulator, cache=cache)
+    assert outcome.failed == [] and outcome.film is not None
+    assert emulator.stats()["voice_creates"] == 1
+    sha = hashlib.sha256(sample.read_bytes()).hexdigest()
+    key = Cache.sample_key(sha, ".wav")
+    assert obstore.head(cache._store, key)["size"] == sample.stat().st_size  # noqa: SLF001
+    link = cache.share(sha, sample, ".wav")  # the link render sent: fetchable, the sample
+    assert httpx.get(link).content == sample.read_bytes()
+    voice = lock_of(project).voices["mira"]
+    assert voice.status == "succeed" and voice.voice_id is not None
+
+
+def test_a_cut_off_tts_call_is_never_resent_blindly(project: Path) -> None:
+    from compiler.errors import SpeechUnsure
+
+    text = _sounded(project, music=False)
+    emulator = make_emulator(FakeTime())
+    render(project, emulator)
+    edited = text.replace("The lamp had not been lit", "The lamp had not burned")
+    (project / "film.yaml").write_text(edited, encoding="utf-8")
+    before = emulator.stats()["tts_calls"]
+    emulator.faults.add("drop_after", "audio")  # the call is made (and paid); its answer lost
+    cut = render(project, emulator)
+    assert emulator.stats()["tts_calls"] == before + 1  # once: not resent
+    [failed] = cut.failed
+    assert isinstance(failed.error, SpeechUnsure)
+    assert str(failed.error).startswith("narration opening: the TTS call was cut off (")
+    assert cut.film is None and "narration of opening" in cut.film_note
+    entry = lock_of(project).speech["opening"]
+    assert entry.status == "creating" and entry.status_msg is not None
+    # The next plan says it may pay twice, and the render makes it (one more call).
+    [row] = [s for s in plan_of(project).sounds if s.creates]
+    assert (row.job.label, str(row.action), row.state, row.unsure) == (
+        "narration opening",
+        "submit",
+        "interrupted",
+        True,
+    )
+    assert "may pay twice" in row.reasons[0]
+    again = render(project, emulator)
+    assert again.failed == [] and again.film is not None
+    assert emulator.stats()["tts_calls"] == before + 2
+
+
+def test_a_voice_a_new_emulator_lost_is_made_again_free(project: Path) -> None:
+    text = _sounded(project, music=False)
+    render(project, make_emulator(FakeTime()))
+    made = lock_of(project).voices["mira"]
+    fresh = make_emulator(FakeTime())  # `make render` starts an emulator of its own each time
+    assert render(project, fresh).film_note == "film unchanged"
+    assert fresh.stats()["total_creates"] == fresh.stats()["tts_calls"] == 0
+    edited = text.replace("I climbed every night.", "I climbed every single night.")
+    (project / "film.yaml").write_text(edited, encoding="utf-8")
+    [voice] = [s for s in plan_of(project).sounds if s.job.kind == "voice"]
+    assert (str(voice.action), voice.reasons) == (
+        "reuse",
+        ("made again, free, if the emulator lost it",),
+    )
+    outcome = render(project, fresh)
+    assert outcome.failed == [] and outcome.film is not None
+    stats = fresh.stats()
+    assert (stats["voice_creates"], stats["tts_calls"], stats["total_creates"]) == (1, 1, 0)
+    again = lock_of(project).voices["mira"]
+    assert again.voice_id != made.voice_id and again.attempt == made.attempt + 1
+
+
+def test_an_element_speaks_in_the_custom_voice_made_for_it(project: Path) -> None:
+    write_image(project / "keeper-front.png", shade=40)
+    write_image(project / "keeper-side.png", shade=160)
+    text = VOICED.replace(
+        "  narrator: {preset: oversea_male1, language: en}\n",
+        "  narrator: {preset: oversea_male1, language: en}\n"
+        '  keeper: {sample: {url: "https://samples.example/keeper.mp3"}, language: en}\n',
+    ).replace("      voice: narrator\n", "      voice: keeper\n")
+    (project / "film.yaml").write_text(text, encoding="utf-8")
+    emulator = make_emulator(FakeTime())
+    outcome = render(project, emulator)
+    assert outcome.failed == [] and outcome.film is not None
+    lock = lock_of(project)
+    element_id = lock.elements["keeper"].element_id
+    voice_id = lock.voices["keeper"].voice_id
+
+    async def query() -> dict[str, object]:
+        from compiler.backends import emulator_backend
+
+        client = emulator_backend(emulator).client()
+        try:
+            response = await client._api.get(
+                f"/v1/general/advanced-custom-elements/{lock.elements['keeper'].task_id}"
+            )  # noqa: SLF001
+        finally:
+            await client.aclose()
+        return response.json()["data"]
+
+    data = asyncio.run(query())
+    elements = data["task_result"]["elements"]  # type: ignore[index]
+    assert elements[0]["element_id"] == element_id
+    assert elements[0]["element_voice_info"]["voice_id"] == voice_id
+    assert emulator.stats()["voice_creates"] == 1
