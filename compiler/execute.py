@@ -97,6 +97,19 @@ _GONE = (403, 404, 410)  # a result URL that expired or was never there
 _KLING_CODE_EXISTS = 1201  # what a duplicate external_task_id most likely answers (R16)
 
 
+class _Polled(Protocol):
+    """What polling reads of any task's answer (client.py's *TaskInfo)."""
+
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+
+P = TypeVar("P", bound=_Polled)
+
+
 class Progress(Protocol):
     """Where the executor reports each scene's state (a rich display or plain lines)."""
 
@@ -576,24 +589,16 @@ class Executor:
     async def _make_image(self, planned: PlannedImage) -> Path:
         job, entry = planned.job, planned.entry
         records = self._image_records(planned)
-        if planned.action is Action.REUSE:
-            assert entry is not None
-            path = entry.path(self.clips_dir)
-            assert path is not None
-            self.progress.update(job.label, "done", "unchanged")
-            return path
-        if planned.action is Action.FETCH:
-            assert entry is not None and entry.sha256 is not None and self.cache is not None
-            dest = self._image_path(planned)
-            if await asyncio.to_thread(self.cache.get, entry.sha256, dest) is not None:
-                entry.file = f"{dest.parent.name}/{dest.name}"
-                self.lock.save()
-                self.progress.update(job.label, "done", "from the cache")
-                return dest
-            return await self._download_image(planned, entry)  # gone since planning
-        if planned.action is Action.DOWNLOAD:
-            assert entry is not None
-            return await self._download_image(planned, entry)
+        if entry is not None:
+            kept = await self._kept_file(
+                job.label,
+                planned.action,
+                entry,
+                self._image_path(planned),
+                partial(self._download_image, planned, entry),
+            )
+            if kept is not None:
+                return kept
         slots = self.image_slots
         assert slots is not None
         if planned.action is Action.REATTACH:
@@ -637,23 +642,57 @@ class Executor:
     async def _poll_image(
         self, planned: PlannedImage, entry: ImageLock, info: ImageTaskInfo
     ) -> ImageTaskInfo:
+        return await self._follow(
+            planned.job.label, info, entry.observe, self.client.get_image_task
+        )
+
+    async def _kept_file(
+        self,
+        label: str,
+        action: Action,
+        entry: ImageLock | SoundLock,
+        dest: Path,
+        download: Callable[[], Awaitable[Path]],
+    ) -> Path | None:
+        """A finished task's file as the plan said: kept on disk, fetched from the cache,
+        or downloaded again (free). None for an action that has to make it."""
+        if action is Action.REUSE:
+            path = entry.path(self.clips_dir)
+            assert path is not None  # the plan reuses only a file it found intact
+            self.progress.update(label, "done", "unchanged")
+            return path
+        if action is Action.FETCH:
+            assert entry.sha256 is not None and self.cache is not None
+            if await asyncio.to_thread(self.cache.get, entry.sha256, dest) is not None:
+                entry.file = f"{dest.parent.name}/{dest.name}"
+                self.lock.save()
+                self.progress.update(label, "done", "from the cache")
+                return dest
+            return await download()  # gone from the cache since planning
+        if action is Action.DOWNLOAD:
+            return await download()
+        return None
+
+    async def _follow(
+        self,
+        label: str,
+        info: P,
+        observe: Callable[[P], None],
+        get: Callable[[str], Awaitable[P]],
+    ) -> P:
+        """Poll an asynchronous task (an element, an image, a voice, an effect) until it
+        ends, each answer recorded in the lockfile before anything else is done with it."""
         deadline = self.clock() + self.poll_timeout
         while True:
-            entry.task_id, entry.status, entry.status_msg = (
-                info.task_id,
-                info.status,
-                info.status_msg,
-            )
-            entry.units_charged = info.units_charged or entry.units_charged
-            entry.image_url = info.image_url or entry.image_url
+            observe(info)
             self.lock.save()
             if info.status in ("succeed", "failed"):
                 return info
-            self.progress.update(planned.job.label, info.status)
+            self.progress.update(label, info.status)
             if self.clock() >= deadline:
-                raise PollTimeout(planned.job.label, info.task_id)
+                raise PollTimeout(label, info.task_id)
             await self.sleep(self.poll_interval)
-            info = await self._retried(partial(self.client.get_image_task, info.task_id))
+            info = await self._retried(partial(get, info.task_id))
 
     async def _image_done(
         self, planned: PlannedImage, entry: ImageLock, info: ImageTaskInfo
@@ -719,24 +758,14 @@ class Executor:
                 create, lambda: self.client.find_element_task(ext), unsure=resumed
             )
         self.lock.elements[element.name] = entry
-        while True:
-            entry.task_id, entry.status, entry.status_msg = (
-                info.task_id,
-                info.status,
-                info.status_msg,
+        info = await self._follow(label, info, entry.observe, self.client.get_element_task)
+        self.progress.update(label, info.status)
+        if info.status == "failed" or info.element_id is None:
+            raise StoryboardError(
+                f"element '{element.name}' could not be created: "
+                f"{info.status_msg or 'Kling gave no reason'}"
             )
-            entry.element_id = info.element_id
-            self.lock.save()
-            self.progress.update(label, info.status)
-            if info.status == "failed":
-                raise StoryboardError(
-                    f"element '{element.name}' could not be created: "
-                    f"{info.status_msg or 'Kling gave no reason'}"
-                )
-            if info.status == "succeed" and info.element_id is not None:
-                return info.element_id
-            await self.sleep(self.poll_interval)
-            info = await self._retried(partial(self.client.get_element_task, info.task_id))
+        return info.element_id
 
     async def _element_body(self, element: ElementRef, external_id: str) -> dict[str, Any]:
         def image(ref: ImageRef) -> str:
@@ -839,26 +868,11 @@ class Executor:
         self, planned: PlannedSound, entry: SoundLock, info: VoiceTaskInfo
     ) -> str:
         label = planned.job.label
-        deadline = self.clock() + self.poll_timeout
-        while True:
-            entry.task_id, entry.status, entry.status_msg = (
-                info.task_id,
-                info.status,
-                info.status_msg,
-            )
-            entry.voice_id = info.voice_id or entry.voice_id
-            entry.units_charged = info.units_charged or entry.units_charged
-            self.lock.save()
-            if info.status == "failed":
-                raise TaskFailed(label, info.task_id, info.status_msg)
-            if info.status == "succeed" and info.voice_id is not None:
-                self.progress.update(label, "done", f"voice {info.voice_id}")
-                return info.voice_id
-            self.progress.update(label, info.status)
-            if self.clock() >= deadline:
-                raise PollTimeout(label, info.task_id)
-            await self.sleep(self.poll_interval)
-            info = await self._retried(partial(self.client.get_voice_task, info.task_id))
+        info = await self._follow(label, info, entry.observe_voice, self.client.get_voice_task)
+        if info.status == "failed" or info.voice_id is None:
+            raise TaskFailed(label, info.task_id, info.status_msg)
+        self.progress.update(label, "done", f"voice {info.voice_id}")
+        return info.voice_id
 
     async def _sample_url(self, label: str, request: VoiceRequest) -> str:
         """Where Kling fetches the voice's sample: the user's URL, or a presigned link to
@@ -889,24 +903,16 @@ class Executor:
 
     async def _make_audio(self, planned: PlannedSound) -> Path:
         job, entry = planned.job, planned.entry
-        if planned.action is Action.REUSE:
-            assert entry is not None
-            path = entry.path(self.clips_dir)
-            assert path is not None
-            self.progress.update(job.label, "done", "unchanged")
-            return path
-        if planned.action is Action.FETCH:
-            assert entry is not None and entry.sha256 is not None and self.cache is not None
-            dest = self._audio_path(planned, entry.audio_url or entry.file)
-            if await asyncio.to_thread(self.cache.get, entry.sha256, dest) is not None:
-                entry.file = f"audio/{dest.name}"
-                self.lock.save()
-                self.progress.update(job.label, "done", "from the cache")
-                return dest
-            return await self._download_audio(planned, entry)  # gone since planning
-        if planned.action is Action.DOWNLOAD:
-            assert entry is not None
-            return await self._download_audio(planned, entry)
+        if entry is not None:
+            kept = await self._kept_file(
+                job.label,
+                planned.action,
+                entry,
+                self._audio_path(planned, entry.audio_url or entry.file),
+                partial(self._download_audio, planned, entry),
+            )
+            if kept is not None:
+                return kept
         if planned.action is Action.REATTACH:
             assert entry is not None and entry.task_id is not None
             info = await self._retried(partial(self.client.get_effect_task, entry.task_id))
@@ -990,26 +996,10 @@ class Executor:
         self, planned: PlannedSound, entry: SoundLock, info: AudioTaskInfo
     ) -> Path:
         label = planned.job.label
-        deadline = self.clock() + self.poll_timeout
-        while True:
-            entry.task_id, entry.status, entry.status_msg = (
-                info.task_id,
-                info.status,
-                info.status_msg,
-            )
-            entry.audio_url = info.audio_url or entry.audio_url
-            entry.duration = info.duration if info.duration is not None else entry.duration
-            entry.units_charged = info.units_charged or entry.units_charged
-            self.lock.save()
-            if info.status == "failed":
-                raise TaskFailed(label, info.task_id, info.status_msg)
-            if info.status == "succeed":
-                return await self._download_audio(planned, entry)
-            self.progress.update(label, info.status)
-            if self.clock() >= deadline:
-                raise PollTimeout(label, info.task_id)
-            await self.sleep(self.poll_interval)
-            info = await self._retried(partial(self.client.get_effect_task, info.task_id))
+        info = await self._follow(label, info, entry.observe, self.client.get_effect_task)
+        if info.status == "failed":
+            raise TaskFailed(label, info.task_id, info.status_msg)
+        return await self._download_audio(planned, entry)
 
     async def _download_audio(self, planned: PlannedSound, entry: SoundLock) -> Path:
         job = planned.job

@@ -26,7 +26,7 @@ from .fsutil import atomic_write_text, sha256_file
 from .redaction import redact_secrets
 
 if TYPE_CHECKING:
-    from .client import TaskInfo
+    from .client import AudioTaskInfo, ElementTaskInfo, ImageTaskInfo, TaskInfo, VoiceTaskInfo
 
 LOCK_VERSION = 2
 MAX_ATTEMPT = 1_000_000  # lockfile.schema.json: "attempt" maximum
@@ -226,12 +226,56 @@ class ElementLock:
     def in_flight(self) -> bool:
         return self.status in ("creating", "submitted", "processing")
 
+    def observe(self, info: ElementTaskInfo) -> None:
+        """Take in what Kling last said of the element's task."""
+        self.task_id, self.status, self.status_msg = info.task_id, info.status, info.status_msg
+        self.element_id = info.element_id
+
     def as_json(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
+class _Made:
+    """What a record of paid work that leaves a file in renders/NAME does (an image, a
+    narration, an effect): where the file is, and whether it is the one recorded."""
+
+    __slots__ = ()
+    status: str
+    backend: str
+    file: str | None
+    sha256: str | None
+    bytes: int | None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in ("creating", "submitted", "processing")
+
+    def serves(self, backend: str) -> bool:
+        return self.backend == "kling" or backend == "emulator"
+
+    def path(self, folder: Path) -> Path | None:
+        """The file inside `folder` (renders/NAME), or None: never outside it."""
+        if self.file is None:
+            return None
+        return self._as_clip().path(folder)
+
+    def intact(self, folder: Path) -> Path | None:
+        """The file's path when the file there is the one recorded; None before it is made."""
+        if self.sha256 is None or self.bytes is None:
+            return None
+        return self._as_clip().intact(folder)
+
+    def _as_clip(self) -> Clip:
+        """The file as a Clip record: one place confines and checks recorded files."""
+        return Clip(self.file or "", self.sha256 or "", self.bytes or 0, 0.0)
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
+        return {key: value for key, value in doc.items() if value is not None}
+
+
 @dataclass(slots=True)
-class ImageLock:
+class ImageLock(_Made):
     """An Omni-Image task (a generated image ref, or a still of a shot) and its PNG.
 
     Paid once like a clip: the intent is saved before the create, the task id before
@@ -251,35 +295,15 @@ class ImageLock:
     bytes: int | None = None
     backend: str = "kling"
 
-    @property
-    def in_flight(self) -> bool:
-        return self.status in ("creating", "submitted", "processing")
-
-    def serves(self, backend: str) -> bool:
-        return self.backend == "kling" or backend == "emulator"
-
-    def path(self, folder: Path) -> Path | None:
-        """The PNG inside `folder` (renders/NAME), or None: never outside it."""
-        if self.file is None:
-            return None
-        return self._as_clip().path(folder)
-
-    def intact(self, folder: Path) -> Path | None:
-        """The PNG's path when the file there is the one recorded; None before it is made."""
-        if self.sha256 is None or self.bytes is None:
-            return None
-        return self._as_clip().intact(folder)
-
-    def _as_clip(self) -> Clip:
-        """The PNG as a Clip record: one place confines and checks recorded files."""
-        return Clip(self.file or "", self.sha256 or "", self.bytes or 0, 0.0)
-
-    def as_json(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+    def observe(self, info: ImageTaskInfo) -> None:
+        """Take in what Kling last said of the image's task."""
+        self.task_id, self.status, self.status_msg = info.task_id, info.status, info.status_msg
+        self.units_charged = info.units_charged or self.units_charged
+        self.image_url = info.image_url or self.image_url
 
 
 @dataclass(slots=True)
-class SoundLock:
+class SoundLock(_Made):
     """A custom voice, a scene's narration (TTS) or its sound effect, and what it made.
 
     Paid once like a clip: the intent is saved before the call, a task id before polling,
@@ -303,30 +327,18 @@ class SoundLock:
     duration: float | None = None  # seconds, as Kling states it
     backend: str = "kling"
 
-    @property
-    def in_flight(self) -> bool:
-        return self.status in ("creating", "submitted", "processing")
+    def observe(self, info: AudioTaskInfo) -> None:
+        """Take in what Kling last said of a narration's or an effect's task."""
+        self.task_id, self.status, self.status_msg = info.task_id, info.status, info.status_msg
+        self.units_charged = info.units_charged or self.units_charged
+        self.audio_url = info.audio_url or self.audio_url
+        self.duration = info.duration if info.duration is not None else self.duration
 
-    def serves(self, backend: str) -> bool:
-        return self.backend == "kling" or backend == "emulator"
-
-    def path(self, folder: Path) -> Path | None:
-        """The audio inside `folder` (renders/NAME), or None: never outside it."""
-        if self.file is None:
-            return None
-        return self._as_clip().path(folder)
-
-    def intact(self, folder: Path) -> Path | None:
-        """The audio's path when the file there is the one recorded; None before it is made."""
-        if self.sha256 is None or self.bytes is None:
-            return None
-        return self._as_clip().intact(folder)
-
-    def _as_clip(self) -> Clip:
-        return Clip(self.file or "", self.sha256 or "", self.bytes or 0, self.duration or 0.0)
-
-    def as_json(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+    def observe_voice(self, info: VoiceTaskInfo) -> None:
+        """Take in what Kling last said of a custom voice's task."""
+        self.task_id, self.status, self.status_msg = info.task_id, info.status, info.status_msg
+        self.units_charged = info.units_charged or self.units_charged
+        self.voice_id = info.voice_id or self.voice_id
 
 
 @dataclass(slots=True)

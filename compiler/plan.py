@@ -16,10 +16,11 @@ carries the actions out. Nothing here writes a file or talks to the network.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -527,52 +528,28 @@ class _Planner:
         digest = image_digest(job.request)
         records = self.lock.images if job.kind == "image" else self.lock.stills
         entry = records.get(job.key)
-        folder = self.clips_dir
-        same = entry is not None and entry.digest == digest and entry.serves(self.backend)
-
-        def submit(
-            state: str, reasons: tuple[str, ...], action: Action = Action.SUBMIT
-        ) -> PlannedImage:
-            attempt = entry.attempt + 1 if entry is not None and entry.digest == digest else 1
+        why = "prompt, settings or an image it shows"
+        verdict = self._verdict(entry, digest, why, partial(self._file, noun="image"))
+        if verdict.keeps:
+            assert entry is not None
+            ext, attempt = entry.external_task_id, entry.attempt
+        else:
+            attempt = self._attempt(entry, digest)
             ext = image_task_id(job, digest, attempt)
-            return PlannedImage(job, action, state, digest, reasons, None, ext, attempt)
-
-        if entry is None:
-            return submit("new", ())
-        if entry.digest != digest:
-            return submit("changed", ("prompt, settings or an image it shows",))
-        if not same:
-            return submit("changed", ("made on the emulator before",))
-        assert entry is not None
-        if entry.status == "creating":
-            return PlannedImage(
-                job,
-                Action.SUBMIT,
-                "interrupted",
-                digest,
-                ("a killed run may have created it; looked up first",),
-                entry,
-                entry.external_task_id,
-                entry.attempt,
-            )
-        if entry.status == "failed":
-            return submit("failed-before", (entry.status_msg or "failed",))
-        if entry.in_flight:
-            if self.emulator:
-                return submit("lost", ("the emulator that ran it is gone",), Action.REMAKE)
-            return PlannedImage(job, Action.REATTACH, "in-flight", digest, (), entry)
-        if entry.intact(folder) is not None:
-            return PlannedImage(job, Action.REUSE, "unchanged", digest, (), entry)
-        if self.cache is not None and entry.sha256 and self.cache.has(entry.sha256):
-            why = (f"image not on disk: from the cache {self.cache.shown}, free",)
-            return PlannedImage(job, Action.FETCH, "unchanged", digest, why, entry)
-        if self.emulator:
-            return submit("lost", ("image not on disk",), Action.REMAKE)
-        why = ("image not on disk: downloaded again, free",)
-        return PlannedImage(job, Action.DOWNLOAD, "unchanged", digest, why, entry)
+        return PlannedImage(
+            job,
+            verdict.action,
+            verdict.state,
+            digest,
+            verdict.reasons,
+            entry if verdict.keeps else None,
+            ext if verdict.creates else "",
+            attempt,
+        )
 
     def sound(self, job: SoundJob) -> PlannedSound:
-        """The action for one sound call: as for an image, by its record and its audio."""
+        """The action for one sound call: as for an image, by its record and its audio
+        (a custom voice by the id it was given)."""
         digest = job.digest
         records = {
             "voice": self.lock.voices,
@@ -580,55 +557,82 @@ class _Planner:
             "effect": self.lock.effects,
         }
         entry = records[job.kind].get(job.key)
-
-        def submit(
-            state: str, reasons: tuple[str, ...], action: Action = Action.SUBMIT
-        ) -> PlannedSound:
-            attempt = entry.attempt + 1 if entry is not None and entry.digest == digest else 1
+        done = self._voice if job.kind == "voice" else partial(self._file, noun="audio")
+        # TTS has no external id: a call a killed run may have sent cannot be looked up.
+        lookup = job.kind != "speech"
+        verdict = self._verdict(entry, digest, _SOUND_CHANGES[job.kind], done, lookup=lookup)
+        if verdict.keeps:
+            assert entry is not None
+            ext, attempt = entry.external_task_id, entry.attempt
+        else:
+            attempt = self._attempt(entry, digest)
             ext = None if job.kind == "speech" else sound_task_id(job, digest, attempt)
-            return PlannedSound(job, action, state, digest, reasons, None, ext, attempt)
+        return PlannedSound(
+            job,
+            verdict.action,
+            verdict.state,
+            digest,
+            verdict.reasons,
+            entry if verdict.keeps else None,
+            ext if verdict.creates else None,
+            attempt,
+        )
 
+    def _verdict(
+        self,
+        entry: _Record | None,
+        digest: str,
+        changed: str,
+        done: Callable[[Any], _Verdict],
+        *,
+        lookup: bool = True,
+    ) -> _Verdict:
+        """The one decision for a recorded Omni-Image or sound task: made anew, looked up,
+        re-attached, or (once it is done) whatever `done` says of its result."""
         if entry is None:
-            return submit("new", ())
+            return _Verdict(Action.SUBMIT, "new")
         if entry.digest != digest:
-            return submit("changed", (_SOUND_CHANGES[job.kind],))
+            return _Verdict(Action.SUBMIT, "changed", (changed,))
         if not entry.serves(self.backend):
-            return submit("changed", ("made on the emulator before",))
+            return _Verdict(Action.SUBMIT, "changed", ("made on the emulator before",))
         if entry.status == "creating":
-            if job.kind == "speech":
-                # Nothing to look up: the call may have been paid, and is made again.
+            if not lookup:
                 cut = "a cut-off call may have been paid; TTS cannot be looked up: may pay twice"
-                return submit("interrupted", (cut,))
-            return PlannedSound(
-                job,
-                Action.SUBMIT,
-                "interrupted",
-                digest,
-                ("a killed run may have created it; looked up first",),
-                entry,
-                entry.external_task_id,
-                entry.attempt,
-            )
+                return _Verdict(Action.SUBMIT, "interrupted", (cut,))
+            why = "a killed run may have created it; looked up first"
+            return _Verdict(Action.SUBMIT, "interrupted", (why,), keeps=True)
         if entry.status == "failed":
-            return submit("failed-before", (entry.status_msg or "failed",))
+            return _Verdict(Action.SUBMIT, "failed-before", (entry.status_msg or "failed",))
         if entry.in_flight:
             if self.emulator:
-                return submit("lost", ("the emulator that ran it is gone",), Action.REMAKE)
-            return PlannedSound(job, Action.REATTACH, "in-flight", digest, (), entry)
-        if job.kind == "voice":
-            if entry.voice_id is None:  # a record someone edited: make it again
-                return submit("failed-before", ("no voice id recorded",))
-            kept = ("made again, free, if the emulator lost it",) if self.emulator else ()
-            return PlannedSound(job, Action.REUSE, "unchanged", digest, kept, entry)
+                return _Verdict(Action.REMAKE, "lost", ("the emulator that ran it is gone",))
+            return _Verdict(Action.REATTACH, "in-flight", keeps=True)
+        return done(entry)
+
+    def _file(self, entry: _Record, *, noun: str) -> _Verdict:
+        """A finished task that left a file: kept, in the cache, or to download (or, on the
+        emulator, to make again, free)."""
         if entry.intact(self.clips_dir) is not None:
-            return PlannedSound(job, Action.REUSE, "unchanged", digest, (), entry)
+            return _Verdict(Action.REUSE, "unchanged", keeps=True)
         if self.cache is not None and entry.sha256 and self.cache.has(entry.sha256):
-            cached = (f"audio not on disk: from the cache {self.cache.shown}, free",)
-            return PlannedSound(job, Action.FETCH, "unchanged", digest, cached, entry)
+            cached = f"{noun} not on disk: from the cache {self.cache.shown}, free"
+            return _Verdict(Action.FETCH, "unchanged", (cached,), keeps=True)
         if self.emulator:
-            return submit("lost", ("audio not on disk",), Action.REMAKE)
-        again = ("audio not on disk: downloaded again, free",)
-        return PlannedSound(job, Action.DOWNLOAD, "unchanged", digest, again, entry)
+            return _Verdict(Action.REMAKE, "lost", (f"{noun} not on disk",))
+        again = f"{noun} not on disk: downloaded again, free"
+        return _Verdict(Action.DOWNLOAD, "unchanged", (again,), keeps=True)
+
+    def _voice(self, entry: SoundLock) -> _Verdict:
+        """A custom voice made before: reused by its id (an emulator's is checked first)."""
+        if entry.voice_id is None:  # a record someone edited: make it again
+            return _Verdict(Action.SUBMIT, "failed-before", ("no voice id recorded",))
+        kept = ("made again, free, if the emulator lost it",) if self.emulator else ()
+        return _Verdict(Action.REUSE, "unchanged", kept, keeps=True)
+
+    @staticmethod
+    def _attempt(entry: _Record | None, digest: str) -> int:
+        """The attempt of a new create: the next of this work's, or the first of new work."""
+        return entry.attempt + 1 if entry is not None and entry.digest == digest else 1
 
     def element(self, ref: ElementRef) -> PlannedElement:
         entry = self.lock.elements.get(ref.name)
@@ -688,6 +692,23 @@ class _Submit:
         return PlannedTake(
             self.job, action, state, reasons, self.request, self.digest, None, ext, self.attempt
         )
+
+
+_Record = ImageLock | SoundLock
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What to do with a recorded task, and whether its row carries the record."""
+
+    action: Action
+    state: str
+    reasons: tuple[str, ...] = ()
+    keeps: bool = False  # the row works from the record: reuse, fetch, re-attach, look up
+
+    @property
+    def creates(self) -> bool:
+        return self.action in CREATES
 
 
 def image_task_id(job: ImageJob, digest: str, attempt: int) -> str:
