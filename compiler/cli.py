@@ -358,7 +358,7 @@ def cmd_preview(args: argparse.Namespace) -> ExitCode:
 
 def cmd_status(args: argparse.Namespace) -> ExitCode:
     from .backends import choose_backend
-    from .status import clip_state, refresh_status
+    from .status import clip_state, refresh_status, sound_lines
 
     _backend_name(args)
     backend = choose_backend(args.backend)
@@ -385,6 +385,15 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
                     f"{estimate.get(scene, ''):<10} {charged:<12} {origin}{clip}{why}".rstrip()
                 )
                 failed = failed or task.status == "failed"
+        for label, sound, state in sound_lines(lock, Path(args.renders) / file.stem, order):
+            charged = f"{sound.units_charged} units" if sound.units_charged else ""
+            why = f"  {sound.status_msg}" if sound.status == "failed" and sound.status_msg else ""
+            origin = "emulator " if sound.backend == "emulator" else ""
+            print(
+                f"  {label:<24} {sound.status:<11} {sound.task_id or '-':<20} {'':<10} "
+                f"{charged:<12} {origin}{state}{why}".rstrip()
+            )
+            failed = failed or sound.status == "failed"
         kling, emulated = lock.charged("kling"), lock.charged("emulator")
         print(f"  charged so far: {kling:g} units (every attempt and take)")
         if emulated:

@@ -248,7 +248,7 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
     if plan.images or plan.stills:
         images = f", {len(plan.paid_images)} image(s) ({plan.image_units:g} image units)"
     if plan.sounds:
-        images += f", {len(plan.paid_sounds)} sound call(s) ({plan.sound_units:.2f} units)"
+        images += f", {len(plan.paid_sounds)} sound call(s): {plan.sound_units:.2f} units"
     if plan.stills and not plan.takes:
         states: dict[str, int] = {}
         for planned_image in (*plan.images, *plan.stills):

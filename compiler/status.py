@@ -6,11 +6,12 @@ Never creates anything: a create that a killed run may have sent is looked up by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from .backends import Backend
 from .fsutil import sha256_file
-from .lockfile import Lockfile, TaskLock
+from .lockfile import Lockfile, SoundLock, TaskLock
 
 
 async def refresh_status(file: Path, backend: Backend) -> Lockfile:
@@ -55,3 +56,31 @@ def clip_state(task: TaskLock, renders: Path) -> str:
     if sha256_file(path) != task.clip.sha256:
         return "clip modified on disk"
     return "clip ok"
+
+
+def sound_lines(
+    lock: Lockfile, folder: Path, order: Mapping[str, int]
+) -> list[tuple[str, SoundLock, str]]:
+    """Each recorded sound call as (label, record, state in words): the custom voices, then
+    each scene's narration and effect in film `order`. `folder` is renders/NAME."""
+    rows: list[tuple[str, SoundLock, str]] = []
+    for name, voice in sorted(lock.voices.items()):
+        rows.append((f"voice {name}", voice, f"voice {voice.voice_id}" if voice.voice_id else ""))
+    scenes = sorted({*lock.speech, *lock.effects}, key=lambda scene: (order.get(scene, 1e9), scene))
+    for scene in scenes:
+        for what, records in (("narration", lock.speech), ("sfx", lock.effects)):
+            if (entry := records.get(scene)) is not None:
+                rows.append((f"{what} {scene}", entry, _audio_state(entry, folder)))
+    return rows
+
+
+def _audio_state(entry: SoundLock, folder: Path) -> str:
+    if entry.file is None:
+        if entry.status == "creating" and entry.external_task_id is None:
+            return "cut off: may have been paid (TTS cannot be looked up)"
+        return ""
+    if entry.path(folder) is None:
+        return "audio outside renders/ (ignored)"
+    if entry.intact(folder) is None:
+        return "audio deleted or modified (render makes it again)"
+    return "audio ok"

@@ -299,3 +299,72 @@ def test_an_element_speaks_in_the_custom_voice_made_for_it(project: Path) -> Non
     assert elements[0]["element_id"] == element_id
     assert elements[0]["element_voice_info"]["voice_id"] == voice_id
     assert emulator.stats()["voice_creates"] == 1
+
+
+def test_sound_is_priced_in_the_plan_and_the_budget_gate_counts_it(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from compiler.cli import main
+
+    text = _sounded(project, music=False)
+    render(project, make_emulator(FakeTime()), kling=True)  # all made, as Kling's
+    edited = text.replace("I climbed every night.", "I climbed every night again.")
+    edited = edited.replace("title: Test Film", "title: Test Film\nbudget_usd: 0.001")
+    (project / "film.yaml").write_text(edited, encoding="utf-8")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("KLING_API_KEY", "a-real-looking-key")
+    monkeypatch.setenv("KLING_BASE_URL", "https://api-singapore.klingai.com")
+    assert main(["plan", "film.yaml", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {row["label"]: (row["action"], row["unsure"]) for row in doc["sounds"]}
+    assert rows == {
+        "voice mira": ("reuse", False),  # what the edited line is spoken in: made before
+        "narration opening": ("reuse", False),
+        "narration climb": ("submit", True),
+        "sfx coda": ("reuse", False),
+    }
+    assert [r["action"] for r in doc["scenes"]] == ["reuse", "reuse", "reuse"]
+    assert doc["totals"]["sound_submit"] == 1 and doc["totals"]["sound_units"] == 0.05
+    assert doc["totals"]["usd"] == pytest.approx(0.007)
+    # The autouse network guard turns any request into a crash: exit 4 proves none was made.
+    assert main(["render", "film.yaml"]) == 4
+    err = capsys.readouterr().err
+    assert "render: refused: about $0.01 of paid work (film.yaml: $0.01, budget_usd $0.00)" in err
+
+
+def test_status_lists_voices_narration_and_effects(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compiler.cli import main
+
+    _sounded(project, music=False)
+    render(project, make_emulator(FakeTime()))
+    (project / "renders" / "film" / "audio" / "coda.sfx.wav").unlink()
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("KLING_API_KEY", raising=False)
+    assert main(["status", "film.yaml"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    sounds = {words[1]: words for words in lines if words[0] in ("voice", "narration", "sfx")}
+    assert sounds["mira"][2] == "succeed" and sounds["mira"][-2] == "voice"
+    assert sounds["opening"][-2:] == ["audio", "ok"] and sounds["opening"][4:6] == ["0.05", "units"]
+    assert (
+        sounds["coda"][-5:]
+        == ["deleted", "or", "modified", "(render", "makes", "it", "again)"][-5:]
+    )
+
+
+def test_an_effect_whose_answer_was_lost_is_looked_up_not_paid_again(project: Path) -> None:
+    text = _sounded(project, music=False)
+    emulator = make_emulator(FakeTime())
+    render(project, emulator)
+    (project / "film.yaml").write_text(text.replace("waves on rocks", "gulls"), "utf-8")
+    before = emulator.stats()["sfx_calls"]
+    emulator.faults.add("drop_after", "audio")  # made (and paid), the answer lost
+    outcome = render(project, emulator)
+    assert outcome.failed == [] and outcome.film is not None
+    assert emulator.stats()["sfx_calls"] == before + 1  # found by its external_task_id
+    entry = lock_of(project).effects["coda"]
+    assert entry.status == "succeed" and entry.external_task_id is not None
+    assert entry.external_task_id.startswith("sb-fx-coda-")
