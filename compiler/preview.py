@@ -24,7 +24,7 @@ import jinja2
 from PIL import Image, UnidentifiedImageError
 
 from .fsutil import atomic_write_bytes, atomic_write_text, sha256_file
-from .lockfile import Clip, Lockfile, SceneLock, TaskLock
+from .lockfile import Clip, Lockfile, SceneLock, SoundLock, TaskLock
 from .model import Storyboard, Task
 from .pipeline import CompileResult
 from .plan import Plan, PlannedTake
@@ -36,6 +36,7 @@ from .request import (
     ImageItem,
     LastFrame,
     LocalFile,
+    PresetVoice,
 )
 
 __all__ = ["write_preview", "prompt_parts", "PromptPart"]
@@ -103,6 +104,16 @@ class TakeRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SoundRow:
+    """A scene's narration or sound effect: its words, and a player once it is made."""
+
+    kind: str  # narration | sfx
+    text: str
+    detail: str  # the voice, language and speed; an effect's length
+    src: str | None  # the audio, relative to the page; None until it is made
+
+
+@dataclass(frozen=True, slots=True)
 class SceneCard:
     number: int
     id: str
@@ -124,6 +135,7 @@ class SceneCard:
     charged: str
     ledger: str | None  # the paid tasks this scene's current ones replaced
     after: str | None
+    sounds: tuple[SoundRow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,14 +279,27 @@ class _Sheet:
         usd_per_unit = Decimal(str(self.board.usd_per_unit))
         charged = self.plan.charged_units
         plan_usd = f"${self.plan.usd:.2f}"
+        enabled = [t for t in self.result.tasks if t.enabled]
+        voices = self.result.voices
+        # Every take, and the sound: each scene's narration and effect, each custom voice.
         whole = sum(
-            (Decimal(str(t.usd)) * t.takes for t in self.result.tasks if t.enabled), Decimal(0)
+            (Decimal(str(t.usd)) * t.takes + t.narration_usd + t.sfx_usd for t in enabled),
+            sum((v.usd for v in voices), Decimal(0)),
         )
         whole_units = sum(
-            (Decimal(str(t.units)) * t.takes for t in self.result.tasks if t.enabled), Decimal(0)
+            (Decimal(str(t.units)) * t.takes + t.narration_units + t.sfx_units for t in enabled),
+            sum((v.units for v in voices), Decimal(0)),
         )
-        if self.plan.paid:
-            to_render = f"{_count(len(self.plan.paid), 'take')}, {self.plan.units:.2f} units"
+        if self.plan.pays:
+            work = []
+            if self.plan.paid:
+                work.append(f"{_count(len(self.plan.paid), 'take')}, {self.plan.units:.2f} units")
+            if self.plan.paid_sounds:
+                calls = _count(len(self.plan.paid_sounds), "sound call")
+                work.append(f"{calls}, {self.plan.sound_units:.2f} units")
+            if self.plan.paid_images:
+                work.append(_count(len(self.plan.paid_images), "image"))
+            to_render = " · ".join(work)
             if backend == "emulator":
                 to_render += " · free on the emulator"
         else:
@@ -286,7 +311,7 @@ class _Sheet:
                 Total("film", film.duration, film.note, film.name, film.src, warn=film.stale)
             )
         return totals + [
-            Total("to render", plan_usd if self.plan.paid else "nothing", to_render),
+            Total("to render", plan_usd if self.plan.pays else "nothing", to_render),
             Total(
                 "charged to date",
                 "$0.00" if backend == "emulator" else f"${charged * usd_per_unit:.2f}",
@@ -298,6 +323,7 @@ class _Sheet:
                 "whole film",
                 f"${whole:.2f}",
                 f"{whole_units:.2f} units, every take"
+                + (" and sound" if voices or any(t.narration or t.sfx for t in enabled) else "")
                 + (f" · budget ${budget:.2f}" if budget is not None else ""),
             ),
         ]
@@ -422,7 +448,32 @@ class _Sheet:
             + ("emulated" if self.backend == "emulator" else f"${charged * usd_per_unit:.2f}"),
             ledger=_ledger(entry),
             after=task.after,
+            sounds=self.sound_rows(task),
         )
+
+    def sound_rows(self, task: Task) -> tuple[SoundRow, ...]:
+        """The scene's narration and effect, each with its audio when the one recorded is
+        the one the storyboard asks for now."""
+        from .soundwire import effect_digest, speech_digest
+
+        rows = []
+        if task.narration is not None:
+            speech = task.narration
+            voice = speech.voice
+            name = voice.id if isinstance(voice, PresetVoice) else voice.name
+            detail = f"{name} · {speech.language} · ×{speech.speed:g}"
+            src = self.audio_of(self.lock.speech.get(task.scene), speech_digest(speech))
+            rows.append(SoundRow("narration", speech.text, detail, src))
+        if task.sfx is not None:
+            src = self.audio_of(self.lock.effects.get(task.scene), effect_digest(task.sfx))
+            rows.append(SoundRow("sfx", task.sfx.prompt, f"{task.sfx.duration:g} s", src))
+        return tuple(rows)
+
+    def audio_of(self, entry: SoundLock | None, digest: str) -> str | None:
+        if entry is None or entry.digest != digest:
+            return None
+        path = entry.intact(self.folder)
+        return self.href(path) if path is not None else None
 
     def meta(self, task: Task) -> tuple[str, ...]:
         request = task.request

@@ -368,3 +368,24 @@ def test_an_effect_whose_answer_was_lost_is_looked_up_not_paid_again(project: Pa
     entry = lock_of(project).effects["coda"]
     assert entry.status == "succeed" and entry.external_task_id is not None
     assert entry.external_task_id.startswith("sb-fx-coda-")
+
+
+def test_the_contact_sheet_shows_each_scenes_narration_and_effect_with_a_player(
+    project: Path,
+) -> None:
+    from compiler.preview import write_preview
+
+    text = _sounded(project, music=False)
+    render(project, make_emulator(FakeTime()))
+    edited = text.replace("I climbed every night.", "I climbed every single night.")
+    (project / "film.yaml").write_text(edited, encoding="utf-8")
+    result = compile_file(project / "film.yaml", "film.yaml")
+    page = write_preview(result, project / "renders", "emulator").read_text("utf-8")
+    assert '<q class="sound-text">The lamp had not been lit for a year.</q>' in page
+    assert '<audio controls preload="none" src="audio/opening.narration.mp3">' in page
+    assert '<q class="sound-text">waves on rocks</q>' in page
+    assert '<audio controls preload="none" src="audio/coda.sfx.wav">' in page
+    # The edited line's audio is the old line's: not offered as this one.
+    assert '<q class="sound-text">I climbed every single night.</q>' in page
+    assert "audio/climb.narration" not in page and "not made yet" in page
+    assert "1 sound call, 0.05 units · free on the emulator" in page
