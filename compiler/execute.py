@@ -62,7 +62,7 @@ from .lockfile import (
     TaskLock,
     external_task_id,
 )
-from .model import ElementRef, ImageRef
+from .model import ElementRef, ImageRef, element_tag
 from .plan import (
     Action,
     Plan,
@@ -782,6 +782,8 @@ class Executor:
             },
             "external_task_id": external_id,
         }
+        if element.kind is not None:
+            body["tag_list"] = [{"tag_id": element_tag(element.kind)}]
         if element.voice is not None:
             body["element_voice_id"] = await self._voice_id(element.voice)  # kling-api.md §11.2
         return body

@@ -69,6 +69,12 @@ def change(name: str) -> str:
     return text
 
 
+def element_tag(kind: str) -> str:
+    """Kling's tag id for an element kind (kling-api.md §7.1 `tag_list`)."""
+    tags: dict[str, str] = model_data()["element_kinds"]
+    return tags[kind]
+
+
 def sound() -> dict[str, Any]:
     """Voices, speech and sound effects: limits, preset voices and prices (§11.2)."""
     data: dict[str, Any] = model_data()["sound"]
@@ -174,12 +180,15 @@ class ElementRef:
     images: tuple[ImageRef, ...] = ()
     description: str | None = None
     voice: VoiceMedia | None = None
+    kind: str | None = None  # Kling's tag (models.yaml `element_kinds`): character, item, ...
 
     @property
     def digest(self) -> str:
-        """What the element is made of: its description, its images' content, and the
-        identity of its voice (a preset id, or the custom voice's request digest)."""
+        """What the element is made of: its description, its images' content, its kind, and
+        the identity of its voice (a preset id, or the custom voice's request digest)."""
         parts = [self.description or "", *(image.sha256 or "" for image in self.images)]
+        if self.kind is not None:  # absent, the digest stays what it was before kinds
+            parts.append(f"kind:{self.kind}")
         if isinstance(self.voice, PresetVoice):
             parts.append(f"voice:preset:{self.voice.id}")
         elif isinstance(self.voice, VoiceToMake):

@@ -204,6 +204,7 @@ class _Resolver:
         """An element storyboard creates from local images: each must be a usable image,
         and its `voice`, if any, a voice defined under `voices:`."""
         voice: VoiceMedia | None = None
+        kind: str | None = value.get("kind")
         if "voice" in value:
             voice_name = value["voice"]
             if voice_name in voices:
@@ -211,6 +212,16 @@ class _Resolver:
             else:
                 if not self.voice_broken(voice_name):
                     self.unknown_voice((*path, "voice"), voice_name, voices)
+                return None
+            speaking = model_data()["voice_element_kinds"]
+            if kind is not None and kind not in speaking:
+                self.problem(
+                    (*path, "voice"),
+                    "element-voice-kind",
+                    f"element '{name}' is of kind '{kind}', and Kling binds a voice only to "
+                    "character (humanoid) image elements",
+                    "remove `voice:`, or say `kind: character` if it is a person or a humanoid",
+                )
                 return None
         images = []
         for index, file in enumerate(value["images"]):
@@ -238,7 +249,12 @@ class _Resolver:
                 )
                 return None
         return ElementRef(
-            name, path, images=tuple(images), description=value["description"], voice=voice
+            name,
+            path,
+            images=tuple(images),
+            description=value["description"],
+            voice=voice,
+            kind=kind,
         )
 
     # -- sound ---------------------------------------------------------------------------

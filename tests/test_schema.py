@@ -66,6 +66,7 @@ def test_every_enum_value_has_help() -> None:
         "shots",  # `auto`
         "resolution",  # of a generated image
         "language",  # of a voice
+        "kind",  # of an element made from images
     }
     for path, sub in enums:
         for key in ("enumDescriptions", "markdownEnumDescriptions"):

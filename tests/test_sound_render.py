@@ -389,3 +389,36 @@ def test_the_contact_sheet_shows_each_scenes_narration_and_effect_with_a_player(
     assert '<q class="sound-text">I climbed every single night.</q>' in page
     assert "audio/climb.narration" not in page and "not made yet" in page
     assert "1 sound call, 0.05 units · free on the emulator" in page
+
+
+def test_an_elements_kind_goes_as_its_tag_and_only_a_character_takes_a_voice(
+    project: Path,
+) -> None:
+    from compiler.emulator.rules import Invalid, check_element_body
+
+    write_image(project / "keeper-front.png", shade=40)
+    write_image(project / "keeper-side.png", shade=160)
+    text = VOICED.replace(
+        "      voice: narrator\n", "      kind: character\n      voice: narrator\n"
+    )
+    (project / "film.yaml").write_text(text, encoding="utf-8")
+    result = compile_file(project / "film.yaml", "film.yaml")
+    assert result.ok and result.board is not None
+    element = result.board.refs.elements["keeper"]
+    (project / "plain.yaml").write_text(VOICED, encoding="utf-8")
+    plain = compile_file(project / "plain.yaml", "plain.yaml").board
+    assert plain is not None  # a kind is part of what the element is: made again
+    assert plain.refs.elements["keeper"].digest != element.digest
+    executor = Executor(
+        client=None,  # type: ignore[arg-type]  # the body is built without a request
+        lock=Lockfile.for_storyboard(project / "film.yaml"),
+        base_dir=project,
+        clips_dir=project / "renders" / "film",
+    )
+    body = asyncio.run(executor._element_body(element, "sb-el-keeper-x"))  # noqa: SLF001
+    assert body["tag_list"] == [{"tag_id": "o_102"}]
+    assert check_element_body(body).voice_id == "oversea_male1"  # the emulator takes it
+    with pytest.raises(Invalid, match="only a character or humanoid element"):
+        check_element_body({**body, "tag_list": [{"tag_id": "o_104"}]})  # an item
+    outcome = render(project, make_emulator(FakeTime()))
+    assert outcome.failed == [] and outcome.film is not None

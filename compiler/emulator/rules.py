@@ -559,6 +559,7 @@ ELEMENT_DESCRIPTION_CHARS = 100
 REFERENCE_TYPES = ("image_refer", "video_refer")
 MAX_REFER_IMAGES = 3
 ELEMENT_TAGS = tuple(f"o_{n}" for n in range(101, 109))  # hot meme, character, ... other
+CHARACTER_TAG = "o_102"  # §11.2: of image elements, only a character (humanoid) takes a voice
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,6 +604,12 @@ def check_element_body(raw: Any) -> ElementBody:
     voice_id = _present(raw, "element_voice_id")
     if voice_id is not None and (isinstance(voice_id, bool) or not isinstance(voice_id, str | int)):
         raise Invalid("element_voice_id must be a voice id")
+    if voice_id is not None and reference_type == "image_refer" and tags:
+        if CHARACTER_TAG not in tags:
+            raise Invalid(
+                "element_voice_id: of image elements only a character or humanoid element "
+                f"(tag {CHARACTER_TAG}) can take a voice"
+            )
     _string(raw, "callback_url")
     return ElementBody(
         name=name,
