@@ -422,3 +422,35 @@ def test_an_elements_kind_goes_as_its_tag_and_only_a_character_takes_a_voice(
         check_element_body({**body, "tag_list": [{"tag_id": "o_104"}]})  # an item
     outcome = render(project, make_emulator(FakeTime()))
     assert outcome.failed == [] and outcome.film is not None
+
+
+def test_a_new_element_voice_remakes_the_element_and_only_the_scenes_that_show_it(
+    project: Path,
+) -> None:
+    write_image(project / "keeper-front.png", shade=40)
+    write_image(project / "keeper-side.png", shade=160)
+    text = VOICED.replace(
+        "  narrator: {preset: oversea_male1, language: en}\n",
+        "  narrator: {preset: oversea_male1, language: en}\n"
+        "  rock: {preset: uk_man2, language: en}\n",
+    ).replace(
+        "    duration: 3\n",
+        '    duration: 3\n  - id: sea\n    prompt: "The beam sweeps the sea."\n    duration: 3\n',
+    )
+    (project / "film.yaml").write_text(text, "utf-8")
+    emulator = make_emulator(FakeTime())
+    # `rock` is unused at first: a warning, not an error.
+    first = render(project, emulator)
+    assert first.failed == [] and first.film is not None
+    made = emulator.stats()
+    (project / "film.yaml").write_text(text.replace("voice: narrator", "voice: rock"), "utf-8")
+    plan = plan_of(project)
+    assert [(t.job.scene, str(t.action)) for t in plan.takes] == [
+        ("stairs", "submit"),
+        ("sea", "reuse"),
+    ]
+    assert [(e.element.name, e.state) for e in plan.elements] == [("keeper", "changed")]
+    render(project, emulator)
+    after = emulator.stats()
+    assert after["total_creates"] == made["total_creates"] + 1
+    assert after["element_creates"] == made["element_creates"] + 1
