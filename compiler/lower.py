@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .model import RenderedImage, RenderedScene, Scene, Voice, omni_image
+from .model import RenderedImage, RenderedScene, Scene, Voice, omni_image, sound
 from .request import (
     EffectRequest,
     ImageItem,
@@ -141,8 +141,13 @@ def lower_narration(text: str, voice: Voice) -> SpeechRequest:
     return SpeechRequest(text, voice.media, voice.language, voice.speed)
 
 
-def lower_sfx(scene: Scene) -> EffectRequest | None:
-    """A scene's sound effect (§11.2), its duration resolved (3-10 s)."""
-    if scene.sfx is None or scene.sfx_duration is None:
+def lower_sfx(scene: Scene, seconds: float) -> EffectRequest | None:
+    """A scene's sound effect (§11.2): as long as written, else as long as the scene
+    (`seconds`, all its shots, or the video it edits) kept within 3-10 s."""
+    if scene.sfx is None:
         return None
-    return EffectRequest(scene.sfx, scene.sfx_duration)
+    if scene.sfx_duration is not None:
+        return EffectRequest(scene.sfx, scene.sfx_duration)
+    spec = sound()["sfx_seconds"]
+    low, high = float(spec["min"]), float(spec["max"])
+    return EffectRequest(scene.sfx, min(max(float(seconds), low), high))

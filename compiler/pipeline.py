@@ -234,7 +234,7 @@ def _task(board: Storyboard, rs: RenderedScene, narration: SpeechRequest | None 
     request = lower(rs)
     stills, stills_note = lower_stills(rs, request)
     still_units = image_units(stills[0]) if stills else Decimal(0)
-    sfx = lower_sfx(scene)
+    sfx = lower_sfx(scene, cost.seconds)
     tts = sound_units("tts") if narration is not None else Decimal(0)
     effect = sound_units("sfx") if sfx is not None else Decimal(0)
     return Task(

@@ -844,9 +844,7 @@ class _Resolver:
                 "describe the sound in fewer words",
             )
             prompt = None
-        if prompt is not None and seconds is None:
-            low, high = spec["sfx_seconds"]["min"], spec["sfx_seconds"]["max"]
-            seconds = float(min(max(duration or low, low), high))
+        # Unwritten, an effect lasts as long as its scene (lower.lower_sfx decides it).
         return narration, narrator, prompt, seconds
 
     def shots(self, path: JsonPath, value: Any, unknown: set[str]) -> tuple[Shot, ...]:

@@ -145,3 +145,25 @@ def test_a_preset_voice_speaks_its_own_language_by_default(project: Path) -> Non
     narration = result.tasks[1].narration
     assert narration is not None and narration.language == "zh"
     assert narration.voice == PresetVoice("ai_kaiya") and not result.voices
+
+
+def test_an_unwritten_effect_lasts_as_long_as_its_scene_all_its_shots(tmp_path: Path) -> None:
+    (tmp_path / "film.yaml").write_text(
+        "storyboard: 1\n"
+        "scenes:\n"
+        "  - id: climb\n"
+        '    sfx: "footsteps on iron stairs"\n'
+        "    shots:\n"
+        '      - {prompt: "He climbs.", duration: 4}\n'
+        '      - {prompt: "He lights the lamp.", duration: 3}\n'
+        "  - id: long\n"
+        '    sfx: "waves"\n'
+        '    prompt: "The sea."\n'
+        "    duration: 12\n",
+        encoding="utf-8",
+    )
+    result = compile_file(tmp_path / "film.yaml", "film.yaml")
+    assert result.ok, [d.headline() for d in result.diagnostics]
+    climb, long = result.tasks
+    assert climb.sfx == EffectRequest("footsteps on iron stairs", 7.0)  # 4 + 3 s of shots
+    assert long.sfx == EffectRequest("waves", 10.0)  # 12 s, kept within 3-10
