@@ -839,7 +839,7 @@ class Executor:
         if entry is None:
             assert ext is not None
             entry = SoundLock(planned.digest, "creating", ext, attempt, backend=self.backend)
-        self.lock.voices[job.key] = entry
+        self.lock.keep_sound(self.lock.voices, job.key, entry)
         self.lock.save()  # the intent is on disk before the request
         sample = await self._sample_url(job.label, request)
         known = entry.external_task_id
@@ -933,7 +933,7 @@ class Executor:
                 planned.attempt,
                 backend=self.backend,
             )
-        self._sound_records(planned)[job.key] = entry
+        self.lock.keep_sound(self._sound_records(planned), job.key, entry)
         self.lock.save()  # the intent is on disk before the request
         ext = entry.external_task_id
         assert ext is not None
@@ -957,7 +957,7 @@ class Executor:
         assert isinstance(request, SpeechRequest)
         voice_id = await self._voice_id(request.voice)
         entry = SoundLock(planned.digest, "creating", None, planned.attempt, backend=self.backend)
-        self.lock.speech[job.key] = entry
+        self.lock.keep_sound(self.lock.speech, job.key, entry)
         self.lock.save()  # the intent: a killed run leaves "creating", shown as maybe paid
         backoff = Backoff()
         assert self._sound_slots is not None

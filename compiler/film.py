@@ -154,6 +154,8 @@ def assemble_film(
         note = f"film assembled: {made.info.duration:.2f} s"
         if made.video == "encoded":
             detail = f"re-encoded (x264 CRF {FILM_CRF}): {made.reason}"
+        elif soundtrack is not None:
+            detail = "picture copied"  # the mix below encodes the sound anew
         elif made.audio == "encoded":
             detail = f"picture copied, sound re-encoded (AAC): {made.reason}"
         else:

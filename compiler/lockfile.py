@@ -150,17 +150,14 @@ class SceneLock:
 
     def units_charged(self, backend: str | None = None) -> Decimal:
         """Units reported charged for this scene, every attempt included (on `backend`)."""
-        total = Decimal(0)
-        for task in self.tasks():
-            if backend is not None and task.backend != backend:
-                continue
-            try:
-                units = Decimal(task.units_charged or "0")
-            except InvalidOperation:
-                continue
-            if units.is_finite():
-                total += units
-        return total
+        return sum(
+            (
+                _units(task.units_charged)
+                for task in self.tasks()
+                if backend is None or task.backend == backend
+            ),
+            Decimal(0),
+        )
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -366,6 +363,9 @@ class Lockfile:
     voices: dict[str, SoundLock] = field(default_factory=dict)  # custom voices, by name
     speech: dict[str, SoundLock] = field(default_factory=dict)  # narration, by scene
     effects: dict[str, SoundLock] = field(default_factory=dict)  # sound effects, by scene
+    # What sound records that were made again had charged, by backend: a narration edited
+    # five times was paid five times, and "charged so far" says so.
+    sound_retired: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_storyboard(cls, storyboard: Path) -> Lockfile:
@@ -404,6 +404,7 @@ class Lockfile:
             lock.voices = {k: SoundLock(**v) for k, v in doc.get("voices", {}).items()}
             lock.speech = {k: SoundLock(**v) for k, v in doc.get("speech", {}).items()}
             lock.effects = {k: SoundLock(**v) for k, v in doc.get("effects", {}).items()}
+            lock.sound_retired = dict(doc.get("sound_retired", {}))
             for sound in (*lock.voices.values(), *lock.speech.values(), *lock.effects.values()):
                 if sound.status_msg:
                     sound.status_msg = redact_secrets(sound.status_msg)
@@ -463,8 +464,21 @@ class Lockfile:
             entry.retire(take)
             entry.takes[take] = task
 
+    def keep_sound(self, records: dict[str, SoundLock], key: str, entry: SoundLock) -> None:
+        """Make `entry` the record of `key` in `records` (voices, speech or effects); what
+        the record it replaces had charged stays counted in `sound_retired`."""
+        old = records.get(key)
+        if old is not None and old is not entry and _units(old.units_charged):
+            spent = _units(self.sound_retired.get(old.backend)) + _units(old.units_charged)
+            self.sound_retired[old.backend] = str(spent)
+        records[key] = entry
+
     def charged(self, backend: str) -> Decimal:
-        return sum((e.units_charged(backend) for e in self.scenes.values()), Decimal(0))
+        """Units charged on `backend` so far: every take and attempt, and every sound call."""
+        clips = sum((e.units_charged(backend) for e in self.scenes.values()), Decimal(0))
+        sounds = (*self.voices.values(), *self.speech.values(), *self.effects.values())
+        current = sum((_units(s.units_charged) for s in sounds if s.backend == backend), Decimal(0))
+        return clips + current + _units(self.sound_retired.get(backend))
 
     def save(self) -> None:
         doc: dict[str, Any] = {
@@ -482,6 +496,8 @@ class Lockfile:
             doc["images"] = {name: image.as_json() for name, image in self.images.items()}
         if self.stills:
             doc["stills"] = {name: still.as_json() for name, still in self.stills.items()}
+        if self.sound_retired:
+            doc["sound_retired"] = self.sound_retired
         for key, sounds in (
             ("voices", self.voices),
             ("speech", self.speech),
@@ -492,6 +508,15 @@ class Lockfile:
         text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
         text += "\n"
         atomic_write_text(self.path, text)
+
+
+def _units(text: str | None) -> Decimal:
+    """Units charged as recorded; 0 for a value that is not a finite number."""
+    try:
+        units = Decimal(text or "0")
+    except InvalidOperation:
+        return Decimal(0)
+    return units if units.is_finite() else Decimal(0)
 
 
 @functools.cache

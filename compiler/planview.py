@@ -244,11 +244,11 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
     else:
         cost = f"≈ ${plan.usd:.2f}"
         ledger = f"Charged so far: {charged:g} units (${charged_usd:.2f})."
-    images = ""
+    extras = []  # what else is paid beside the takes, each in its own units
     if plan.images or plan.stills:
-        images = f", {len(plan.paid_images)} image(s) ({plan.image_units:g} image units)"
+        extras.append(f"{len(plan.paid_images)} image(s) ({plan.image_units:g} image units)")
     if plan.sounds:
-        images += f", {len(plan.paid_sounds)} sound call(s): {plan.sound_units:.2f} units"
+        extras.append(f"{len(plan.paid_sounds)} sound call(s) ({plan.sound_units:.2f} units)")
     if plan.stills and not plan.takes:
         states: dict[str, int] = {}
         for planned_image in (*plan.images, *plan.stills):
@@ -260,7 +260,12 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
             f"no clip; {made}. {ledger}"
         )
         return
+    if not extras:
+        console.print(
+            f"Plan: {len(plan.paid)} to submit ({plan.units:.2f} units, {cost}); {detail}. {ledger}"
+        )
+        return
     console.print(
-        f"Plan: {len(plan.paid)} to submit ({plan.units:.2f} units{images}, {cost}); "
-        f"{detail}. {ledger}"
+        f"Plan: {len(plan.paid)} to submit ({plan.units:.2f} units), {', '.join(extras)}; "
+        f"{cost}; {detail}. {ledger}"
     )

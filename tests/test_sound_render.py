@@ -85,7 +85,7 @@ def test_the_soundtrack_lays_music_under_the_film_at_its_loudness(project: Path)
     emulator = make_emulator(FakeTime())
     outcome = render(project, emulator)
     assert outcome.film is not None and outcome.notes == []
-    assert outcome.film_detail.startswith("packets copied: nothing re-encoded; sound mixed ")
+    assert outcome.film_detail.startswith("picture copied; sound mixed ")
     assert "(music under the film, -16.0 LUFS, true peak " in outcome.film_detail
     sound = decode(outcome.film)
     loudness = float(pyloudnorm.Meter(RATE).integrated_loudness(sound))
@@ -161,10 +161,15 @@ def test_narration_effects_and_voices_are_made_once_and_mixed(project: Path) -> 
 
 
 def test_editing_one_line_makes_one_tts_call_and_no_clip(project: Path) -> None:
+    from decimal import Decimal
+
     text = _sounded(project, music=False)
     emulator = make_emulator(FakeTime())
     render(project, emulator)
     before = emulator.stats()
+    clips = sum((e.units_charged() for e in lock_of(project).scenes.values()), Decimal(0))
+    # Charged so far: the clips, a voice, two narrations and an effect.
+    assert lock_of(project).charged("emulator") == clips + Decimal("0.40")
     edited = text.replace("I climbed every night.", "I climbed every night for forty years.")
     (project / "film.yaml").write_text(edited, encoding="utf-8")
     plan = plan_of(project)
@@ -177,6 +182,9 @@ def test_editing_one_line_makes_one_tts_call_and_no_clip(project: Path) -> None:
     assert after["tts_calls"] == before["tts_calls"] + 1
     assert after["total_creates"] == before["total_creates"]  # no video task
     assert (after["sfx_calls"], after["voice_creates"]) == (before["sfx_calls"], 1)
+    # The line said before was paid too: it stays counted.
+    assert lock_of(project).charged("emulator") == clips + Decimal("0.45")
+    assert lock_of(project).sound_retired == {"emulator": "0.05"}
 
 
 def test_a_local_sample_goes_to_kling_as_a_presigned_link_from_the_s3_cache(
