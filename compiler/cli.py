@@ -144,8 +144,24 @@ def _print_summary(result: CompileResult, out: str | None) -> None:
             f"{payload['mode']:<3}  sound {payload['sound']:<3}  "
             f"{task.units:>6.2f} units  ${task.usd:.2f}{note}"
         )
-    units = sum(t.units for t in result.tasks)
-    usd = sum(t.usd for t in result.tasks)
+    sounds: list[tuple[str, str, Decimal, Decimal]] = [
+        (f"voice {voice.name}", "", voice.units, voice.usd) for voice in result.voices
+    ]
+    for task in result.tasks:
+        if task.narration is not None:
+            label = f"narration {task.scene}"
+            sounds.append((label, "", task.narration_units, task.narration_usd))
+        if task.sfx is not None:
+            sounds.append(
+                (f"sfx {task.scene}", f"{task.sfx.duration:g} s", task.sfx_units, task.sfx_usd)
+            )
+    for label, seconds, sound_units, sound_usd in sounds:
+        print(
+            f"  {label:<24} {'':<8} {seconds:>6}  {'':<3}  {'':<9} "
+            f"{sound_units:>6.2f} units  ${sound_usd:.2f}"
+        )
+    units = sum(t.units for t in result.tasks) + sum(float(s[2]) for s in sounds)
+    usd = sum(t.usd for t in result.tasks) + sum(float(s[3]) for s in sounds)
     print(f"  {'total':<24} {'':<8} {'':>6}  {'':<3}  {'':<9} {units:>6.2f} units  ${usd:.2f}")
     if out:
         print(f"  wrote {Path(out) / (Path(result.path).stem + '.json')}")

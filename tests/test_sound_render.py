@@ -462,3 +462,18 @@ def test_a_new_element_voice_remakes_the_element_and_only_the_scenes_that_show_i
     after = emulator.stats()
     assert after["total_creates"] == made["total_creates"] + 1
     assert after["element_creates"] == made["element_creates"] + 1
+
+
+def test_compile_lists_the_sound_calls_and_counts_them_in_the_total(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compiler.cli import main
+
+    _sounded(project, music=False)
+    monkeypatch.chdir(project)
+    assert main(["compile", "film.yaml"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["voice", "mira", "0.05", "units", "$0.01"] in lines
+    assert ["narration", "opening", "0.05", "units", "$0.01"] in lines
+    assert ["sfx", "coda", "3", "s", "0.25", "units", "$0.04"] in lines
+    assert lines[-1] == ["total", "7.00", "units", "$0.98"]  # 6.60 of clips, 0.40 of sound
