@@ -44,6 +44,7 @@ class FilmResult:
     detail: str = ""  # how it was joined: packets copied, or what was re-encoded and why
     timeline: Path | None = None
     captions: Path | None = None
+    warnings: tuple[str, ...] = ()  # what the film has that the user may not expect
 
 
 def remove_stale_parts(renders: Path, name: str) -> None:
@@ -179,7 +180,20 @@ def assemble_film(
         audio=_audio_clips(clips, sounds, soundtrack, base_dir),
     )
     captions = write_captions(clips, renders / f"{name}.srt")
-    return FilmResult(film_path, note, detail, timeline, captions)
+    return FilmResult(film_path, note, detail, timeline, captions, _overruns(clips, sounds))
+
+
+def _overruns(clips: Sequence[FilmClip], sounds: Sequence[FilmSound]) -> tuple[str, ...]:
+    """A narration longer than its scene runs on under the next one (or past the film's
+    end): said, since the storyboard gives no sign of it before the speech exists."""
+    seconds = {clip.scene: clip.seconds for clip in clips}
+    return tuple(
+        f"the narration of {s.scene} lasts {float(s.seconds):.1f} s and its scene "
+        f"{float(seconds[s.scene]):g} s: it runs on under what follows (shorten the line, "
+        "raise the voice's speed, or lengthen the scene)"
+        for s in sounds
+        if s.kind == "narration" and s.seconds > seconds[s.scene] + Fraction(1, 10)
+    )
 
 
 @dataclass(frozen=True, slots=True)

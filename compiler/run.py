@@ -189,6 +189,7 @@ async def render_board(
         base_dir=file.resolve().parent,
     )
     outcome.film, outcome.film_note, outcome.film_detail = made.path, made.note, made.detail
+    outcome.notes += made.warnings
     outcome.timeline, outcome.captions = made.timeline, made.captions
     if preview:
         from .preview import write_preview

@@ -118,7 +118,7 @@ def _sounded(project: Path, *, music: bool = True) -> str:
         BOARD.replace("scenes:\n", header)
         .replace(
             "    first_frame: coast\n",
-            '    first_frame: coast\n    narration: "The lamp had not been lit for a year."\n',
+            '    first_frame: coast\n    narration: "The lamp was dark a year."\n',
         )
         .replace(
             "  - id: climb\n",
@@ -226,7 +226,7 @@ def test_a_cut_off_tts_call_is_never_resent_blindly(project: Path) -> None:
     text = _sounded(project, music=False)
     emulator = make_emulator(FakeTime())
     render(project, emulator)
-    edited = text.replace("The lamp had not been lit", "The lamp had not burned")
+    edited = text.replace("The lamp was dark", "The lamp stood dark")
     (project / "film.yaml").write_text(edited, encoding="utf-8")
     before = emulator.stats()["tts_calls"]
     emulator.faults.add("drop_after", "audio")  # the call is made (and paid); its answer lost
@@ -389,7 +389,7 @@ def test_the_contact_sheet_shows_each_scenes_narration_and_effect_with_a_player(
     (project / "film.yaml").write_text(edited, encoding="utf-8")
     result = compile_file(project / "film.yaml", "film.yaml")
     page = write_preview(result, project / "renders", "emulator").read_text("utf-8")
-    assert '<q class="sound-text">The lamp had not been lit for a year.</q>' in page
+    assert '<q class="sound-text">The lamp was dark a year.</q>' in page
     assert '<audio controls preload="none" src="audio/opening.narration.mp3">' in page
     assert '<q class="sound-text">waves on rocks</q>' in page
     assert '<audio controls preload="none" src="audio/coda.sfx.wav">' in page
@@ -477,3 +477,19 @@ def test_compile_lists_the_sound_calls_and_counts_them_in_the_total(
     assert ["narration", "opening", "0.05", "units", "$0.01"] in lines
     assert ["sfx", "coda", "3", "s", "0.25", "units", "$0.04"] in lines
     assert lines[-1] == ["total", "7.00", "units", "$0.98"]  # 6.60 of clips, 0.40 of sound
+
+
+def test_a_narration_longer_than_its_scene_is_said(project: Path) -> None:
+    text = _sounded(project, music=False).replace(
+        "I climbed every night.",
+        "I climbed every night, the whole way up, one hundred and twelve iron steps, "
+        "with the oil can in one hand and the lantern in the other.",
+    )
+    (project / "film.yaml").write_text(text, encoding="utf-8")
+    outcome = render(project, make_emulator(FakeTime()))
+    assert outcome.film is not None
+    # 27 words at 2.5 a second (the emulator's speech) is 10.8 s; the scene lasts 4 s.
+    assert outcome.notes == [
+        "the narration of climb lasts 10.8 s and its scene 4 s: it runs on under what "
+        "follows (shorten the line, raise the voice's speed, or lengthen the scene)"
+    ]
