@@ -118,6 +118,7 @@ def assemble_film(
     storyboard: str = "",
     soundtrack: Soundtrack | None = None,
     base_dir: Path | None = None,
+    aspect_ratio: str | None = None,
 ) -> FilmResult:
     """Join the selected take of every enabled scene, in order, into renders/NAME.mp4, and
     write its timeline renders/NAME.otio and captions renders/NAME.srt.
@@ -151,7 +152,7 @@ def assemble_film(
     ):
         note = "film unchanged"
     else:
-        made = assemble([clip.file for clip in clips], film_path)
+        made = assemble([clip.file for clip in clips], film_path, aspect=_aspect(aspect_ratio))
         note = f"film assembled: {made.info.duration:.2f} s"
         if made.video == "encoded":
             detail = f"re-encoded (x264 CRF {FILM_CRF}): {made.reason}"
@@ -253,6 +254,16 @@ def film_sounds(
     if missing:
         return [], f"no film yet: {len(missing)} sound(s) not made ({', '.join(missing)})"
     return sounds, ""
+
+
+def _aspect(ratio: str | None) -> Fraction | None:
+    """ "9:16" as 9/16: the shape a film keeps when its clips' shapes are tied."""
+    if ratio is None or ratio.count(":") != 1:
+        return None
+    width, height = ratio.split(":")
+    if not (width.isdigit() and height.isdigit()) or int(height) == 0:
+        return None
+    return Fraction(int(width), int(height))
 
 
 def _mix_key(soundtrack: Soundtrack | None, sounds: Sequence[FilmSound] = ()) -> str | None:

@@ -10,6 +10,7 @@ encoded by `compiler.emulator.clips`, which keeps its own copy of the stream set
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -275,7 +276,9 @@ def extract_frame(path: Path, which: Literal["first", "last"]) -> Image.Image:
 # ── assemble ────────────────────────────────────────────────────────────────────────────
 
 
-def assemble(clips: Sequence[Path], dest: Path, *, reencode: bool = False) -> Assembly:
+def assemble(
+    clips: Sequence[Path], dest: Path, *, reencode: bool = False, aspect: Fraction | None = None
+) -> Assembly:
     """Concatenate `clips` in order into `dest`; say how (`Assembly`).
 
     Clips of one codec, size, frame rate and H.264 settings are joined by copying their
@@ -286,8 +289,9 @@ def assemble(clips: Sequence[Path], dest: Path, *, reencode: bool = False) -> As
     of mixed layouts is decoded and encoded once (48 kHz stereo), picture still copied.
 
     Otherwise (or with `reencode`) the film is encoded once (x264 CRF 16) at the size and
-    frame rate most clips have: others are scaled (letterboxed when their aspect differs)
-    and retimed, each clip's sound padded or cut to its picture's length.
+    frame rate most clips have (on a tie of sizes, the one nearest `aspect`, the
+    storyboard's width / height): others are scaled (letterboxed when their aspect
+    differs) and retimed, each clip's sound padded or cut to its picture's length.
 
     The film lasts the sum of the clip durations (± one frame). Atomic: a temp file
     `.NAME.*.part` in dest's folder, then os.replace; on error the temp file is removed.
@@ -307,7 +311,7 @@ def assemble(clips: Sequence[Path], dest: Path, *, reencode: bool = False) -> As
                     return Assembly(info, "copied", audio, sound_reason)
                 except _Uncopyable as exc:
                     video_reason = str(exc)
-            audio = _encode(sources, tmp)
+            audio = _encode(sources, tmp, aspect)
             return Assembly(probe(tmp), "encoded", audio, video_reason)
 
 
@@ -456,6 +460,18 @@ def _names(group: Sequence[_Source]) -> str:
 def _common(sources: Sequence[_Source], key: Callable[[_Source], Hashable]) -> _Source:
     """The first clip of the largest group sharing `key`: the film takes its format."""
     return max(_groups(sources, key), key=len)[0]
+
+
+def _film_size(sources: Sequence[_Source], aspect: Fraction | None) -> tuple[int, int]:
+    """The size most clips have; on a tie, the one whose shape is nearest `aspect` (a 9:16
+    film of two portrait and two landscape clips stays portrait), else the first's."""
+    groups = _groups(sources, lambda s: s.size)
+    most = max(len(group) for group in groups)
+    tied = [group[0].size for group in groups if len(group) == most]
+    if aspect is None or len(tied) == 1:
+        return tied[0]
+    # By the log of the ratios: 16:9 and 9:16 are equally far from 1:1.
+    return min(tied, key=lambda size: abs(math.log(size[0] / size[1] / aspect)))
 
 
 # ── the lossless path: copy packets ─────────────────────────────────────────────────────
@@ -704,9 +720,11 @@ class _SoundEncoder:
 # ── the other path: encode once ─────────────────────────────────────────────────────────
 
 
-def _encode(sources: Sequence[_Source], tmp: Path) -> Literal["encoded", "none"]:
+def _encode(
+    sources: Sequence[_Source], tmp: Path, aspect: Fraction | None = None
+) -> Literal["encoded", "none"]:
     """Write the film by decoding every clip and encoding it once (x264, AAC)."""
-    size = _common(sources, lambda s: s.size).size
+    size = _film_size(sources, aspect)
     fps = _common(sources, lambda s: s.rate).rate
     width, height = max(2, size[0] // 2 * 2), max(2, size[1] // 2 * 2)
     with_sound = any(source.sound is not None for source in sources)

@@ -187,6 +187,7 @@ async def render_board(
         storyboard=result.path,
         soundtrack=result.board.soundtrack if result.board else None,
         base_dir=file.resolve().parent,
+        aspect_ratio=result.board.settings.aspect_ratio if result.board else None,
     )
     outcome.film, outcome.film_note, outcome.film_detail = made.path, made.note, made.detail
     outcome.notes += made.warnings

@@ -605,3 +605,18 @@ def test_assemble_failing_midway_removes_its_temp_file(
 def test_assemble_needs_clips(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least one clip"):
         assemble([], tmp_path / "film.mp4")
+
+
+def test_a_tie_of_sizes_goes_to_the_storyboards_aspect(tmp_path: Path) -> None:
+    clips = [tmp_path / f"{name}.mp4" for name in "abcd"]
+    for clip, (width, height) in zip(
+        clips, [(160, 90), (90, 160), (160, 90), (90, 160)], strict=True
+    ):
+        encode_placeholder(clip, width=width, height=height, cards=[Card(0.5, "t", "p")])
+
+    wide = assemble(clips, tmp_path / "wide.mp4")
+    assert (wide.info.width, wide.info.height) == (160, 90)  # no aspect: the first's
+    tall = assemble(clips, tmp_path / "tall.mp4", aspect=Fraction(9, 16))
+    assert (tall.info.width, tall.info.height) == (90, 160)  # 2 and 2: the board's 9:16 wins
+    square = assemble(clips, tmp_path / "square.mp4", aspect=Fraction(1, 1))
+    assert (square.info.width, square.info.height) == (160, 90)  # equally near: the first's
