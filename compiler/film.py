@@ -272,6 +272,8 @@ def _mix_key(soundtrack: Soundtrack | None, sounds: Sequence[FilmSound] = ()) ->
         return None
     music = soundtrack.music.sha256 if soundtrack.music is not None else ""
     text = f"{music}|{soundtrack.loudness!r}|{soundtrack.true_peak!r}"
+    if soundtrack.music_gain:  # 0 dB keeps the key films mixed before the setting have
+        text += f"|gain:{soundtrack.music_gain!r}"
     if sounds:  # a film with only music keeps the key it had before narration existed
         text += "|" + ";".join(f"{s.kind}:{s.sha256}:{s.start}" for s in sounds)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -292,6 +294,7 @@ def _mix_soundtrack(
         music=music,
         loudness=soundtrack.loudness,
         true_peak=soundtrack.true_peak,
+        music_gain_db=soundtrack.music_gain,
     )
     parts = []
     narration = sum(s.kind == "narration" for s in sounds)

@@ -162,6 +162,7 @@ class Soundtrack:
     music: LocalFile | None = None
     loudness: float = -14.0  # integrated LUFS
     true_peak: float = -1.0  # dBTP, at most
+    music_gain: float = 0.0  # dB on the music before the mix: its balance against speech
     path: JsonPath = ("soundtrack",)
 
 

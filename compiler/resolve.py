@@ -453,7 +453,10 @@ class _Resolver:
         loudness = value.get("loudness", spec["loudness"]["default"])
         if not _is_amount(loudness) or self.broken(("soundtrack", "loudness")):
             loudness = spec["loudness"]["default"]
-        return Soundtrack(music, float(loudness), float(spec["true_peak"]))
+        gain = value.get("music_gain", spec["music_gain"]["default"])
+        if not _is_amount(gain) or self.broken(("soundtrack", "music_gain")):
+            gain = spec["music_gain"]["default"]
+        return Soundtrack(music, float(loudness), float(spec["true_peak"]), music_gain=float(gain))
 
     def narrator(self, path: JsonPath, voices: dict[str, Voice]) -> str | None:
         """The voice named at `path` (`narrator:`), if it is defined; else reported."""

@@ -493,3 +493,27 @@ def test_a_narration_longer_than_its_scene_is_said(project: Path) -> None:
         "the narration of climb lasts 10.8 s and its scene 4 s: it runs on under what "
         "follows (shorten the line, raise the voice's speed, or lengthen the scene)"
     ]
+
+
+def test_music_gain_sets_the_music_against_the_narration(tmp_path: Path) -> None:
+    from compiler.emulator.audio import RATE as TONE_RATE
+    from compiler.emulator.audio import voice_period
+    from tests.test_mix import decode, level
+
+    narrator_hz = TONE_RATE / voice_period("oversea_male1")
+    balance = {}
+    for gain in (0, -12):
+        project = tmp_path / f"gain{gain}"
+        project.mkdir()
+        write_image(project / "coast.png")
+        text = _sounded(project).replace(
+            "  loudness: -16\n", f"  loudness: -16\n  music_gain: {gain}\n"
+        )
+        (project / "film.yaml").write_text(text, encoding="utf-8")
+        outcome = render(project, make_emulator(FakeTime()))
+        assert outcome.film is not None and outcome.failed == []
+        sound = decode(outcome.film)
+        music = level(sound, 277.2, (5.3, 6.7))  # a note of the chord, between narrations
+        speech = level(sound, narrator_hz, (0.5, 2.0))  # the opening line
+        balance[gain] = music - speech
+    assert balance[0] - balance[-12] == pytest.approx(12.0, abs=1.0)
