@@ -3,6 +3,7 @@ loopback (where the emulator server of the crash tests listens) fails loudly."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,3 +76,50 @@ def project(tmp_path: Path) -> Path:
     write_image(tmp_path / "coast.png")
     (tmp_path / "film.yaml").write_text(BOARD, encoding="utf-8")
     return tmp_path
+
+
+# ── a real S3 server (moto) on 127.0.0.1, for the render cache's tests ──────────────────
+
+BUCKET = "team-renders"
+AWS_SECRET = "moto-secret-Zq81"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 server (moto) on 127.0.0.1 with the bucket, for the whole test session:
+    stopping one takes half a second, so each test gets a prefix of its own instead."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="moto-access",
+        aws_secret_access_key=AWS_SECRET,
+    )
+    client.create_bucket(Bucket=BUCKET)
+    try:
+        yield endpoint
+    finally:
+        moto.stop()
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """The S3 credentials in the environment, and a cache URL no other test uses (an
+    empty cache: a prefix of the test's own in the session's bucket)."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "moto-access",
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    test = hashlib.sha256(request.node.nodeid.encode("utf-8")).hexdigest()[:12]
+    return f"s3://{BUCKET}/{test}/film-cache"

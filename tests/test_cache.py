@@ -12,7 +12,6 @@ import hashlib
 import os
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,36 +20,9 @@ import pytest
 from compiler.cache import Cache, open_cache
 from compiler.cli import main
 from compiler.plan import Action
+from tests.conftest import AWS_SECRET
 from tests.rendering import FakeTime, make_emulator, plan_of, render
 from tests.test_crash import AUTH, BOARD, KEY, Server, server  # noqa: F401 (a fixture)
-
-BUCKET = "team-renders"
-AWS_SECRET = "moto-secret-Zq81"
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A real S3 server (moto) on 127.0.0.1 with an empty bucket; yields the cache URL."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {
-        "AWS_ACCESS_KEY_ID": "moto-access",
-        "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    try:
-        yield f"s3://{BUCKET}/film-cache"
-    finally:
-        moto.stop()
 
 
 def _machine(root: Path, name: str) -> Path:

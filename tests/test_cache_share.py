@@ -18,7 +18,7 @@ import pytest
 
 from compiler.cache import Cache, CacheCannotShare, CacheCorrupt, open_cache
 from compiler.errors import CacheError
-from tests.test_cache import AWS_SECRET, BUCKET, s3  # noqa: F401 (a fixture, under cache_url)
+from tests.conftest import AWS_SECRET, BUCKET
 
 
 @pytest.fixture

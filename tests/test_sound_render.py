@@ -13,7 +13,6 @@ from compiler.execute import Executor
 from compiler.lockfile import Lockfile
 from compiler.pipeline import compile_file
 from tests.rendering import BOARD, FakeTime, lock_of, make_emulator, plan_of, render, write_image
-from tests.test_cache import s3  # noqa: F401 (a fixture)
 
 VOICED = """\
 storyboard: 1
