@@ -1,8 +1,9 @@
-"""`storyboard push` and `pull`: move a storyboard's recorded clips to and from the cache.
+"""`storyboard push` and `pull`: move a storyboard's recorded files to and from the cache.
 
-The lockfile says which clips a storyboard has and what their sha256 is; the cache keeps
-them by that sha256 (cache.py). Push uploads what the cache lacks; pull fetches what the
-renders folder lacks. Nothing is sent to Kling.
+The lockfile says which files a storyboard has paid for (clips, generated images and
+stills, narration and effects) and what their sha256 is; the cache keeps them by that
+sha256 (cache.py). Push uploads what the cache lacks; pull fetches what the renders
+folder lacks. Nothing is sent to Kling.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .lockfile import Clip, Lockfile
 
 @dataclass(slots=True)
 class Moved:
-    """What one push or pull did, in clips and bytes."""
+    """What one push or pull did, in files and bytes."""
 
     moved: int = 0
     bytes: int = 0
@@ -26,28 +27,41 @@ class Moved:
 
     def summary(self, verb: str, where: str) -> str:
         size = f"{self.bytes / 1e6:.1f} MB"
-        parts = [f"{verb} {self.moved} clip(s), {size}", f"{self.already} already {where}"]
+        parts = [f"{verb} {self.moved} file(s), {size}", f"{self.already} already {where}"]
         if self.missing:
             parts.append(f"{self.missing} not found anywhere")
         return "; ".join(parts)
 
 
-Step = Callable[[str], None]  # told the name of each clip as it is handled
+Step = Callable[[str], None]  # told the name of each file as it is handled
 
 
-def recorded_clips(lock: Lockfile) -> list[Clip]:
-    """Every clip a take of the lockfile records, once each."""
+def recorded_files(lock: Lockfile) -> list[Clip]:
+    """Every file the lockfile records as made, once each, as Clip records (their paths
+    relative to renders/): each take's clip, then the generated images and stills, then
+    the narration and effects (recorded relative to renders/NAME)."""
     seen: dict[str, Clip] = {}
     for entry in lock.scenes.values():
         for task in entry.takes.values():
             if task.clip is not None:
                 seen.setdefault(task.clip.sha256, task.clip)
+    name = lock.path.stem
+    made = (
+        *lock.images.values(),
+        *lock.stills.values(),
+        *lock.speech.values(),
+        *lock.effects.values(),
+    )
+    for record in made:
+        if record.file is not None and record.sha256 is not None and record.bytes is not None:
+            clip = Clip(f"{name}/{record.file}", record.sha256, record.bytes, 0.0)
+            seen.setdefault(record.sha256, clip)
     return list(seen.values())
 
 
 def push(lock: Lockfile, renders: Path, cache: Cache, step: Step) -> Moved:
     done = Moved()
-    for clip in recorded_clips(lock):
+    for clip in recorded_files(lock):
         step(clip.file)
         path = clip.intact(renders)
         if path is None:
@@ -62,7 +76,7 @@ def push(lock: Lockfile, renders: Path, cache: Cache, step: Step) -> Moved:
 def pull(lock: Lockfile, renders: Path, cache: Cache, step: Step) -> Moved:
     done = Moved()
     wanted: dict[str, tuple[Clip, Path]] = {}
-    for clip in recorded_clips(lock):
+    for clip in recorded_files(lock):
         dest = clip.path(renders)
         if dest is None:
             done.missing += 1

@@ -167,10 +167,10 @@ def test_push_and_pull_through_a_shared_folder(
     for name in ("KLING_API_KEY", "KLING_ACCESS_KEY", "KLING_SECRET_KEY"):
         monkeypatch.delenv(name, raising=False)
     assert main(["push", "film.yaml", "--cache", url]) == 0
-    assert capsys.readouterr().out.startswith("film.yaml: pushed 3 clip(s), ")
+    assert capsys.readouterr().out.startswith("film.yaml: pushed 3 file(s), ")
     assert len(list((shared / "sha256").iterdir())) == 3
     assert main(["push", "film.yaml", "--cache", url]) == 0
-    assert "pushed 0 clip(s), 0.0 MB; 3 already in the cache" in capsys.readouterr().out
+    assert "pushed 0 file(s), 0.0 MB; 3 already in the cache" in capsys.readouterr().out
 
     clips = project / "renders" / "film"
     before = {p.name: _sha(p) for p in clips.glob("*.mp4")}
@@ -179,7 +179,7 @@ def test_push_and_pull_through_a_shared_folder(
     plan = plan_of(project, "emulator", cache=open_cache(url))
     assert [t.action for t in plan.takes] == [Action.FETCH] * 3
     assert main(["pull", "film.yaml", "--cache", url]) == 0
-    assert "pulled 3 clip(s)" in capsys.readouterr().out
+    assert "pulled 3 file(s)" in capsys.readouterr().out
     assert {p.name: _sha(p) for p in clips.glob("*.mp4")} == before
 
 

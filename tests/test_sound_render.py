@@ -516,3 +516,32 @@ def test_music_gain_sets_the_music_against_the_narration(tmp_path: Path) -> None
         speech = level(sound, narrator_hz, (0.5, 2.0))  # the opening line
         balance[gain] = music - speech
     assert balance[0] - balance[-12] == pytest.approx(12.0, abs=1.0)
+
+
+def test_push_and_pull_carry_the_narration_and_effects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from compiler.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        write_image(folder / "coast.png")
+        _sounded(folder, music=False)
+    render(a, make_emulator(FakeTime()))
+    url = (tmp_path / "cache").as_uri()
+    monkeypatch.chdir(a)
+    assert main(["push", "film.yaml", "--cache", url]) == 0
+    # Three clips, two narrations and an effect: what the lockfile says was paid for.
+    assert capsys.readouterr().out.startswith("film.yaml: pushed 6 file(s), ")
+    shutil.copy(a / "film.lock", b / "film.lock")
+    monkeypatch.chdir(b)
+    assert main(["pull", "film.yaml", "--cache", url]) == 0
+    assert "pulled 6 file(s)" in capsys.readouterr().out
+    fresh = make_emulator(FakeTime())
+    outcome = render(b, fresh)
+    assert outcome.failed == [] and outcome.film is not None
+    stats = fresh.stats()
+    assert (stats["tts_calls"], stats["sfx_calls"], stats["total_creates"]) == (0, 0, 0)
