@@ -28,6 +28,13 @@ vars:                       # plain values for prompts: {{{{ hero }}}}
 #   videos:
 #     harbour: {{url: "https://example.com/harbour.mp4", duration: 6}}
 
+# voices:                   # who speaks: narration and elements (README "Sound")
+#   narrator: {{preset: oversea_male1, language: en}}   # a Kling preset voice
+# narrator: narrator        # the voice of every scene's `narration:`
+# soundtrack:               # music under the film, ducked under speech
+#   music: assets/score.mp3
+#   loudness: -14           # the film's loudness (LUFS); true peak <= -1 dBTP
+
 scenes:
   - id: arrival             # names the clip: renders/{name}/arrival.mp4
     prompt: >-
@@ -35,6 +42,8 @@ scenes:
       slow dolly in, soft morning light.
     duration: 5
     # first_frame: map      # start from an image (a ref under refs.images)
+    # narration: "She had never seen the sea."   # spoken over the scene (TTS)
+    # sfx: "gulls, a ferry horn, waves on the pier"  # a sound effect under it
 
   - id: workshop
     shots:                  # multi-shot: one task, 1-6 shots, durations add up
