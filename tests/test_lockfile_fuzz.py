@@ -1,13 +1,18 @@
 """Mutated lockfiles through the CLI: `plan`, `plan --json`, `status`, `preview` and `render`.
 
 A lockfile arrives in pull requests, so every byte of it is untrusted input. A valid
-lockfile is made once (the small film of tests/rendering.py rendered by the in-process
-emulator); each example copies that project, damages its lockfile (structure-aware edits,
-then byte-level ones) and runs the five commands. Whatever the damage:
+lockfile is made once (the small film of tests/rendering.py, with sound: a preset and a
+custom voice, narration on two scenes and an effect, rendered by the in-process
+emulator), so it holds `voices`, `speech` and `effects` records beside the scenes; each
+example copies that project, damages its lockfile (structure-aware edits, then
+byte-level ones; sound records too: paths out of renders/, symlinks planted in
+renders/NAME/audio, wrong sha256, NaN or huge numbers, a `creating` narration, a voice
+without its id) and runs the five commands. Whatever the damage:
 
 - the exit code is one of 0-4, and no output holds "Traceback" or "internal error";
-- nothing is created outside the project, no socket is opened, and neither /etc/hostname
-  nor /etc/passwd is copied into renders/ (not even through a planted symlink);
+- nothing is created or changed outside the project (not even a file that a symlink in
+  renders/NAME/audio points to), no socket is opened, and neither /etc/hostname nor
+  /etc/passwd is copied into renders/ (not even through a planted symlink);
 - the lockfile is the mutated bytes as given, or whole JSON the loader accepts (strict
   JSON, unless NaN or Infinity came in: see test_a_saved_lockfile_is_strict_json); a
   lockfile the loader refuses makes every command exit 1 and is never overwritten.
@@ -16,7 +21,11 @@ then byte-level ones) and runs the five commands. Whatever the damage:
 the fake clock and small clips of tests/rendering.py (the real one waits 1 s per task).
 
 The crashes this test found are fixed; the reproducers at the end pin each one, and their
-trigger values (NUL_CLIP and the rest below) are fuzzed with the others.
+trigger values (NUL_CLIP and the rest below) are fuzzed with the others. One bug it found
+is not fixed yet: its strict-xfail reproducer comes last (SOUND_RETRY_BUG), and its
+trigger is kept out of the fuzz until then.
+
+LOCKFILE_FUZZ_EXAMPLES runs the property with more examples than the suite's 60.
 """
 
 from __future__ import annotations
@@ -29,21 +38,24 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from compiler import backends
+from compiler import backends, mix
 from compiler.cli import main
 from compiler.errors import LockfileError
 from compiler.lockfile import Lockfile
 from tests.rendering import BOARD, FakeTime, make_emulator, render, write_image
 
 KLING_ENV = ("KLING_API_KEY", "KLING_ACCESS_KEY", "KLING_SECRET_KEY", "KLING_BASE_URL")
+# Outside the suite: LOCKFILE_FUZZ_EXAMPLES=1000 pytest tests/test_lockfile_fuzz.py
+EXAMPLES = int(os.environ.get("LOCKFILE_FUZZ_EXAMPLES", "0") or 0)
 COMMANDS = (
     ["plan", "film.yaml"],
     ["plan", "film.yaml", "--json"],
@@ -67,16 +79,51 @@ SURROGATE = "boom \ud800"
 # -- the valid lockfile, made once -----------------------------------------------------------
 
 
+# The test film with sound: two voices (a preset, a custom one from a URL), narration on
+# two scenes (one in each voice) and an effect on the third.
+SOUND_BOARD = (
+    BOARD.replace(
+        "scenes:\n",
+        "voices:\n"
+        "  narrator: {preset: oversea_male1, language: en}\n"
+        '  mira: {sample: {url: "https://samples.example/mira.wav"}, language: en}\n'
+        "narrator: narrator\n"
+        "scenes:\n",
+    )
+    .replace(
+        "    first_frame: coast\n",
+        '    first_frame: coast\n    narration: "The lamp had not been lit for a year."\n',
+    )
+    .replace(
+        "  - id: climb\n",
+        '  - id: climb\n    narrator: mira\n    narration: "I climbed every night."\n',
+    )
+    .replace(
+        '    prompt: "The beam sweeps the sea."',
+        '    sfx: "waves on rocks"\n    prompt: "The beam sweeps the sea."',
+    )
+)
+SOUND_SECTIONS = ("voices", "speech", "effects")
+AUDIO = ("opening.narration.mp3", "climb.narration.mp3", "coda.sfx.wav")
+
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A rendered project: film.yaml, coast.png, film.lock and renders/ (3 clips, a film)."""
+    """A rendered project: film.yaml, coast.png, film.lock and renders/ (3 clips, 3 audio
+    files in renders/film/audio, a film)."""
     project = tmp_path_factory.mktemp("lockfuzz") / "project"
     project.mkdir()
     (project / ".git").mkdir()
     write_image(project / "coast.png")
-    (project / "film.yaml").write_text(BOARD, encoding="utf-8")
+    (project / "film.yaml").write_text(SOUND_BOARD, encoding="utf-8")
     outcome = render(project, make_emulator(FakeTime()))
-    assert not outcome.failed
+    assert not outcome.failed and outcome.film is not None
+    doc = json.loads((project / "film.lock").read_text("utf-8"))
+    assert sorted(doc["voices"]) == ["mira"] and sorted(doc["effects"]) == ["coda"]
+    assert sorted(doc["speech"]) == ["climb", "opening"]
+    assert sorted(p.name for p in (project / "renders" / "film" / "audio").iterdir()) == sorted(
+        AUDIO
+    )
     return project
 
 
@@ -286,7 +333,7 @@ def m_scene_id(doc: Any, draw: Draw, project: Path) -> None:
 
 
 def m_lock_version(doc: Any, draw: Draw, project: Path) -> None:
-    doc["lock_version"] = draw(st.sampled_from(LOCK_VERSIONS))
+    doc["lock_version"] = copy.deepcopy(draw(st.sampled_from(LOCK_VERSIONS)))  # [2], {"v": 2}
 
 
 def m_legacy(doc: Any, draw: Draw, project: Path) -> None:
@@ -537,8 +584,193 @@ def v_extras(doc: Any, draw: Draw, project: Path) -> None:
         doc.pop("film")
 
 
-VALID_MUTATIONS = {f.__name__[2:]: f for f in (v_task, v_clip, v_payload, v_takes, v_extras)}
+# -- sound records: voices, speech (narration) and effects -------------------------------------
+
+DECOY = "decoy.mp3"  # box/outside/decoy.mp3: a file outside the project a symlink may reach
+DECOY_BYTES = b"ID3\x04\x00\x00\x00\x00\x00\x00 outside the project: never to be written"
+AUDIO_FILES = [
+    "../../x.mp3",
+    "/etc/passwd",
+    "/etc/hostname",
+    "audio/../../../x.mp3",
+    "audio/..\\..\\x.mp3",
+    "audio\\..\\..\\x.mp3",
+    "film/opening.mp4",
+    "audio/x.mp3",
+    "audio/climb.narration.mp3",  # another sound's file
+    "audio/host.mp3",  # planted symlinks (see `plant`): to /etc/hostname,
+    "audio/passwd.wav",  # to /etc/passwd,
+    "audio/" + DECOY,  # and to box/outside/decoy.mp3
+    "audio/ .mp3",
+    "audio/x.mp3\n",
+    "",
+    "audio",
+    "audio/",
+    "audio/a\x00.mp3",
+    "audio/a\ud800.mp3",
+    "audio/" + "a" * 254 + ".mp3",
+    "audio/" + "é" * 150 + ".wav",  # under 200 characters, over 255 bytes
+]
+VALID_AUDIO_FILES = [
+    "audio/x.mp3",
+    "audio/climb.narration.mp3",
+    "audio/coda.sfx.wav",
+    "audio/opening.narration.wav",
+    "audio/host.mp3",
+    "audio/passwd.wav",
+    "audio/" + DECOY,
+    "audio/ .mp3",
+    "audio/coda.sfx.wav.mp3",
+    "audio/" + "a" * 195 + ".mp3",
+    "audio/" + "é" * 150 + ".wav",
+]
+SOUND_FIELDS: list[tuple[str, list[Any]]] = [
+    ("file", AUDIO_FILES),
+    ("sha256", [SHA, "0" * 64, "X" * 64, ""]),
+    ("bytes", [-1, 0, 10**30, 2**63, 1.5, "1", BIG_INT]),
+    ("duration", [float("nan"), float("inf"), -1, 0, 1e300, 100_001, "3", BIG_INT]),
+    ("status", STATUSES),
+    ("voice_id", ["", "x" * 300, "oversea_male1", 5, None]),
+    ("external_task_id", ["", "x" * 300, "sb-fx-coda-x", None]),
+    ("attempt", [0, 999_999, 1_000_001, 2**63, -5, 1.0]),  # 1_000_000: see SOUND_RETRY_BUG
+    ("task_id", ["", "../../x", "999", None]),
+    ("units_charged", UNITS),
+    ("audio_url", URLS),
+    ("backend", ["kling", "emulator", "bogus", None]),
+    ("digest", [SHA, "short", None]),
+    ("status_msg", ["", "KLING_API_KEY=abc", "x" * 10001, SURROGATE]),
+    ("extra", [1]),
+]
+VALID_SOUND_FIELDS: list[tuple[str, list[Any]]] = [
+    ("file", VALID_AUDIO_FILES),
+    ("sha256", [SHA, "0" * 64]),
+    ("bytes", [0, 1, 10**30, 2**63]),
+    ("duration", [0, 0.001, 100_000, float("nan")]),
+    ("status", ["creating", "submitted", "processing", "succeed", "failed"]),
+    ("voice_id", ["oversea_male1", "x" * 256, "1"]),
+    ("external_task_id", ["x", "x" * 256, "sb-fx-coda-x", "../../etc/passwd"]),
+    ("attempt", [1, 2, 999_998, 999_999]),  # 1_000_000: see SOUND_RETRY_BUG
+    ("task_id", ["1", "../../x", "1" * 256]),
+    ("units_charged", ["0", "999999999.999999999", "0.05"]),
+    ("audio_url", VALID_URLS),
+    ("backend", ["kling", "emulator"]),
+    ("digest", [SHA, "0" * 64]),
+    ("status_msg", ["cut off: timed out", "Bearer abc.def", "x" * 10000, "\x1b[31mred\x00"]),
+]
+SOUND_KEYS = ["mira", "narrator", "brand_new", "coda", "climb", "opening", "../x", "a" * 65, ""]
+
+
+def _sounds(doc: Any) -> list[dict[str, Any]]:
+    """The sound records in the document (voices, narration, effects), where still dicts."""
+    found: list[dict[str, Any]] = []
+    for section in SOUND_SECTIONS:
+        records = doc.get(section) if isinstance(doc, dict) else None
+        if isinstance(records, dict):
+            found += [r for r in records.values() if isinstance(r, dict)]
+    return found
+
+
+def m_sound_record(doc: Any, draw: Draw, project: Path) -> None:
+    """Damage a sound record anywhere: a field's value or type, the record, its key, the
+    whole section."""
+    section = draw(st.sampled_from(SOUND_SECTIONS))
+    records = doc.get(section)
+    choice = draw(st.integers(0, 3))
+    if choice == 0 or not isinstance(records, dict) or not records:
+        doc[section] = copy.deepcopy(draw(VALUES))
+        return
+    key = draw(st.sampled_from(sorted(records)))
+    if choice == 1:
+        records[draw(st.sampled_from(SOUND_KEYS))] = records.pop(key)
+    elif choice == 2 or not isinstance(records[key], dict):
+        records[key] = copy.deepcopy(draw(VALUES))
+    else:
+        field, values = draw(st.sampled_from(SOUND_FIELDS))
+        value = draw(st.sampled_from(values))
+        if value is None:
+            records[key].pop(field, None)
+        else:
+            records[key][field] = value
+
+
+def v_sound(doc: Any, draw: Draw, project: Path) -> None:
+    """A sound record changed within the schema: a field, and maybe one fewer."""
+    sounds = _sounds(doc)
+    if not sounds:
+        return
+    record = draw(st.sampled_from(sounds))
+    field, values = draw(st.sampled_from(VALID_SOUND_FIELDS))
+    record[field] = draw(st.sampled_from(values))
+    if draw(st.booleans()):
+        optional = ["task_id", "voice_id", "file", "sha256", "bytes", "audio_url"]
+        record.pop(draw(st.sampled_from([*optional, "external_task_id", "duration"])), None)
+    _vouch(record, project, draw)
+
+
+def _vouch(record: dict[str, Any], project: Path, draw: Draw) -> None:
+    """Maybe make the record vouch for the outside file its planted symlink reaches."""
+    outside = {
+        "audio/host.mp3": Path("/etc/hostname"),
+        "audio/passwd.wav": Path("/etc/passwd"),
+        "audio/" + DECOY: None,
+    }
+    name = record.get("file")
+    if name not in outside or not draw(st.booleans()):
+        return
+    target = outside[name]
+    data = DECOY_BYTES if target is None else target.read_bytes() if target.is_file() else b""
+    record["bytes"] = len(data)
+    record["sha256"] = hashlib.sha256(data).hexdigest()
+
+
+def v_sound_case(doc: Any, draw: Draw, project: Path) -> None:
+    """A well-formed sound record in a state a killed run, another machine or a hand
+    edit leaves."""
+    voices, speech, effects = (doc.get(section, {}) for section in SOUND_SECTIONS)
+    case = draw(st.integers(0, 8))
+    if case == 0 and speech:  # a cut-off TTS call: may have been paid, cannot be looked up
+        entry = speech[draw(st.sampled_from(sorted(speech)))]
+        entry.update(status="creating", status_msg="cut off: the connection dropped")
+        for field in draw(st.sampled_from([(), ("file", "sha256", "bytes"), ("task_id",)])):
+            entry.pop(field, None)
+    elif case == 1 and "mira" in voices:  # a voice without the id it was given
+        voices["mira"].pop("voice_id", None)
+        voices["mira"]["status"] = draw(st.sampled_from(["succeed", "failed", "processing"]))
+    elif case == 2:  # a voice, a narration or an effect for nothing the board has
+        section = draw(st.sampled_from(SOUND_SECTIONS))
+        name = "brand_new" if section == "voices" else "brand-new"
+        doc.setdefault(section, {})[name] = {
+            "digest": SHA,
+            "status": "succeed",
+            "file": "audio/x.mp3",
+        }
+    elif case == 3 and "coda" in effects:  # in flight: on Kling (re-attached), or the emulator's
+        entry = effects["coda"]
+        entry.update(status=draw(st.sampled_from(["submitted", "processing"])))
+        entry["backend"] = draw(st.sampled_from(["kling", "emulator"]))
+    elif case == 4 and "coda" in effects:  # failed, at the last attempt but one
+        effects["coda"].update(status="failed", attempt=999_999, status_msg="boom")
+    elif case == 5 and "mira" in voices:  # a voice, lost with its emulator, made again
+        voices["mira"]["attempt"] = 999_999
+        speech.get("climb", {})["digest"] = SHA  # its narration is made again: so is it
+    elif case == 6 and speech:  # Kling's narration, its file gone: downloaded again
+        entry = speech[draw(st.sampled_from(sorted(speech)))]
+        entry.update(backend="kling", audio_url=draw(st.sampled_from(VALID_URLS)))
+        entry.pop(draw(st.sampled_from(["file", "sha256"])), None)
+    elif case == 7 and "opening" in speech and "coda" in effects:  # two records, one file
+        speech["opening"]["file"] = effects["coda"]["file"]
+        speech["opening"]["sha256"] = effects["coda"]["sha256"]
+        speech["opening"]["bytes"] = effects["coda"]["bytes"]
+    else:  # every sound record gone
+        for section in SOUND_SECTIONS:
+            doc.pop(section, None)
+
+
+VALID_MUTATIONS = {
+    f.__name__[2:]: f for f in (v_task, v_clip, v_payload, v_takes, v_extras, v_sound, v_sound_case)
+}
 VALID_MUTATIONS["legacy"] = m_legacy
+SOUND_MUTATIONS = ("sound", "sound_case", "sound_record")
 DOC_MUTATIONS = {
     f.__name__[2:]: f
     for f in (
@@ -555,6 +787,7 @@ DOC_MUTATIONS = {
         m_history,
         m_film,
         m_extras,
+        m_sound_record,
     )
 }
 
@@ -618,12 +851,23 @@ BYTE_MUTATIONS = {
 }
 
 
-def plant(project: Path) -> None:
-    """Symlinks in renders/ to files outside the project, for `film/host.mp4` and the like."""
+def plant(project: Path, text: str) -> None:
+    """Symlinks in renders/ to files outside the project, for `film/host.mp4`,
+    `audio/decoy.mp3` and the like, when the lockfile `text` names them."""
     film = project / "renders" / "film"
-    for name, target in (("host.mp4", "/etc/hostname"), ("passwd.mp4", "/etc/passwd")):
-        if Path(target).exists():
-            (film / name).symlink_to(target)
+    decoy = project.parent.parent / "outside" / DECOY
+    links = {
+        "film/host.mp4": "/etc/hostname",
+        "film/passwd.mp4": "/etc/passwd",
+        "audio/host.mp3": "/etc/hostname",
+        "audio/passwd.wav": "/etc/passwd",
+        "audio/" + DECOY: str(decoy),
+    }
+    for name, target in links.items():
+        if json.dumps(name) in text and Path(target).exists():
+            link = film.parent / name if name.startswith("film/") else film / name
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
 
 
 # -- the checks ------------------------------------------------------------------------------
@@ -638,6 +882,33 @@ def _listing(root: Path, skip: Path | None = None) -> set[str]:
             continue
         found |= {(here / name).relative_to(root).as_posix() for name in dirnames + filenames}
     return found
+
+
+def _contents(root: Path, skip: Path) -> dict[str, str]:
+    """Every entry under `root` but `skip`: a file by its sha256, a link by its target."""
+    found = {}
+    for name in _listing(root, skip):
+        path = root / name
+        if path.is_symlink():
+            found[name] = "-> " + os.readlink(path)
+        elif path.is_file():
+            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            found[name] = "dir"
+    return found
+
+
+def _cues_checked(
+    film: Path, dest: Path, *, cues: Sequence[mix.Cue], **kwargs: Any
+) -> mix.MixResult:
+    """The mix, but for its checks of what it is given: about 0.25 s a film, the costliest
+    step by far, in most examples of the suite (LOCKFILE_FUZZ_EXAMPLES mixes every one)."""
+    seconds = mix.probe(film).duration
+    renders = film.parent
+    for cue in cues:
+        assert cue.path.resolve().is_relative_to(renders.resolve()), cue  # never outside
+        assert cue.path.is_file() and 0 <= cue.start < seconds, (cue, seconds)
+    return mix.MixResult(dest, seconds, -14.0, -2.0, "linear", 0.0, 0.0)
 
 
 def _readable(project: Path) -> bool:
@@ -661,14 +932,15 @@ def _strict_json(data: bytes) -> bool:
 
 
 def _nothing_leaked(renders: Path, planted: set[str]) -> None:
-    """No outside file reached renders/: no copy of /etc/passwd or /etc/hostname, no link out."""
+    """No outside file reached renders/: no copy of /etc/passwd, /etc/hostname or the decoy,
+    no link out."""
     for path in renders.rglob("*"):
         if path.as_posix() in planted:
             continue
         assert not path.is_symlink(), path
         if path.is_file():
             data = path.read_bytes()
-            assert PASSWD_MARK not in data, path
+            assert PASSWD_MARK not in data and DECOY_BYTES not in data, path
             assert not HOSTNAME or data != HOSTNAME, path
             if len(HOSTNAME.strip()) >= 8:
                 assert HOSTNAME.strip() not in data, path
@@ -686,7 +958,7 @@ def run_commands(
     readable = _readable(project)
     nan_in = b"NaN" in given_bytes or b"Infinity" in given_bytes
     box = project.parent.parent
-    outside_before = _listing(box, skip=project)
+    outside_before = _contents(box, skip=project)
     project_before = _listing(project, skip=project / "renders")
     planted = {p.as_posix() for p in (project / "renders").rglob("*") if p.is_symlink()}
     codes = []
@@ -713,7 +985,7 @@ def run_commands(
                 # test_a_saved_lockfile_is_strict_json).
                 assert now is not None and _readable(project), shown
                 assert _strict_json(now) or nan_in, shown
-    assert _listing(box, skip=project) == outside_before
+    assert _contents(box, skip=project) == outside_before  # nothing made or changed there
     assert _listing(project, skip=project / "renders") == project_before  # no stray temp files
     _nothing_leaked(project / "renders", planted)
     return codes
@@ -723,9 +995,10 @@ def run_commands(
 
 
 @settings(
-    max_examples=60,
+    max_examples=EXAMPLES or 60,
     deadline=None,
-    derandomize=True,
+    derandomize=not EXAMPLES,  # a longer run outside the suite explores new lockfiles
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
@@ -748,22 +1021,47 @@ def test_a_mutated_lockfile_never_crashes_a_command(
         valid = draw(st.booleans(), "well-formed")
         mutations = VALID_MUTATIONS if valid else {**VALID_MUTATIONS, **DOC_MUTATIONS}
         size = (1, 3) if valid else (0, 3)
-        names = draw(
-            st.lists(st.sampled_from(sorted(mutations)), min_size=size[0], max_size=size[1])
-        )
+        # The sound records' mutations twice as likely as the others: they are the newest.
+        weighted = sorted(mutations) + [name for name in SOUND_MUTATIONS if name in mutations]
+        names = draw(st.lists(st.sampled_from(weighted), min_size=size[0], max_size=size[1]))
+        decoy = box / "outside" / DECOY  # what a symlink in renders/film/audio may reach
+        decoy.parent.mkdir()
+        decoy.write_bytes(DECOY_BYTES)
         for name in names:
-            mutations[name](doc, draw, project)
-        if '"film/host.mp4"' in json.dumps(doc) or '"film/passwd.mp4"' in json.dumps(doc):
-            plant(project)
+            try:
+                mutations[name](doc, draw, project)
+            except (KeyError, IndexError, TypeError, AttributeError):
+                # A mutation of VALID_MUTATIONS takes the lockfile's form as given: after
+                # a mutation that broke it, it may not apply (then it changes nothing more).
+                if valid or name not in VALID_MUTATIONS:
+                    raise
+        audio = project / "renders" / "film" / "audio"
+        if draw(st.booleans(), "an audio file links out"):
+            link = audio / draw(st.sampled_from(AUDIO))
+            link.unlink()
+            link.symlink_to(decoy)
+            if draw(st.booleans(), "the lockfile vouches for it"):
+                for record in _sounds(doc):
+                    if record.get("file") == f"audio/{link.name}":
+                        record.update(bytes=len(DECOY_BYTES))
+                        record.update(sha256=hashlib.sha256(DECOY_BYTES).hexdigest())
+        plant(project, json.dumps(doc))
         encoded = _encode(doc, draw)
         if not valid:
             for name in draw(st.lists(st.sampled_from(sorted(BYTE_MUTATIONS)), max_size=2)):
                 encoded = BYTE_MUTATIONS[name](encoded, draw)
         if draw(st.booleans(), "delete a clip"):
             (project / "renders" / "film" / f"{draw(st.sampled_from(SCENES))}.mp4").unlink()
+        if draw(st.booleans(), "delete an audio file"):
+            (audio / draw(st.sampled_from(AUDIO))).unlink(missing_ok=True)
         (project / "film.lock").write_bytes(encoded)
         note(f"lockfile ({len(encoded)} bytes): {encoded[:1500]!r}")
-        codes = run_commands(project, capsys, cli, monkeypatch)
+        for name in names:
+            event(f"mutation {name}")
+        real = EXAMPLES > 0 or draw(st.sampled_from([False, False, False, True]), "mix for real")
+        event("mixed for real" if real else "mix: cues checked")
+        with mock.patch.object(mix, "mix_film", mix.mix_film if real else _cues_checked):
+            codes = run_commands(project, capsys, cli, monkeypatch)
         note(f"exit codes: {codes}")
         event(
             ("well-formed" if valid else "broken")
@@ -933,3 +1231,53 @@ def test_render_writes_a_readable_lockfile(
     code = main(["render", "film.yaml"])
     assert code == 0, capsys.readouterr().err
     assert _readable(project)
+
+
+# -- found by the fuzz, not fixed yet: strict-xfail reproducers ------------------------------
+
+# The trigger (a sound record at attempt 1_000_000, the schema's maximum, made again) is
+# kept out of the fuzz's values until this is fixed; then fuzz it with the others.
+SOUND_RETRY_BUG = (
+    "a voice, narration or effect at attempt 1,000,000 (lockfile.schema.json's maximum) "
+    "that a render makes again is saved at attempt 1,000,001: render exits 1 naming the "
+    "lockfile it just wrote, and every command refuses that lockfile until it is restored "
+    "(plan.py _Planner._attempt and execute.py Executor._make_voice add 1 unchecked; a "
+    "take's Lockfile.next_attempt stops at MAX_ATTEMPT)"
+)
+
+
+def _sound_retried(section: str, key: str) -> Callable[[dict[str, Any]], None]:
+    """A failed narration or effect at the last attempt: the next render retries it."""
+    return lambda doc: doc[section][key].update(status="failed", attempt=1_000_000)
+
+
+def _voice_lost(doc: dict[str, Any]) -> None:
+    """A voice at the last attempt that a new emulator lost, needed again by a narration."""
+    doc["voices"]["mira"]["attempt"] = 1_000_000
+    doc["speech"]["climb"]["digest"] = SHA  # climb's narration (in mira) is made again
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SOUND_RETRY_BUG)
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(_sound_retried("effects", "coda"), id="effect"),
+        pytest.param(_sound_retried("speech", "opening"), id="narration"),
+        pytest.param(_voice_lost, id="voice"),
+    ],
+)
+def test_render_writes_a_readable_lockfile_after_a_sound_at_the_last_attempt(
+    template: Path,
+    cli: list[object],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    edit: Callable[[dict[str, Any]], None],
+) -> None:
+    project = _with(template, tmp_path, edit)
+    assert _readable(project)
+    monkeypatch.chdir(project)
+    code = main(["render", "film.yaml"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and code in (0, 1, 2, 3, 4), err
+    assert _readable(project), err  # never a lockfile its own schema refuses

@@ -1,12 +1,18 @@
 """What `render` shows is what it does (design.md §7), as a property.
 
-A small storyboard goes through a random sequence of edits (prompts, durations, takes,
-`selected`, `enabled`, a deleted clip, an undone edit, a switch to Kling credentials).
-After each step it is planned and rendered, and the render must have done exactly what
-its plan said: as many creates as the plan's submit and remake rows, the planned task
-reused or the planned `external_task_id` created, and a film made of the clips the plan
-names. First against the in-process emulator in simulated time, then against
-`storyboard emulator` as a real server driven through the command line.
+A small storyboard with sound (a preset and a custom voice, narration on some scenes, an
+effect on one) goes through a random sequence of edits (prompts, durations, takes,
+`selected`, `enabled`, a narration line, a scene's narrator, the effect's prompt or
+duration, a deleted clip or audio file, an undone edit, a switch to Kling credentials, a
+new emulator). After each step it is planned and rendered, and the render must have done
+exactly what its plan said: as many video creates as the plan's submit and remake rows,
+as many TTS calls, sound-effect tasks and custom voices as its sound rows that create
+(and a voice the plan reuses made again, free, only when a new emulator lost it), the
+planned task reused or the planned `external_task_id` created, and a film made of the
+clips and sounds the plan names. First against the in-process emulator in simulated
+time, then against `storyboard emulator` as a real server driven through the command line.
+
+PLAN_IS_RENDER_EXAMPLES runs the property with more examples than the suite's 20.
 
 Every clip is square and 304 px: a continuing scene sends its source's last frame as an
 image, and Kling (so the emulator) refuses images with a side under 300 px.
@@ -22,15 +28,18 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
+from compiler import mix
 from compiler.backends import Backend, emulator_backend
 from compiler.cli import main
 from compiler.emulator import Emulator
@@ -39,7 +48,7 @@ from compiler.pipeline import compile_file
 from compiler.plan import Action, Plan
 from compiler.run import plan_board, render_board
 from tests import test_crash
-from tests.rendering import FakeTime, Recorder, make_emulator, write_image
+from tests.rendering import FakeTime, Recorder, make_emulator, plan_of, render, write_image
 
 CLIP_SIDE = 304  # the smallest even side a continuing scene's first frame may have
 SCENES = ("opening", "follow", "variants", "coda")
@@ -65,11 +74,40 @@ PROMPTS = {
         "The beam catches a passing ship.",
     ),
 }
+LINES = {  # narration
+    "opening": (
+        "The lamp had not been lit for a year.",
+        "Nobody had climbed the tower since spring.",
+        "The coast was dark that winter.",
+    ),
+    "follow": (
+        "I climbed every night.",
+        "I counted every step of the way up.",
+        "The wind pushed at the door.",
+    ),
+    "variants": (
+        "He kept the clockwork wound.",
+        "He trimmed the wick at dusk.",
+        "His hands knew the brass by heart.",
+    ),
+    "coda": (
+        "And the light came back.",
+        "Ships found the harbour again.",
+        "The beam swept on until morning.",
+    ),
+}
+EFFECTS = ("waves on rocks", "a distant foghorn", "gulls over the harbour")
+EFFECT_SECONDS = (None, 3, 5)  # None: the scene's length, kept within 3-10 s
+NARRATORS = (None, "narrator", "mira")  # None: the board's narrator
 HEADER = """\
 storyboard: 1
 title: Plan Is Render
 mode: std
 aspect_ratio: "1:1"
+voices:
+  narrator: {preset: oversea_male1, language: en}
+  mira: {sample: {url: "https://samples.example/mira.wav"}, language: en}
+narrator: narrator
 refs:
   images:
     coast: coast.png
@@ -85,10 +123,19 @@ class Scene:
     takes: int = 1
     selected: int = 1
     enabled: bool = True
+    line: int | None = None  # narration: an index into LINES, or none
+    narrator: str | None = None  # the scene's own narrator, or the board's
+    sfx: int | None = None  # an effect: an index into EFFECTS, or none
+    sfx_seconds: int | None = None
 
 
 Board = tuple[Scene, ...]  # in SCENES order
-START: Board = (Scene(), Scene(), Scene(duration=4, takes=2, selected=2), Scene())
+START: Board = (
+    Scene(line=0),
+    Scene(line=0, narrator="mira"),
+    Scene(duration=4, takes=2, selected=2),
+    Scene(sfx=0),
+)
 
 
 def board_yaml(board: Board) -> str:
@@ -102,6 +149,16 @@ def board_yaml(board: Board) -> str:
         if scene.takes > 1:
             lines.append(f"    takes: {scene.takes}")
             lines.append(f"    selected: {scene.selected}")
+        if scene.narrator is not None:
+            lines.append(f"    narrator: {scene.narrator}")
+        if scene.line is not None:
+            lines.append(f'    narration: "{LINES[name][scene.line]}"')
+        if scene.sfx is not None and scene.sfx_seconds is None:
+            lines.append(f'    sfx: "{EFFECTS[scene.sfx]}"')
+        elif scene.sfx is not None:
+            lines.append(
+                f'    sfx: {{prompt: "{EFFECTS[scene.sfx]}", duration: {scene.sfx_seconds}}}'
+            )
         lines.append(f'    prompt: "{PROMPTS[name][scene.prompt]}"')
         lines.append(f"    duration: {scene.duration}")
     return "\n".join(lines) + "\n"
@@ -125,7 +182,7 @@ def edited(board: Board, op: tuple[Any, ...]) -> Board:
     """`board` after the YAML edit `op`; unchanged when `op` would make it invalid."""
     kind = op[0]
     scenes = list(board)
-    if kind in ("prompt", "duration", "takes", "enabled"):
+    if kind in ("prompt", "duration", "takes", "enabled", "line", "narrator"):
         index = SCENES.index(op[1])
         scene = scenes[index]
         if kind == "prompt":
@@ -134,18 +191,27 @@ def edited(board: Board, op: tuple[Any, ...]) -> Board:
             scene = dataclasses.replace(scene, duration=op[2])
         elif kind == "takes":
             scene = dataclasses.replace(scene, takes=op[2], selected=min(scene.selected, op[2]))
+        elif kind == "line":
+            scene = dataclasses.replace(scene, line=op[2])
+        elif kind == "narrator":
+            scene = dataclasses.replace(scene, narrator=op[2])
         else:
             scene = dataclasses.replace(scene, enabled=not scene.enabled)
         scenes[index] = scene
+    elif kind == "sfx":  # the effect (on the last scene): its prompt, or its duration
+        coda = scenes[-1]
+        if op[1] == "prompt":
+            scenes[-1] = dataclasses.replace(coda, sfx=op[2])
+        else:
+            scenes[-1] = dataclasses.replace(coda, sfx_seconds=EFFECT_SECONDS[op[2]])
     elif kind == "selected":  # another take of a scene that has several
         several = [i for i, scene in enumerate(scenes) if scene.takes > 1]
         if several:
             index = several[op[1] % len(several)]
             scene = scenes[index]
             scenes[index] = dataclasses.replace(scene, selected=scene.selected % scene.takes + 1)
-    opening, follow = scenes[0], scenes[1]
-    if follow.enabled and not opening.enabled:  # 'follow' continues 'opening'
-        return board
+    if not scenes[0].enabled:  # 'follow' continues 'opening', even while it is disabled
+        return board  # (error[continuity-disabled])
     if not any(scene.enabled for scene in scenes):
         return board
     return tuple(scenes)
@@ -160,22 +226,99 @@ OPS = st.one_of(
     st.tuples(st.just("delete"), st.integers(0, 7)),
     st.tuples(st.just("undo")),
     st.tuples(st.just("kling")),
+    st.tuples(st.just("line"), st.sampled_from(SCENES), st.sampled_from([None, 0, 1, 2])),
+    st.tuples(st.just("narrator"), st.sampled_from(SCENES), st.sampled_from(NARRATORS)),
+    st.tuples(st.just("sfx"), st.sampled_from(["prompt", "duration"]), st.integers(0, 2)),
+    st.tuples(st.just("unhear"), st.integers(0, 7)),  # delete an audio file
+    st.tuples(st.just("restart")),  # a new emulator (`make render` starts one each time)
 )
 
 
 # -- one step: plan, render, and compare ----------------------------------------------------
 
 
-def plan_and_render(project: Path, emulator: Emulator, backend: Backend) -> Plan:
-    """Plan and render `project` on `backend`, and check the render did the plan."""
+SOUND_STATS = {"voice": "voice_creates", "speech": "tts_calls", "effect": "sfx_calls"}
+# Outside the suite: PLAN_IS_RENDER_EXAMPLES=500 pytest -k any_edits (every film mixed).
+EXAMPLES = int(os.environ.get("PLAN_IS_RENDER_EXAMPLES", "0") or 0)
+
+
+class Mixes:
+    """`compiler.mix.mix_film` with each call's cues recorded: what the film was mixed with.
+
+    With `real` False the film keeps the sound it was assembled with, after the checks
+    mix_film makes before it decodes anything: a mix (about 0.3 s a film here) is the
+    costliest step of a render by far, and it makes no API call (tests/test_mix.py and
+    test_sound_render.py test it). In the suite only the explicit examples mix for real;
+    with PLAN_IS_RENDER_EXAMPLES every film is mixed.
+    """
+
+    real_mix = mix.mix_film
+
+    def __init__(self, real: bool) -> None:
+        self.real = real
+        self.calls: list[list[mix.Cue]] = []
+
+    def __call__(
+        self, film: Path, dest: Path, *, cues: Sequence[mix.Cue], **kwargs: Any
+    ) -> mix.MixResult:
+        self.calls.append(list(cues))
+        if self.real:
+            return Mixes.real_mix(film, dest, cues=cues, **kwargs)
+        seconds = mix.probe(film).duration
+        for cue in cues:
+            assert cue.path.is_file() and 0 <= cue.start < seconds, (cue, seconds)
+        assert film == dest
+        return mix.MixResult(dest, seconds, -14.0, -2.0, "linear", 0.0, 0.0)
+
+
+def plan_and_render(
+    project: Path,
+    emulator: Emulator,
+    backend: Backend,
+    *,
+    renewed: bool = False,
+    mixes: Mixes | None = None,
+) -> Plan:
+    """Plan and render `project` on `backend`, and check the render did the plan.
+
+    `renewed`: the emulator is not the one that rendered before (it may lack a voice).
+    `mixes`: the mix, spied on (installed by the caller).
+    """
     result = compile_file(project / "film.yaml", "film.yaml")
     assert result.ok, [d.headline() for d in result.diagnostics]
     renders = project / "renders"
     plan = plan_board(result, backend.name, renders)
     rows = [(t.job.label, str(t.action), t.state) for t in plan.takes]
-    before = emulator.stats()["total_creates"]
+    rows += [(s.job.label, str(s.action), s.state) for s in plan.sounds]
+    before = emulator.stats()
+    # A custom voice the plan reuses that this emulator never made (a new emulator): the
+    # render makes it again, free (README "What render does with sound").
+    lost = [
+        s.job.key
+        for s in plan.sounds
+        if s.job.kind == "voice"
+        and s.action is Action.REUSE
+        and (s.entry is None or s.entry.external_task_id not in before["voices"])
+    ]
+    assert renewed or lost == [], lost  # the same emulator keeps every voice it made
+    # A voice or effect planned as a paid create under an external_task_id the emulator
+    # already holds (its work undone to what an earlier task made; or made before the
+    # switch to Kling, by the emulator that here plays Kling): the render takes that task
+    # back, free, and creates nothing. A known bug for the undo (the plan says paid):
+    # test_an_undone_sound_edit_is_planned_as_the_render_does.
+    held = {"voice": before["voices"], "effect": before["sfx"], "speech": {}}
+    taken_back = [
+        s.job.label
+        for s in plan.sounds
+        if s.action is Action.SUBMIT and s.external_task_id in held[s.job.kind]
+    ]
+    if currently_in_test_context():
+        for label in taken_back:
+            event(f"known bug: {label.split()[0]} planned paid, taken back free")
+    mixed_before = len(mixes.calls) if mixes is not None else 0
     outcome = asyncio.run(render_board(result, plan, backend, renders, Recorder(), preview=False))
-    sent = emulator.stats()["total_creates"] - before
+    after = emulator.stats()
+    sent = after["total_creates"] - before["total_creates"]
 
     # (a) the creates sent are the plan's submit and remake rows
     remakes = sum(t.action is Action.REMAKE for t in plan.takes)
@@ -184,8 +327,22 @@ def plan_and_render(project: Path, emulator: Emulator, backend: Backend) -> Plan
     assert sent == len(plan.paid) + remakes, rows
     if backend.name == "kling":
         assert remakes == 0, rows
+        assert [s for s in plan.sounds if s.action is Action.REMAKE] == [], rows
+        assert lost == [], rows  # Kling keeps its voices: a reused one is never checked
+    # ... and so are the sound calls: TTS, effects, custom voices (plus those lost)
+    for kind, counter in SOUND_STATS.items():
+        making = sum(s.creates for s in plan.sounds if s.job.kind == kind)
+        making -= sum(s.job.kind == kind and s.job.label in taken_back for s in plan.sounds)
+        if kind == "voice":
+            making += len(lost)
+        assert after[counter] - before[counter] == making, (counter, rows, lost)
+    assert plan.sound_creates == sum(
+        s.action in (Action.SUBMIT, Action.REMAKE) for s in plan.sounds
+    )
     # (b) nothing failed
-    assert not outcome.failed, [(r.scene, r.take, str(r.error)) for r in outcome.failed]
+    assert not outcome.failed, [
+        (getattr(r, "scene", getattr(r, "label", "")), str(r.error)) for r in outcome.failed
+    ]
     # (c) the planned task is the one the lockfile now holds
     lock = Lockfile.for_storyboard(project / "film.yaml")
     for planned in plan.takes:
@@ -201,6 +358,8 @@ def plan_and_render(project: Path, emulator: Emulator, backend: Backend) -> Plan
             assert task.backend == backend.name, (planned.job.label, rows)
             if planned.external_task_id is not None:
                 assert task.external_task_id == planned.external_task_id, (planned.job.label, rows)
+    # ... and the planned sound is the one the lockfile now holds
+    check_sounds(plan, lock, renders / "film", backend.name, lost, rows)
     # (d) the film is made of the clips the plan names
     assert lock.film is not None, outcome.film_note
     film_tasks = [lock.task(scene, take) for scene, take in plan.film]
@@ -211,35 +370,139 @@ def plan_and_render(project: Path, emulator: Emulator, backend: Backend) -> Plan
     for task in film_tasks:
         assert task is not None and task.clip is not None
         assert sha256(renders / task.clip.file) == task.clip.sha256
+    # ... and the sounds the plan names, each at its scene (the timeline says what was laid)
+    assert outcome.timeline is not None
+    laid = timeline_sounds(outcome.timeline)
+    film_scenes = [scene for scene, _ in plan.film]
+    wanted = {
+        ("narration" if s.job.kind == "speech" else "sfx", s.job.key): s
+        for s in plan.sounds
+        if s.job.kind != "voice"
+    }
+    assert sorted(laid) == sorted(wanted), (laid, rows)
+    assert [scene for kind, scene in laid if kind == "narration"] == [
+        scene for scene in film_scenes if ("narration", scene) in wanted
+    ]
+    for (kind, scene), digest in laid.items():
+        records = lock.speech if kind == "narration" else lock.effects
+        assert (
+            records[scene].sha256 == digest and records[scene].digest == wanted[kind, scene].digest
+        )
+    assert (lock.film.mix is not None) == bool(wanted), rows
+    if mixes is not None and outcome.film_note.startswith("film assembled") and wanted:
+        # What the mix was given: each planned sound's file at its scene's first frame.
+        assert len(mixes.calls) == mixed_before + 1
+        starts, at = {}, 0.0
+        for task in film_tasks:
+            assert task is not None and task.clip is not None
+            starts[film_scenes[len(starts)]] = at
+            at += task.clip.duration
+        cues = sorted((c.kind, c.path.name, sha256(c.path), c.start) for c in mixes.calls[-1])
+        kinds = {"narration": lock.speech, "sfx": lock.effects}
+        assert [cue[:3] for cue in cues] == sorted(
+            (kind, Path(kinds[kind][scene].file or "").name, kinds[kind][scene].sha256)
+            for kind, scene in wanted
+        ), (cues, rows)
+        for kind, name, _, start in cues:
+            assert abs(start - starts[name.split(".")[0]]) < 0.05, (kind, name, start, starts)
+    elif mixes is not None:
+        assert len(mixes.calls) == mixed_before, outcome.film_note  # unchanged: not mixed
     # (e) an emulator placeholder never stands in for Kling's work
     if backend.name == "kling":
         assert [t for t in film_tasks if t and t.backend == "emulator"] == [], rows
-    # ... and a render leaves nothing to do: planned again, every take is reused
+    # ... and a render leaves nothing to do: planned again, every take and sound is reused
     again = plan_board(result, backend.name, renders)
     assert [str(t.action) for t in again.takes] == ["reuse"] * len(again.takes), [
         (t.job.label, str(t.action), t.state, t.reasons) for t in again.takes
     ]
+    assert [str(s.action) for s in again.sounds] == ["reuse"] * len(again.sounds), [
+        (s.job.label, str(s.action), s.state, s.reasons) for s in again.sounds
+    ]
     return plan
 
 
+def check_sounds(
+    plan: Plan, lock: Lockfile, folder: Path, backend: str, lost: list[str], rows: object
+) -> None:
+    """Each sound row's record after the render: the planned work, made or kept as planned."""
+    records = {"voice": lock.voices, "speech": lock.speech, "effect": lock.effects}
+    for planned in plan.sounds:
+        label, kind = planned.job.label, planned.job.kind
+        entry = records[kind].get(planned.job.key)
+        assert entry is not None and entry.status == "succeed", (label, rows)
+        assert entry.digest == planned.digest, (label, rows)
+        kept = planned.action in (Action.REUSE, Action.FETCH, Action.DOWNLOAD, Action.REATTACH)
+        if kind == "voice":
+            assert entry.voice_id is not None, (label, rows)
+            if planned.action is Action.REUSE and planned.job.key not in lost:
+                assert planned.entry is not None
+                assert (entry.task_id, entry.voice_id) == (
+                    planned.entry.task_id,
+                    planned.entry.voice_id,
+                ), (label, rows)
+                continue
+        else:
+            path = entry.intact(folder)
+            assert path is not None and path.parent == folder / "audio", (label, rows)
+        if kept and planned.job.key not in lost:
+            assert planned.entry is not None
+            assert entry.task_id == planned.entry.task_id, (label, rows)
+            if backend == "kling":
+                assert planned.entry.backend == "kling", (label, rows)
+        else:
+            assert entry.backend == backend, (label, rows)
+            if planned.creates:
+                assert entry.external_task_id == planned.external_task_id, (label, rows)
+
+
+def timeline_sounds(path: Path) -> dict[tuple[str, str], str]:
+    """The narration and effects the film's timeline lays, by (kind, scene): their sha256."""
+    import opentimelineio as otio
+
+    timeline = otio.adapters.read_from_file(str(path))
+    laid: dict[tuple[str, str], str] = {}
+    for track in timeline.tracks:
+        if track.name not in ("Narration", "Effects"):
+            continue
+        for clip in track.find_clips():
+            about = clip.metadata["storyboard"]
+            laid[about["kind"], about["scene"]] = about["sha256"]
+    return laid
+
+
 @settings(
-    max_examples=20,
+    max_examples=EXAMPLES or 20,
     deadline=None,
-    derandomize=True,
+    derandomize=not EXAMPLES,  # a longer run outside the suite explores new sequences
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(steps=st.lists(OPS, min_size=3, max_size=6), switch=st.one_of(st.none(), st.integers(0, 3)))
+@given(
+    steps=st.lists(OPS, min_size=3, max_size=6),
+    switch=st.one_of(st.none(), st.integers(0, 3)),
+    real_mix=st.just(False),  # the explicit examples mix for real (see Mixes)
+)
+# A voice a new emulator lost, made again (free) for a narration it has to remake, then
+# reused by the next edit's narration; and the same on Kling, where the voice is kept.
+@example(steps=[("restart",), ("unhear", 1), ("line", "follow", 2)], switch=None, real_mix=False)
+@example(
+    steps=[("narrator", "opening", "mira"), ("unhear", 2), ("sfx", "duration", 2)],
+    switch=1,
+    real_mix=True,
+)
 def test_a_render_does_what_its_plan_says_through_any_edits(
-    steps: list[tuple[Any, ...]], switch: int | None
+    steps: list[tuple[Any, ...]], switch: int | None, real_mix: bool
 ) -> None:
     if switch is not None:  # half the sequences move to Kling, most of them early
         steps = [*steps[:switch], ("kling",), *steps[switch:]]
-    with tempfile.TemporaryDirectory() as folder:
+    mixes = Mixes(real=real_mix or EXAMPLES > 0)
+    event("mixed for real" if mixes.real else "mix spied on")
+    with tempfile.TemporaryDirectory() as folder, mock.patch.object(mix, "mix_film", mixes):
         project = new_project(Path(folder), START)
         emulator = make_emulator(FakeTime(), latency=10.0, clip_max_side=CLIP_SIDE)
         backend = emulator_backend(emulator, poll_interval=5.0)
-        plan_and_render(project, emulator, backend)
-        board, history = START, [START]
+        plan_and_render(project, emulator, backend, mixes=mixes)
+        board, history, renewed = START, [START], False
         for op in steps:
             switched = False
             event(f"op {op[0]}")
@@ -247,9 +510,18 @@ def test_a_render_does_what_its_plan_says_through_any_edits(
                 switched = backend.name == "emulator"
                 kling = emulator_backend(emulator, poll_interval=5.0)
                 backend = dataclasses.replace(kling, name="kling")
+            elif op[0] == "restart" and backend.name == "emulator":
+                # Kling's work lives on Kling; only the emulator's own is lost with it.
+                emulator = make_emulator(FakeTime(), latency=10.0, clip_max_side=CLIP_SIDE)
+                backend = emulator_backend(emulator, poll_interval=5.0)
+                renewed = True
             elif op[0] == "delete":
                 clips = sorted((project / "renders" / "film").glob("*.mp4"))
                 clips[op[1] % len(clips)].unlink()
+            elif op[0] == "unhear":
+                sounds = sorted((project / "renders" / "film" / "audio").glob("*.*"))
+                if sounds:
+                    sounds[op[1] % len(sounds)].unlink()
             elif op[0] == "undo":
                 if len(history) > 1:
                     history.pop()
@@ -260,11 +532,18 @@ def test_a_render_does_what_its_plan_says_through_any_edits(
                     board = changed
                     history.append(board)
             (project / "film.yaml").write_text(board_yaml(board), encoding="utf-8")
-            plan = plan_and_render(project, emulator, backend)
+            plan = plan_and_render(project, emulator, backend, renewed=renewed, mixes=mixes)
             for action in sorted({str(t.action) for t in plan.takes}):
                 event(f"{backend.name} plan with {action}")  # --hypothesis-show-statistics
-            if switched:  # every take so far was the emulator's: Kling makes each one
+            for sound in plan.sounds:
+                lost = sound.job.kind == "voice" and sound.action is Action.REUSE and renewed
+                event(
+                    f"{backend.name} plan with {sound.job.kind} {sound.action}"
+                    + " (renewed)" * lost
+                )
+            if switched:  # every take and sound so far was the emulator's: Kling makes each
                 assert {str(t.action) for t in plan.takes} == {"submit"}
+                assert {str(s.action) for s in plan.sounds} <= {"submit"}
 
 
 CHAIN = """\
@@ -310,6 +589,58 @@ def test_a_source_downloaded_again_does_not_pay_its_continuation_again(
         (t.job.label, str(t.action), t.state, t.reasons) for t in plan.takes
     ]
     assert emulator.stats()["total_creates"] == before
+
+
+# -- found by the property: minimal reproducers ---------------------------------------------
+
+UNDONE = """\
+storyboard: 1
+mode: std
+aspect_ratio: "1:1"
+voices:
+  mira: {sample: {url: "https://samples.example/SAMPLE.wav"}, language: en}
+narrator: mira
+scenes:
+  - id: coda
+    narration: "And the light came back."
+    sfx: "EFFECT"
+    prompt: "The beam sweeps the sea."
+    duration: 3
+"""
+UNDO_BUG = (
+    "a voice's or an effect's record keeps only its latest work, so an undone edit is "
+    "planned as a paid submit under the external_task_id of the task that made that work "
+    "before; the render's create is refused as a duplicate and the old task is taken back, "
+    "free: the plan's paid row and total overstate what the render does (plan.py "
+    "_Planner.sound / _attempt)"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=UNDO_BUG)
+@pytest.mark.parametrize(
+    ("kind", "counter", "field", "values"),
+    [
+        ("effect", "sfx_calls", "EFFECT", ("waves on rocks", "a distant foghorn")),
+        ("voice", "voice_creates", "SAMPLE", ("mira", "mira-2")),
+    ],
+)
+def test_an_undone_sound_edit_is_planned_as_the_render_does(
+    project: Path, kind: str, counter: str, field: str, values: tuple[str, str]
+) -> None:
+    """Edit an effect's prompt (or a voice's sample), render, undo the edit, render: the
+    last render makes no create, as it should (the earlier task's result is taken back),
+    but its plan says `submit`, paid."""
+    emulator = make_emulator(FakeTime())
+    first, second = values
+    for value in (first, second, first):
+        text = UNDONE.replace(field, value)
+        text = text.replace("EFFECT", "waves on rocks").replace("SAMPLE", "mira")
+        (project / "film.yaml").write_text(text, encoding="utf-8")
+        [planned] = [s for s in plan_of(project).sounds if s.job.kind == kind]
+        before = emulator.stats()[counter]
+        assert not render(project, emulator).failed
+        made = emulator.stats()[counter] - before
+        assert made == planned.creates, (value, str(planned.action), planned.external_task_id)
 
 
 # -- the same contract through the command line, against `storyboard emulator` -------------
@@ -370,11 +701,12 @@ def test_the_cli_sends_the_creates_its_plan_json_shows(
     monkeypatch.delenv("KLING_SECRET_KEY", raising=False)
     clips = project / "renders" / "film"
 
-    def step(board: Board, expect_creates: int) -> None:
+    def step(board: Board, expect_creates: int, expect_sound: int = 0) -> None:
         (project / "film.yaml").write_text(board_yaml(board), encoding="utf-8")
         capsys.readouterr()
         assert main(["plan", "film.yaml", "--json", "--backend", "kling"]) == 0
-        rows = json.loads(capsys.readouterr().out)["scenes"]
+        shown = json.loads(capsys.readouterr().out)
+        rows, sounds = shown["scenes"], shown["sounds"]
         lock = Lockfile.for_storyboard(project / "film.yaml")
         kept = {}
         for row in rows:
@@ -383,15 +715,20 @@ def test_the_cli_sends_the_creates_its_plan_json_shows(
                 assert task is not None and task.clip is not None
                 kept[task.clip.file] = sha256(project / "renders" / task.clip.file)
                 assert kept[task.clip.file] == task.clip.sha256
-        before = server.stats()["total_creates"]
+        before = server.stats()
         code = main(
             ["render", "film.yaml", "--backend", "kling", "--yes", "--poll-interval", "0.1"]
         )
         assert code == 0, capsys.readouterr().err
-        sent = server.stats()["total_creates"] - before
+        stats = server.stats()
+        sent = stats["total_creates"] - before["total_creates"]
         creates = [row for row in rows if row["creates"]]
         assert sent == len(creates) == len([row for row in rows if row["paid"]]) == expect_creates
-        assert all(row["action"] != "remake" for row in rows)
+        assert all(row["action"] != "remake" for row in [*rows, *sounds])
+        for kind, counter in SOUND_STATS.items():  # each sound call shown, and no other
+            shown_calls = [row for row in sounds if row["kind"] == kind and row["creates"]]
+            assert stats[counter] - before[counter] == len(shown_calls), (counter, sounds)
+        assert sum(row["creates"] for row in sounds) == expect_sound, sounds
         for file, digest in kept.items():
             assert sha256(project / "renders" / file) == digest, file
         after = Lockfile.for_storyboard(project / "film.yaml")
@@ -401,11 +738,14 @@ def test_the_cli_sends_the_creates_its_plan_json_shows(
             for scene, take in [(row["scene"], row["take"]) for row in rows]
         )
 
-    step(START, 5)  # opening, follow, two takes of variants, coda
+    step(START, 5, 4)  # opening, follow, two takes of variants, coda; mira, 2 lines, an effect
     coda = edited(START, ("prompt", "coda", 1))
     step(coda, 1)
     (clips / "variants.take2.mp4").unlink()
     step(coda, 0)  # downloaded again, free
     step(START, 0)  # the edit undone: coda's earlier clip is downloaded again
     step(edited(START, ("selected", 0)), 0)  # the film takes variants' other take
-    step(edited(START, ("selected", 0)), 0)  # nothing changed: everything reused
+    spoken = edited(edited(START, ("selected", 0)), ("line", "opening", 1))
+    (clips / "audio" / "coda.sfx.wav").unlink()
+    step(spoken, 0, 1)  # one TTS call, no clip; the effect downloaded again, free
+    step(spoken, 0)  # nothing changed: everything reused
