@@ -60,6 +60,7 @@ from .lockfile import (
     Lockfile,
     SoundLock,
     TaskLock,
+    attempt_after,
     external_task_id,
 )
 from .model import ElementRef, ImageRef, element_tag
@@ -825,11 +826,13 @@ class Executor:
         attempt, ext = planned.attempt, planned.external_task_id
         if planned.action is Action.REUSE:
             assert entry is not None and entry.voice_id is not None
+            self.lock.keep_sound("voice", job.key, entry)  # maybe an undone edit's, taken back
             if self.backend != "emulator" or await self._voice_kept(entry):
+                self.lock.save()
                 self.progress.update(job.label, "done", "unchanged")
                 return entry.voice_id
             # An emulator's voices die with it: made again, as the plan said, free.
-            attempt = entry.attempt + 1
+            attempt = attempt_after(entry.attempt, job.label, self.lock.path)
             ext, entry = sound_task_id(job, planned.digest, attempt), None
         if planned.action is Action.REATTACH:
             assert entry is not None and entry.task_id is not None
@@ -839,7 +842,7 @@ class Executor:
         if entry is None:
             assert ext is not None
             entry = SoundLock(planned.digest, "creating", ext, attempt, backend=self.backend)
-        self.lock.keep_sound(self.lock.voices, job.key, entry)
+        self.lock.keep_sound("voice", job.key, entry)
         self.lock.save()  # the intent is on disk before the request
         sample = await self._sample_url(job.label, request)
         known = entry.external_task_id
@@ -893,9 +896,6 @@ class Executor:
         self.progress.update(label, "uploading", f"{sample.file} to {self.cache.shown}")
         return await asyncio.to_thread(self.cache.share, sample.sha256, path, path.suffix.lower())
 
-    def _sound_records(self, planned: PlannedSound) -> dict[str, SoundLock]:
-        return self.lock.speech if planned.job.kind == "speech" else self.lock.effects
-
     def _audio_path(self, planned: PlannedSound, url: str | None) -> Path:
         """renders/NAME/audio/SCENE.narration.mp3 (or .sfx.wav): the suffix Kling's URL has."""
         suffix = Path(urlsplit(url).path).suffix.lower() if url else ""
@@ -905,7 +905,8 @@ class Executor:
 
     async def _make_audio(self, planned: PlannedSound) -> Path:
         job, entry = planned.job, planned.entry
-        if entry is not None:
+        if entry is not None and planned.action is not Action.SUBMIT:
+            self.lock.keep_sound(job.kind, job.key, entry)  # maybe an undone edit's, taken back
             kept = await self._kept_file(
                 job.label,
                 planned.action,
@@ -933,7 +934,7 @@ class Executor:
                 planned.attempt,
                 backend=self.backend,
             )
-        self.lock.keep_sound(self._sound_records(planned), job.key, entry)
+        self.lock.keep_sound(job.kind, job.key, entry)
         self.lock.save()  # the intent is on disk before the request
         ext = entry.external_task_id
         assert ext is not None
@@ -957,7 +958,7 @@ class Executor:
         assert isinstance(request, SpeechRequest)
         voice_id = await self._voice_id(request.voice)
         entry = SoundLock(planned.digest, "creating", None, planned.attempt, backend=self.backend)
-        self.lock.keep_sound(self.lock.speech, job.key, entry)
+        self.lock.keep_sound("speech", job.key, entry)
         self.lock.save()  # the intent: a killed run leaves "creating", shown as maybe paid
         backoff = Backoff()
         assert self._sound_slots is not None

@@ -338,6 +338,20 @@ class SoundLock(_Made):
         self.voice_id = info.voice_id or self.voice_id
 
 
+_SOUND_SECTIONS = {"voice": "voices", "speech": "speech", "effect": "effects"}
+
+
+def attempt_after(attempt: int, what: str, path: Path) -> int:
+    """The attempt after `attempt`, within what the lockfile schema allows (never saved
+    past it: every command would then refuse the lockfile)."""
+    if attempt + 1 > MAX_ATTEMPT:
+        raise LockfileError(
+            f"{path}: {what} has used {attempt} attempts; storyboard makes no more "
+            "(edit it to start a new series)"
+        )
+    return attempt + 1
+
+
 @dataclass(slots=True)
 class Film:
     file: str
@@ -363,9 +377,10 @@ class Lockfile:
     voices: dict[str, SoundLock] = field(default_factory=dict)  # custom voices, by name
     speech: dict[str, SoundLock] = field(default_factory=dict)  # narration, by scene
     effects: dict[str, SoundLock] = field(default_factory=dict)  # sound effects, by scene
-    # What sound records that were made again had charged, by backend: a narration edited
-    # five times was paid five times, and "charged so far" says so.
-    sound_retired: dict[str, str] = field(default_factory=dict)
+    # Sound records other work replaced, by section ("voices", "speech", "effects") and
+    # name, oldest first: what they charged stays counted (a line edited five times was
+    # paid five times), and an edit undone takes its earlier record back (plan.py).
+    sound_history: dict[str, dict[str, list[SoundLock]]] = field(default_factory=dict)
 
     @classmethod
     def for_storyboard(cls, storyboard: Path) -> Lockfile:
@@ -404,8 +419,14 @@ class Lockfile:
             lock.voices = {k: SoundLock(**v) for k, v in doc.get("voices", {}).items()}
             lock.speech = {k: SoundLock(**v) for k, v in doc.get("speech", {}).items()}
             lock.effects = {k: SoundLock(**v) for k, v in doc.get("effects", {}).items()}
-            lock.sound_retired = dict(doc.get("sound_retired", {}))
-            for sound in (*lock.voices.values(), *lock.speech.values(), *lock.effects.values()):
+            lock.sound_history = {
+                section: {
+                    key: [SoundLock(**record) for record in records]
+                    for key, records in by_key.items()
+                }
+                for section, by_key in doc.get("sound_history", {}).items()
+            }
+            for sound in lock.all_sounds():
                 if sound.status_msg:
                     sound.status_msg = redact_secrets(sound.status_msg)
         except LockfileError:
@@ -464,21 +485,56 @@ class Lockfile:
             entry.retire(take)
             entry.takes[take] = task
 
-    def keep_sound(self, records: dict[str, SoundLock], key: str, entry: SoundLock) -> None:
-        """Make `entry` the record of `key` in `records` (voices, speech or effects); what
-        the record it replaces had charged stays counted in `sound_retired`."""
+    def sound_records(self, kind: str) -> dict[str, SoundLock]:
+        """The records of one kind of sound call: "voice", "speech" or "effect"."""
+        return {"voice": self.voices, "speech": self.speech, "effect": self.effects}[kind]
+
+    def all_sounds(self) -> list[SoundLock]:
+        """Every sound record, current or replaced."""
+        replaced = [
+            r for by_key in self.sound_history.values() for rs in by_key.values() for r in rs
+        ]
+        return [*self.voices.values(), *self.speech.values(), *self.effects.values(), *replaced]
+
+    def keep_sound(self, kind: str, key: str, entry: SoundLock) -> None:
+        """Make `entry` the record of `key` (a voice's name, or a scene); the record it
+        replaces goes to `sound_history`, and a record taken back from there leaves it."""
+        records = self.sound_records(kind)
+        section = _SOUND_SECTIONS[kind]
+        history = self.sound_history.get(section, {}).get(key, [])
         old = records.get(key)
-        if old is not None and old is not entry and _units(old.units_charged):
-            spent = _units(self.sound_retired.get(old.backend)) + _units(old.units_charged)
-            self.sound_retired[old.backend] = str(spent)
+        if old is not None and old is not entry:
+            history = [*history, old]
+        history = [record for record in history if record is not entry]
+        if history:
+            self.sound_history.setdefault(section, {})[key] = history
+        elif key in self.sound_history.get(section, {}):
+            del self.sound_history[section][key]
+            if not self.sound_history[section]:
+                del self.sound_history[section]
         records[key] = entry
+
+    def earlier_sound(self, kind: str, key: str, digest: str, backend: str) -> SoundLock | None:
+        """The latest replaced record that made this very work, done, for `backend`: an
+        edit undone takes it back instead of paying again."""
+        for record in reversed(self.sound_history.get(_SOUND_SECTIONS[kind], {}).get(key, [])):
+            if record.digest == digest and record.status == "succeed" and record.serves(backend):
+                return record
+        return None
+
+    def sound_attempts(self, kind: str, key: str, digest: str) -> int:
+        """The highest attempt any record of `key` (current or replaced) made `digest`
+        under; 0 when none did."""
+        current = self.sound_records(kind).get(key)
+        replaced = self.sound_history.get(_SOUND_SECTIONS[kind], {}).get(key, [])
+        records = [*([current] if current is not None else []), *replaced]
+        return max((r.attempt for r in records if r.digest == digest), default=0)
 
     def charged(self, backend: str) -> Decimal:
         """Units charged on `backend` so far: every take and attempt, and every sound call."""
         clips = sum((e.units_charged(backend) for e in self.scenes.values()), Decimal(0))
-        sounds = (*self.voices.values(), *self.speech.values(), *self.effects.values())
-        current = sum((_units(s.units_charged) for s in sounds if s.backend == backend), Decimal(0))
-        return clips + current + _units(self.sound_retired.get(backend))
+        sounds = (s for s in self.all_sounds() if s.backend == backend)
+        return clips + sum((_units(s.units_charged) for s in sounds), Decimal(0))
 
     def save(self) -> None:
         doc: dict[str, Any] = {
@@ -496,8 +552,11 @@ class Lockfile:
             doc["images"] = {name: image.as_json() for name, image in self.images.items()}
         if self.stills:
             doc["stills"] = {name: still.as_json() for name, still in self.stills.items()}
-        if self.sound_retired:
-            doc["sound_retired"] = self.sound_retired
+        if self.sound_history:
+            doc["sound_history"] = {
+                section: {key: [r.as_json() for r in records] for key, records in by_key.items()}
+                for section, by_key in self.sound_history.items()
+            }
         for key, sounds in (
             ("voices", self.voices),
             ("speech", self.speech),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from functools import partial
@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from .frames import frame_name, last_frame_png
-from .lockfile import ElementLock, ImageLock, Lockfile, SoundLock, TaskLock, external_task_id
+from .lockfile import (
+    ElementLock,
+    ImageLock,
+    Lockfile,
+    SoundLock,
+    TaskLock,
+    attempt_after,
+    external_task_id,
+)
 from .model import ElementRef, Task
 from .request import (
     EffectRequest,
@@ -534,7 +542,7 @@ class _Planner:
             assert entry is not None
             ext, attempt = entry.external_task_id, entry.attempt
         else:
-            attempt = self._attempt(entry, digest)
+            attempt = self._attempt(entry, digest, job.label)
             ext = image_task_id(job, digest, attempt)
         return PlannedImage(
             job,
@@ -551,21 +559,25 @@ class _Planner:
         """The action for one sound call: as for an image, by its record and its audio
         (a custom voice by the id it was given)."""
         digest = job.digest
-        records = {
-            "voice": self.lock.voices,
-            "speech": self.lock.speech,
-            "effect": self.lock.effects,
-        }
-        entry = records[job.kind].get(job.key)
+        current = self.lock.sound_records(job.kind).get(job.key)
+        entry = current
+        if entry is None or entry.digest != digest or not entry.serves(self.backend):
+            # An edit undone: the record that made this work before is taken back.
+            entry = self.lock.earlier_sound(job.kind, job.key, digest, self.backend) or entry
         done = self._voice if job.kind == "voice" else partial(self._file, noun="audio")
         # TTS has no external id: a call a killed run may have sent cannot be looked up.
         lookup = job.kind != "speech"
         verdict = self._verdict(entry, digest, _SOUND_CHANGES[job.kind], done, lookup=lookup)
+        if verdict.keeps and entry is not current:
+            verdict = replace(verdict, reasons=(*verdict.reasons, "as made before the last edit"))
         if verdict.keeps:
             assert entry is not None
             ext, attempt = entry.external_task_id, entry.attempt
         else:
-            attempt = self._attempt(entry, digest)
+            # Past every attempt this work had, replaced records included: a new create
+            # never reuses the external_task_id of an earlier one (a failed one, say).
+            done_before = self.lock.sound_attempts(job.kind, job.key, digest)
+            attempt = attempt_after(done_before, job.label, self.lock.path) if done_before else 1
             ext = None if job.kind == "speech" else sound_task_id(job, digest, attempt)
         return PlannedSound(
             job,
@@ -629,10 +641,11 @@ class _Planner:
         kept = ("made again, free, if the emulator lost it",) if self.emulator else ()
         return _Verdict(Action.REUSE, "unchanged", kept, keeps=True)
 
-    @staticmethod
-    def _attempt(entry: _Record | None, digest: str) -> int:
+    def _attempt(self, entry: _Record | None, digest: str, label: str) -> int:
         """The attempt of a new create: the next of this work's, or the first of new work."""
-        return entry.attempt + 1 if entry is not None and entry.digest == digest else 1
+        if entry is None or entry.digest != digest:
+            return 1
+        return attempt_after(entry.attempt, label, self.lock.path)
 
     def element(self, ref: ElementRef) -> PlannedElement:
         entry = self.lock.elements.get(ref.name)

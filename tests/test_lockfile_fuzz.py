@@ -21,9 +21,8 @@ without its id) and runs the five commands. Whatever the damage:
 the fake clock and small clips of tests/rendering.py (the real one waits 1 s per task).
 
 The crashes this test found are fixed; the reproducers at the end pin each one, and their
-trigger values (NUL_CLIP and the rest below) are fuzzed with the others. One bug it found
-is not fixed yet: its strict-xfail reproducer comes last (SOUND_RETRY_BUG), and its
-trigger is kept out of the fuzz until then.
+trigger values (NUL_CLIP and the rest below, a sound at the last attempt) are fuzzed with
+the others.
 
 LOCKFILE_FUZZ_EXAMPLES runs the property with more examples than the suite's 60.
 """
@@ -632,7 +631,7 @@ SOUND_FIELDS: list[tuple[str, list[Any]]] = [
     ("status", STATUSES),
     ("voice_id", ["", "x" * 300, "oversea_male1", 5, None]),
     ("external_task_id", ["", "x" * 300, "sb-fx-coda-x", None]),
-    ("attempt", [0, 999_999, 1_000_001, 2**63, -5, 1.0]),  # 1_000_000: see SOUND_RETRY_BUG
+    ("attempt", [0, 999_999, 1_000_000, 1_000_001, 2**63, -5, 1.0]),
     ("task_id", ["", "../../x", "999", None]),
     ("units_charged", UNITS),
     ("audio_url", URLS),
@@ -649,7 +648,7 @@ VALID_SOUND_FIELDS: list[tuple[str, list[Any]]] = [
     ("status", ["creating", "submitted", "processing", "succeed", "failed"]),
     ("voice_id", ["oversea_male1", "x" * 256, "1"]),
     ("external_task_id", ["x", "x" * 256, "sb-fx-coda-x", "../../etc/passwd"]),
-    ("attempt", [1, 2, 999_998, 999_999]),  # 1_000_000: see SOUND_RETRY_BUG
+    ("attempt", [1, 2, 999_998, 999_999, 1_000_000]),
     ("task_id", ["1", "../../x", "1" * 256]),
     ("units_charged", ["0", "999999999.999999999", "0.05"]),
     ("audio_url", VALID_URLS),
@@ -1233,17 +1232,9 @@ def test_render_writes_a_readable_lockfile(
     assert _readable(project)
 
 
-# -- found by the fuzz, not fixed yet: strict-xfail reproducers ------------------------------
-
-# The trigger (a sound record at attempt 1_000_000, the schema's maximum, made again) is
-# kept out of the fuzz's values until this is fixed; then fuzz it with the others.
-SOUND_RETRY_BUG = (
-    "a voice, narration or effect at attempt 1,000,000 (lockfile.schema.json's maximum) "
-    "that a render makes again is saved at attempt 1,000,001: render exits 1 naming the "
-    "lockfile it just wrote, and every command refuses that lockfile until it is restored "
-    "(plan.py _Planner._attempt and execute.py Executor._make_voice add 1 unchecked; a "
-    "take's Lockfile.next_attempt stops at MAX_ATTEMPT)"
-)
+# -- found by the fuzz, fixed: a sound at the schema's last attempt, made again ------------
+# (it was saved at attempt 1,000,001, a lockfile every command then refused; now the plan
+# stops with a diagnostic naming the record, as a take's does).
 
 
 def _sound_retried(section: str, key: str) -> Callable[[dict[str, Any]], None]:
@@ -1257,7 +1248,6 @@ def _voice_lost(doc: dict[str, Any]) -> None:
     doc["speech"]["climb"]["digest"] = SHA  # climb's narration (in mira) is made again
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SOUND_RETRY_BUG)
 @pytest.mark.parametrize(
     "edit",
     [

@@ -183,7 +183,11 @@ def test_editing_one_line_makes_one_tts_call_and_no_clip(project: Path) -> None:
     assert (after["sfx_calls"], after["voice_creates"]) == (before["sfx_calls"], 1)
     # The line said before was paid too: it stays counted.
     assert lock_of(project).charged("emulator") == clips + Decimal("0.45")
-    assert lock_of(project).sound_retired == {"emulator": "0.05"}
+    [earlier] = lock_of(project).sound_history["speech"]["climb"]
+    assert (
+        earlier.units_charged == "0.05"
+        and earlier.digest != lock_of(project).speech["climb"].digest
+    )
 
 
 def test_a_local_sample_goes_to_kling_as_a_presigned_link_from_the_s3_cache(
@@ -545,3 +549,28 @@ def test_push_and_pull_carry_the_narration_and_effects(
     assert outcome.failed == [] and outcome.film is not None
     stats = fresh.stats()
     assert (stats["tts_calls"], stats["sfx_calls"], stats["total_creates"]) == (0, 0, 0)
+
+
+def test_an_undone_narration_edit_is_downloaded_again_not_paid_again(project: Path) -> None:
+    text = _sounded(project, music=False)
+    emulator = make_emulator(FakeTime())
+    render(project, emulator, kling=True)  # this emulator standing in for Kling
+    edited = text.replace("I climbed every night.", "I climbed every single night.")
+    (project / "film.yaml").write_text(edited, encoding="utf-8")
+    render(project, emulator, kling=True)
+    calls = emulator.stats()["tts_calls"]
+    (project / "film.yaml").write_text(text, encoding="utf-8")  # the edit undone
+    [row] = [s for s in plan_of(project, "kling").sounds if s.job.label == "narration climb"]
+    assert (str(row.action), row.paid, row.reasons) == (
+        "download",
+        False,
+        ("audio not on disk: downloaded again, free", "as made before the last edit"),
+    )
+    outcome = render(project, emulator, kling=True)
+    assert outcome.failed == [] and outcome.film is not None
+    assert emulator.stats()["tts_calls"] == calls  # taken back, not said again
+    lock = lock_of(project)
+    assert lock.speech["climb"].digest == row.digest
+    assert lock.speech["climb"].intact(project / "renders" / "film") is not None
+    [replaced] = lock.sound_history["speech"]["climb"]  # the edited line's record
+    assert replaced.digest != row.digest
