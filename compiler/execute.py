@@ -580,17 +580,14 @@ class Executor:
             self._images[media.name] = future
         return await asyncio.shield(future)
 
-    def _image_records(self, planned: PlannedImage) -> dict[str, ImageLock]:
-        return self.lock.images if planned.job.kind == "image" else self.lock.stills
-
     def _image_path(self, planned: PlannedImage) -> Path:
         folder = "images" if planned.job.kind == "image" else "stills"
         return self.clips_dir / folder / f"{planned.job.key}.png"
 
     async def _make_image(self, planned: PlannedImage) -> Path:
         job, entry = planned.job, planned.entry
-        records = self._image_records(planned)
-        if entry is not None:
+        if entry is not None and planned.action is not Action.SUBMIT:
+            self.lock.keep_image(job.kind, job.key, entry)  # maybe an undone edit's, taken back
             kept = await self._kept_file(
                 job.label,
                 planned.action,
@@ -621,7 +618,7 @@ class Executor:
                 backend=self.backend,
             )
         # The intent is on disk before the request, as for a clip.
-        records[job.key] = entry
+        self.lock.keep_image(job.kind, job.key, entry)
         self.lock.save()
         values = await self._media_values(job.request)
         ext = entry.external_task_id

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
@@ -381,6 +381,8 @@ class Lockfile:
     # name, oldest first: what they charged stays counted (a line edited five times was
     # paid five times), and an edit undone takes its earlier record back (plan.py).
     sound_history: dict[str, dict[str, list[SoundLock]]] = field(default_factory=dict)
+    # The same for generated images and stills ("images", "stills").
+    image_history: dict[str, dict[str, list[ImageLock]]] = field(default_factory=dict)
 
     @classmethod
     def for_storyboard(cls, storyboard: Path) -> Lockfile:
@@ -419,16 +421,18 @@ class Lockfile:
             lock.voices = {k: SoundLock(**v) for k, v in doc.get("voices", {}).items()}
             lock.speech = {k: SoundLock(**v) for k, v in doc.get("speech", {}).items()}
             lock.effects = {k: SoundLock(**v) for k, v in doc.get("effects", {}).items()}
-            lock.sound_history = {
-                section: {
-                    key: [SoundLock(**record) for record in records]
-                    for key, records in by_key.items()
-                }
-                for section, by_key in doc.get("sound_history", {}).items()
-            }
-            for sound in lock.all_sounds():
+            lock.sound_history = _history(doc.get("sound_history", {}), SoundLock)
+            lock.image_history = _history(doc.get("image_history", {}), ImageLock)
+            images = [*lock.images.values(), *lock.stills.values()]
+            images += [
+                r for by_key in lock.image_history.values() for rs in by_key.values() for r in rs
+            ]
+            for sound in lock.all_sounds():  # servers' words, as for tasks
                 if sound.status_msg:
                     sound.status_msg = redact_secrets(sound.status_msg)
+            for image in images:
+                if image.status_msg:
+                    image.status_msg = redact_secrets(image.status_msg)
         except LockfileError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
@@ -499,36 +503,37 @@ class Lockfile:
     def keep_sound(self, kind: str, key: str, entry: SoundLock) -> None:
         """Make `entry` the record of `key` (a voice's name, or a scene); the record it
         replaces goes to `sound_history`, and a record taken back from there leaves it."""
-        records = self.sound_records(kind)
-        section = _SOUND_SECTIONS[kind]
-        history = self.sound_history.get(section, {}).get(key, [])
-        old = records.get(key)
-        if old is not None and old is not entry:
-            history = [*history, old]
-        history = [record for record in history if record is not entry]
-        if history:
-            self.sound_history.setdefault(section, {})[key] = history
-        elif key in self.sound_history.get(section, {}):
-            del self.sound_history[section][key]
-            if not self.sound_history[section]:
-                del self.sound_history[section]
-        records[key] = entry
+        section = self.sound_history.setdefault(_SOUND_SECTIONS[kind], {})
+        _keep(self.sound_records(kind), section, key, entry)
 
     def earlier_sound(self, kind: str, key: str, digest: str, backend: str) -> SoundLock | None:
         """The latest replaced record that made this very work, done, for `backend`: an
         edit undone takes it back instead of paying again."""
-        for record in reversed(self.sound_history.get(_SOUND_SECTIONS[kind], {}).get(key, [])):
-            if record.digest == digest and record.status == "succeed" and record.serves(backend):
-                return record
-        return None
+        replaced = self.sound_history.get(_SOUND_SECTIONS[kind], {}).get(key, [])
+        return _earlier(replaced, digest, backend)
 
     def sound_attempts(self, kind: str, key: str, digest: str) -> int:
         """The highest attempt any record of `key` (current or replaced) made `digest`
         under; 0 when none did."""
-        current = self.sound_records(kind).get(key)
         replaced = self.sound_history.get(_SOUND_SECTIONS[kind], {}).get(key, [])
-        records = [*([current] if current is not None else []), *replaced]
-        return max((r.attempt for r in records if r.digest == digest), default=0)
+        return _attempts(self.sound_records(kind).get(key), replaced, digest)
+
+    def image_records(self, kind: str) -> dict[str, ImageLock]:
+        """The records of generated images ("image") or of stills ("still")."""
+        return self.images if kind == "image" else self.stills
+
+    def keep_image(self, kind: str, key: str, entry: ImageLock) -> None:
+        """As `keep_sound`, for a generated image or a still (`image_history`)."""
+        section = self.image_history.setdefault(f"{kind}s", {})
+        _keep(self.image_records(kind), section, key, entry)
+
+    def earlier_image(self, kind: str, key: str, digest: str, backend: str) -> ImageLock | None:
+        replaced = self.image_history.get(f"{kind}s", {}).get(key, [])
+        return _earlier(replaced, digest, backend)
+
+    def image_attempts(self, kind: str, key: str, digest: str) -> int:
+        replaced = self.image_history.get(f"{kind}s", {}).get(key, [])
+        return _attempts(self.image_records(kind).get(key), replaced, digest)
 
     def charged(self, backend: str) -> Decimal:
         """Units charged on `backend` so far: every take and attempt, and every sound call."""
@@ -552,11 +557,17 @@ class Lockfile:
             doc["images"] = {name: image.as_json() for name, image in self.images.items()}
         if self.stills:
             doc["stills"] = {name: still.as_json() for name, still in self.stills.items()}
-        if self.sound_history:
-            doc["sound_history"] = {
+        for name, history in (
+            ("sound_history", self.sound_history),
+            ("image_history", self.image_history),
+        ):
+            kept = {
                 section: {key: [r.as_json() for r in records] for key, records in by_key.items()}
-                for section, by_key in self.sound_history.items()
+                for section, by_key in history.items()
+                if by_key
             }
+            if kept:
+                doc[name] = kept
         for key, sounds in (
             ("voices", self.voices),
             ("speech", self.speech),
@@ -576,6 +587,47 @@ def _units(text: str | None) -> Decimal:
     except InvalidOperation:
         return Decimal(0)
     return units if units.is_finite() else Decimal(0)
+
+
+_Kept = TypeVar("_Kept", ImageLock, SoundLock)
+
+
+def _history(doc: dict[str, Any], record: type[_Kept]) -> dict[str, dict[str, list[_Kept]]]:
+    return {
+        section: {key: [record(**entry) for entry in entries] for key, entries in by_key.items()}
+        for section, by_key in doc.items()
+    }
+
+
+def _keep(
+    records: dict[str, _Kept], history: dict[str, list[_Kept]], key: str, entry: _Kept
+) -> None:
+    """`entry` becomes `records[key]`: the record it replaces joins `history[key]`, and an
+    entry taken back from there leaves it (an undone edit, as a take's ledger does)."""
+    old = records.get(key)
+    earlier: list[_Kept] = list(history.get(key, []))
+    if old is not None and old is not entry:
+        earlier.append(old)
+    kept = [record for record in earlier if record is not entry]
+    if kept:
+        history[key] = kept
+    else:
+        history.pop(key, None)
+    records[key] = entry
+
+
+def _earlier(replaced: list[_Kept], digest: str, backend: str) -> _Kept | None:
+    """The latest replaced record that made `digest`, done, for `backend`."""
+    for record in reversed(replaced):
+        if record.digest == digest and record.status == "succeed" and record.serves(backend):
+            return record
+    return None
+
+
+def _attempts(current: _Kept | None, replaced: list[_Kept], digest: str) -> int:
+    """The highest attempt a record (current or replaced) made `digest` under; 0 if none."""
+    records = [*([current] if current is not None else []), *replaced]
+    return max((r.attempt for r in records if r.digest == digest), default=0)
 
 
 @functools.cache

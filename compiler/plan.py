@@ -534,15 +534,22 @@ class _Planner:
     def image(self, job: ImageJob) -> PlannedImage:
         """The action for one Omni-Image task: as for a take, by its record and its PNG."""
         digest = image_digest(job.request)
-        records = self.lock.images if job.kind == "image" else self.lock.stills
-        entry = records.get(job.key)
+        current = self.lock.image_records(job.kind).get(job.key)
+        entry = current
+        if entry is None or entry.digest != digest or not entry.serves(self.backend):
+            # An edit undone: the record that made this work before is taken back.
+            entry = self.lock.earlier_image(job.kind, job.key, digest, self.backend) or entry
         why = "prompt, settings or an image it shows"
         verdict = self._verdict(entry, digest, why, partial(self._file, noun="image"))
+        if verdict.keeps and entry is not current:
+            verdict = replace(verdict, reasons=(*verdict.reasons, "as made before the last edit"))
         if verdict.keeps:
             assert entry is not None
             ext, attempt = entry.external_task_id, entry.attempt
         else:
-            attempt = self._attempt(entry, digest, job.label)
+            # Past every attempt this work had, replaced records included.
+            done_before = self.lock.image_attempts(job.kind, job.key, digest)
+            attempt = attempt_after(done_before, job.label, self.lock.path) if done_before else 1
             ext = image_task_id(job, digest, attempt)
         return PlannedImage(
             job,
@@ -640,12 +647,6 @@ class _Planner:
             return _Verdict(Action.SUBMIT, "failed-before", ("no voice id recorded",))
         kept = ("made again, free, if the emulator lost it",) if self.emulator else ()
         return _Verdict(Action.REUSE, "unchanged", kept, keeps=True)
-
-    def _attempt(self, entry: _Record | None, digest: str, label: str) -> int:
-        """The attempt of a new create: the next of this work's, or the first of new work."""
-        if entry is None or entry.digest != digest:
-            return 1
-        return attempt_after(entry.attempt, label, self.lock.path)
 
     def element(self, ref: ElementRef) -> PlannedElement:
         entry = self.lock.elements.get(ref.name)

@@ -170,3 +170,37 @@ def test_stills_against_storyboard_emulator_killed_resumed_and_edited(
     assert server.get("/_emulator/stats")["image_creates"] == 4
     assert server.get("/_emulator/stats")["total_creates"] == 0  # and never a clip
     assert AUTH  # the server fixture's credentials were used for stats
+
+
+def test_an_undone_shot_edit_takes_its_earlier_still_back_free(project: Path) -> None:
+    from dataclasses import replace
+
+    emulator = make_emulator(FakeTime())
+    backend = replace(emulator_backend(emulator, poll_interval=5.0), name="kling")  # as Kling
+    board, renders = project / "film.yaml", project / "renders"
+
+    def stills() -> Plan:
+        result = compile_file(board, "film.yaml")
+        plan = plan_board(result, "kling", renders, stills=True)
+        asyncio.run(render_board(result, plan, backend, renders, Recorder(), preview=False))
+        return plan
+
+    stills()
+    edited = BOARD.replace("He lights the lamp.", "He trims the wick.")
+    board.write_text(edited, encoding="utf-8")
+    stills()
+    made = emulator.stats()["image_creates"]
+    board.write_text(BOARD, encoding="utf-8")  # the edit undone
+    plan = stills()
+    rows = {s.job.key: (s.action, s.reasons) for s in plan.stills if s.action != Action.REUSE}
+    assert rows == {
+        "climb-2": (
+            Action.DOWNLOAD,
+            ("image not on disk: downloaded again, free", "as made before the last edit"),
+        )
+    }
+    assert emulator.stats()["image_creates"] == made  # taken back, not made again
+    lock = lock_of(project)
+    [replaced] = lock.image_history["stills"]["climb-2"]  # the edited shot's still
+    assert replaced.digest != lock.stills["climb-2"].digest
+    assert lock.stills["climb-2"].intact(renders / "film") is not None
