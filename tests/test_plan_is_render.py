@@ -37,7 +37,6 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from hypothesis.control import currently_in_test_context
 
 from compiler import mix
 from compiler.backends import Backend, emulator_backend
@@ -301,20 +300,16 @@ def plan_and_render(
         and (s.entry is None or s.entry.external_task_id not in before["voices"])
     ]
     assert renewed or lost == [], lost  # the same emulator keeps every voice it made
-    # A voice or effect planned as a paid create under an external_task_id the emulator
-    # already holds (its work undone to what an earlier task made; or made before the
-    # switch to Kling, by the emulator that here plays Kling): the render takes that task
-    # back, free, and creates nothing. A known bug for the undo (the plan says paid):
-    # test_an_undone_sound_edit_is_planned_as_the_render_does.
+    # Never a paid create under an external_task_id the emulator already holds (Kling
+    # refuses it, and the render would take that task back, free, against its plan): an
+    # undone edit takes its earlier record back, and a new create gets a new attempt
+    # (test_an_undone_sound_edit_is_planned_as_the_render_does).
     held = {"voice": before["voices"], "effect": before["sfx"], "speech": {}}
-    taken_back = [
+    assert [
         s.job.label
         for s in plan.sounds
         if s.action is Action.SUBMIT and s.external_task_id in held[s.job.kind]
-    ]
-    if currently_in_test_context():
-        for label in taken_back:
-            event(f"known bug: {label.split()[0]} planned paid, taken back free")
+    ] == [], rows
     mixed_before = len(mixes.calls) if mixes is not None else 0
     outcome = asyncio.run(render_board(result, plan, backend, renders, Recorder(), preview=False))
     after = emulator.stats()
@@ -332,7 +327,6 @@ def plan_and_render(
     # ... and so are the sound calls: TTS, effects, custom voices (plus those lost)
     for kind, counter in SOUND_STATS.items():
         making = sum(s.creates for s in plan.sounds if s.job.kind == kind)
-        making -= sum(s.job.kind == kind and s.job.label in taken_back for s in plan.sounds)
         if kind == "voice":
             making += len(lost)
         assert after[counter] - before[counter] == making, (counter, rows, lost)
