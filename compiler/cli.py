@@ -411,9 +411,9 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
             )
             failed = failed or sound.status == "failed"
         kling, emulated = lock.charged("kling"), lock.charged("emulator")
-        print(f"  charged so far: {kling:g} units (every attempt and take)")
+        print(f"  charged so far: {float(kling):g} units (every attempt and take)")
         if emulated:
-            print(f"  counted by the emulator: {emulated:g} units (never billed)")
+            print(f"  counted by the emulator: {float(emulated):g} units (never billed)")
     return ExitCode.FAILED if failed else ExitCode.OK
 
 

@@ -240,10 +240,10 @@ def print_plan(result: CompileResult, plan: Plan, out: TextIO, *, free: bool = F
         remakes = sum(t.action == "remake" for t in plan.takes)
         if remakes:
             detail += f"; {remakes} placeholder(s) made again (free)"
-        ledger = f"The emulator has counted {charged:g} units so far (nothing billed)."
+        ledger = f"The emulator has counted {float(charged):g} units so far (nothing billed)."
     else:
         cost = f"≈ ${plan.usd:.2f}"
-        ledger = f"Charged so far: {charged:g} units (${charged_usd:.2f})."
+        ledger = f"Charged so far: {float(charged):g} units (${charged_usd:.2f})."
     extras = []  # what else is paid beside the takes, each in its own units
     if plan.images or plan.stills:
         extras.append(f"{len(plan.paid_images)} image(s) ({plan.image_units:g} image units)")

@@ -315,9 +315,9 @@ class _Sheet:
             Total(
                 "charged to date",
                 "$0.00" if backend == "emulator" else f"${charged * usd_per_unit:.2f}",
-                f"{charged:g} units counted by the emulator, nothing billed"
+                f"{float(charged):g} units counted by the emulator, nothing billed"
                 if backend == "emulator"
-                else f"{charged:g} units at ${self.board.usd_per_unit:g}/unit",
+                else f"{float(charged):g} units at ${self.board.usd_per_unit:g}/unit",
             ),
             Total(
                 "whole film",
@@ -444,7 +444,7 @@ class _Sheet:
             takes=self.take_rows(task, entry),
             estimate=estimate,
             estimate_note=task.estimate_note,
-            charged=f"{charged:g} units · "
+            charged=f"{float(charged):g} units · "
             + ("emulated" if self.backend == "emulator" else f"${charged * usd_per_unit:.2f}"),
             ledger=_ledger(entry),
             after=task.after,
