@@ -260,8 +260,7 @@ class Executor:
     async def run(self, plan: Plan) -> list[SceneResult]:
         """Carry out every take of `plan` concurrently; one failure does not stop the others."""
         self.clips_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.clips_dir.glob(".*.part"):
-            stale.unlink(missing_ok=True)  # a download cut short by a killed run
+        self._remove_stale_parts()
         loop = asyncio.get_running_loop()
         self._sources = {t.job.scene: loop.create_future() for t in plan.takes if t.job.selected}
         self._element_plan = {e.element.name: e for e in plan.elements}
@@ -291,6 +290,7 @@ class Executor:
     async def run_stills(self, plan: Plan) -> list[ImageResult]:
         """Carry out the stills of a `--stills` plan (and the generated images they show)."""
         (self.clips_dir / "stills").mkdir(parents=True, exist_ok=True)
+        self._remove_stale_parts()
         self._element_plan = {e.element.name: e for e in plan.elements}
         self._image_plan = {i.job.key: i for i in plan.images}
         if self.image_slots is None:
@@ -310,6 +310,16 @@ class Executor:
             if future.done() and not future.cancelled():
                 future.exception()
         return results
+
+    def _remove_stale_parts(self) -> None:
+        """Remove the downloads a killed run cut short (`.NAME.*.part`): of clips, and of
+        images, stills and audio in their folders."""
+        for folder in (
+            self.clips_dir,
+            *(self.clips_dir / f for f in ("images", "stills", "audio")),
+        ):
+            for stale in folder.glob(".*.part"):
+                stale.unlink(missing_ok=True)
 
     # -- one take -------------------------------------------------------------------------
 

@@ -574,3 +574,15 @@ def test_an_undone_narration_edit_is_downloaded_again_not_paid_again(project: Pa
     assert lock.speech["climb"].intact(project / "renders" / "film") is not None
     [replaced] = lock.sound_history["speech"]["climb"]  # the edited line's record
     assert replaced.digest != row.digest
+
+
+def test_downloads_a_killed_run_cut_short_are_removed_from_every_folder(project: Path) -> None:
+    _sounded(project, music=False)
+    folder = project / "renders" / "film"
+    stale = [folder / sub / f".x.{sub}.1a2b3c.part" for sub in ("", "audio", "images", "stills")]
+    for part in stale:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(b"half a file")
+    outcome = render(project, make_emulator(FakeTime()))
+    assert outcome.failed == [] and outcome.film is not None
+    assert [p for p in stale if p.exists()] == []
