@@ -129,3 +129,63 @@ def test_a_film_with_voices_narration_an_effect_and_music(
     sound = decode(film)
     assert onset(sound, _hz(mira), after=2.0) == pytest.approx(3.0, abs=FRAME)
     assert integrated(sound) == pytest.approx(-16.0, abs=1.0)
+
+
+@pytest.fixture
+def slow_effects(tmp_path: Path) -> Any:
+    """`storyboard emulator` whose sound effects take 6 s (clips 1 s, TTS at once)."""
+    from tests.test_crash import _free_port, _wait_for
+
+    port = _free_port()
+    log = (tmp_path / "emulator.log").open("wb")
+    args = ["--port", str(port), "--latency", "1", "--sfx-latency", "6"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compiler", "emulator", *args, "--clip-max-side", "160"],
+        env={**os.environ, "KLING_API_KEY": KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    running = Server(port, process)
+    try:
+        _wait_for(running.up, "the emulator to listen")
+        yield running
+    finally:
+        process.kill()
+        process.wait()
+        log.close()
+
+
+def test_a_render_killed_while_an_effect_is_made_resumes_without_paying_twice(
+    tmp_path: Path,
+    slow_effects: Server,  # noqa: F811
+) -> None:
+    from tests.test_crash import _wait_for
+
+    project = tmp_path / "film"
+    project.mkdir()
+    t = np.arange(int(4.0 * 48_000)) / 48_000
+    write_wav(project / "score.wav", 0.3 * np.sin(2 * np.pi * MUSIC_HZ * t), 48_000)
+    (project / "film.yaml").write_text(BOARD, encoding="utf-8")
+    env = {**os.environ, "KLING_API_KEY": KEY, "KLING_BASE_URL": slow_effects.url}
+    args = [sys.executable, "-m", "compiler", "render", "film.yaml", "--backend", "kling"]
+    args += ["--yes", "--poll-interval", "0.2"]
+    first = subprocess.Popen(
+        args, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def effect_in_flight() -> bool:
+        lock = project / "film.lock"
+        if not lock.exists():
+            return False
+        effects = json.loads(lock.read_text("utf-8")).get("effects", {})
+        return effects.get("sea", {}).get("status") in ("submitted", "processing")
+
+    _wait_for(effect_in_flight, "the effect's task to be running")
+    first.kill()
+    first.communicate()
+    _render(project, slow_effects)
+    tts, sfx, voices, clips = _calls(slow_effects)
+    assert (sfx, voices) == (1, 1)  # the effect re-attached to, the voice not made again
+    assert clips == 4 and tts in (3, 4)  # a TTS call the kill cut may be paid again (README)
+    assert not [p for p in project.rglob("*") if p.name.endswith((".part", ".tmp"))]
+    assert (project / "renders" / "film.mp4").is_file()
