@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,25 +81,15 @@ class Server:
         return True
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+@contextmanager
+def emulator_server(folder: Path, *flags: str) -> Iterator[Server]:
+    """`storyboard emulator` as a server on a free loopback port, with `flags`; its log in
+    `folder`. Killed on the way out."""
     port = _free_port()
-    env = {**os.environ, "KLING_API_KEY": KEY}
-    log = (tmp_path / "emulator.log").open("wb")
+    log = (folder / "emulator.log").open("wb")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "compiler",
-            "emulator",
-            "--port",
-            str(port),
-            "--latency",
-            "3",
-            "--clip-max-side",
-            "160",
-        ],
-        env=env,
+        [sys.executable, "-m", "compiler", "emulator", "--port", str(port), *flags],
+        env={**os.environ, "KLING_API_KEY": KEY},
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
@@ -110,6 +101,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
         process.kill()
         process.wait()
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with emulator_server(tmp_path, "--latency", "3", "--clip-max-side", "160") as running:
+        yield running
 
 
 @pytest.fixture

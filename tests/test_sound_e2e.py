@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from compiler.emulator.audio import RATE as TONE_RATE
 from compiler.emulator.audio import voice_period
-from tests.test_crash import KEY, Server, server  # noqa: F401 (a fixture)
+from tests.test_crash import KEY, Server, emulator_server, server  # noqa: F401 (a fixture)
 from tests.test_mix import FRAME, decode, integrated, level, onset, true_peak, write_wav
 
 MUSIC_HZ = 150.0  # below every voice's tone (210-525 Hz): its level can be read apart
@@ -55,6 +56,16 @@ scenes:
 """
 
 
+def _project(root: Path) -> Path:
+    """The storyboard above, and 4 s of a 150 Hz tone as its score."""
+    project = root / "film"
+    project.mkdir()
+    t = np.arange(int(4.0 * 48_000)) / 48_000
+    write_wav(project / "score.wav", 0.3 * np.sin(2 * np.pi * MUSIC_HZ * t), 48_000)
+    (project / "film.yaml").write_text(BOARD, encoding="utf-8")
+    return project
+
+
 def _render(project: Path, server: Server, command: str = "render") -> str:  # noqa: F811
     env = {**os.environ, "KLING_API_KEY": KEY, "KLING_BASE_URL": server.url}
     args = [sys.executable, "-m", "compiler", command, "film.yaml", "--backend", "kling"]
@@ -78,11 +89,7 @@ def test_a_film_with_voices_narration_an_effect_and_music(
     tmp_path: Path,
     server: Server,  # noqa: F811 (the fixture)
 ) -> None:
-    project = tmp_path / "film"
-    project.mkdir()
-    t = np.arange(int(4.0 * 48_000)) / 48_000
-    write_wav(project / "score.wav", 0.3 * np.sin(2 * np.pi * MUSIC_HZ * t), 48_000)
-    (project / "film.yaml").write_text(BOARD, encoding="utf-8")
+    project = _project(tmp_path)
 
     plan = _render(project, server, "plan")
     assert "narration stairs †" in plan  # TTS: the one call that could be paid twice
@@ -132,27 +139,11 @@ def test_a_film_with_voices_narration_an_effect_and_music(
 
 
 @pytest.fixture
-def slow_effects(tmp_path: Path) -> Any:
+def slow_effects(tmp_path: Path) -> Iterator[Server]:
     """`storyboard emulator` whose sound effects take 6 s (clips 1 s, TTS at once)."""
-    from tests.test_crash import _free_port, _wait_for
-
-    port = _free_port()
-    log = (tmp_path / "emulator.log").open("wb")
-    args = ["--port", str(port), "--latency", "1", "--sfx-latency", "6"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "compiler", "emulator", *args, "--clip-max-side", "160"],
-        env={**os.environ, "KLING_API_KEY": KEY},
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    running = Server(port, process)
-    try:
-        _wait_for(running.up, "the emulator to listen")
+    flags = ("--latency", "1", "--sfx-latency", "6", "--clip-max-side", "160")
+    with emulator_server(tmp_path, *flags) as running:
         yield running
-    finally:
-        process.kill()
-        process.wait()
-        log.close()
 
 
 def test_a_render_killed_while_an_effect_is_made_resumes_without_paying_twice(
@@ -161,11 +152,7 @@ def test_a_render_killed_while_an_effect_is_made_resumes_without_paying_twice(
 ) -> None:
     from tests.test_crash import _wait_for
 
-    project = tmp_path / "film"
-    project.mkdir()
-    t = np.arange(int(4.0 * 48_000)) / 48_000
-    write_wav(project / "score.wav", 0.3 * np.sin(2 * np.pi * MUSIC_HZ * t), 48_000)
-    (project / "film.yaml").write_text(BOARD, encoding="utf-8")
+    project = _project(tmp_path)
     env = {**os.environ, "KLING_API_KEY": KEY, "KLING_BASE_URL": slow_effects.url}
     args = [sys.executable, "-m", "compiler", "render", "film.yaml", "--backend", "kling"]
     args += ["--yes", "--poll-interval", "0.2"]
