@@ -80,7 +80,8 @@ def _inputs(names: Sequence[str]) -> list[tuple[Path, str]]:
 
 
 def _compile_all(args: argparse.Namespace) -> tuple[list[CompileResult], list[Diagnostic]]:
-    results = [compile_file(path, shown) for path, shown in _inputs(args.files)]
+    cache = getattr(args, "cache", None)  # render, plan: --cache is what a sample goes by
+    results = [compile_file(path, shown, cache=cache) for path, shown in _inputs(args.files)]
     return results, sort_diagnostics(d for r in results for d in r.diagnostics)
 
 

@@ -7,6 +7,7 @@ load → check_schema → resolve → render_image → check_image → render_sc
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -67,8 +68,16 @@ class CompileResult:
         }
 
 
-def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
-    """Compile one storyboard file to Kling payloads. No network."""
+def compile_file(
+    file: Path, display_path: str | None = None, *, cache: str | None = None
+) -> CompileResult:
+    """Compile one storyboard file to Kling payloads. No network.
+
+    `cache` is the render cache URL a render would use (a local voice sample needs an
+    s3:// one); by default STORYBOARD_CACHE's.
+    """
+    if cache is None:
+        cache = os.environ.get("STORYBOARD_CACHE")
     doc, problems = load(file, display_path)
     result = CompileResult(doc.path, file, diagnostics=problems)
     if doc.data is None:
@@ -77,7 +86,7 @@ def compile_file(file: Path, display_path: str | None = None) -> CompileResult:
     # A value the loader already explained (a rejected tag, say) is not reported twice.
     explained = {d.loc for d in problems}
     problems += [d for d in schema_problems if d.loc not in explained]
-    board, resolve_problems = resolve(doc, file, broken)
+    board, resolve_problems = resolve(doc, file, broken, cache)
     problems += resolve_problems
     if board is None:
         result.diagnostics = sort_diagnostics(problems)

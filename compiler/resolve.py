@@ -81,8 +81,11 @@ MISSING = _Missing()
 
 
 class _Resolver:
-    def __init__(self, doc: SourceDoc, file: Path, broken_paths: set[JsonPath]) -> None:
+    def __init__(
+        self, doc: SourceDoc, file: Path, broken_paths: set[JsonPath], cache: str | None
+    ) -> None:
         self.doc = doc
+        self.cache = cache  # the render cache in effect: an s3:// one can lend samples
         self.base_dir = file.resolve().parent
         self.project_root = find_project_root(self.base_dir)
         self.broken_paths = broken_paths
@@ -370,7 +373,7 @@ class _Resolver:
                 else "record a longer sample of 5-30 s",
             )
             return None
-        if not os.environ.get("STORYBOARD_CACHE", "").startswith("s3://"):
+        if not (self.cache or "").startswith("s3://"):
             self.problem(
                 at,
                 "voice-sample-local",
@@ -1051,7 +1054,7 @@ def _problem(code: str, message: str, hint: str | None = None) -> _ImageCheck:
 
 
 def resolve(
-    doc: SourceDoc, file: Path, broken_paths: set[JsonPath]
+    doc: SourceDoc, file: Path, broken_paths: set[JsonPath], cache: str | None = None
 ) -> tuple[Storyboard | None, list[Diagnostic]]:
     """Build the IR from a loaded document whose schema problems are at `broken_paths`.
 
@@ -1059,10 +1062,12 @@ def resolve(
     other part is resolved in full: a broken setting falls back to its default and is
     marked unknown on the scenes it reaches, so their checks that depend on it are
     skipped while the rest still run. Only a file that is not a mapping stops here.
+    `cache` is the render cache the run would use (`--cache`, else STORYBOARD_CACHE): a
+    local voice sample needs an s3:// one.
     """
     if () in broken_paths or not isinstance(doc.data, dict):
         return None, []
-    resolver = _Resolver(doc, file, broken_paths)
+    resolver = _Resolver(doc, file, broken_paths, cache)
     top, top_unknown = resolver.settings((), None)
     voices = resolver.voices()
     resolver.voice_table = voices

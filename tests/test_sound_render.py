@@ -586,3 +586,27 @@ def test_downloads_a_killed_run_cut_short_are_removed_from_every_folder(project:
     outcome = render(project, make_emulator(FakeTime()))
     assert outcome.failed == [] and outcome.film is not None
     assert [p for p in stale if p.exists()] == []
+
+
+def test_a_local_sample_compiles_with_an_s3_cache_given_by_flag_or_environment(
+    project: Path,
+    s3: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from compiler.cli import main
+
+    _music(project / "mira.wav", seconds=6.0)
+    text = _sounded(project, music=False).replace(
+        '{sample: {url: "https://samples.example/mira.wav"}, language: en}',
+        "{sample: mira.wav, language: en}",
+    )
+    (project / "film.yaml").write_text(text, encoding="utf-8")
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("STORYBOARD_CACHE", raising=False)
+    assert main(["plan", "film.yaml"]) == 1
+    assert "error[voice-sample-local]" in capsys.readouterr().err
+    assert main(["plan", "film.yaml", "--cache", s3]) == 0
+    assert "voice mira" in capsys.readouterr().out
+    monkeypatch.setenv("STORYBOARD_CACHE", s3)
+    assert main(["validate", "film.yaml"]) == 0
