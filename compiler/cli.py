@@ -418,6 +418,22 @@ def cmd_status(args: argparse.Namespace) -> ExitCode:
     return ExitCode.FAILED if failed else ExitCode.OK
 
 
+def cmd_voices(args: argparse.Namespace) -> ExitCode:
+    """The preset voices the backend lists, beside storyboard's offline list (models.yaml),
+    which `voices: {NAME: {preset: ID}}` is checked against."""
+    from .backends import choose_backend
+    from .status import preset_voices
+
+    _backend_name(args)
+    backend = choose_backend(args.backend)
+    rows, summary = asyncio.run(preset_voices(backend))
+    print(f"{'voice id':<28} {'name':<20} {'languages':<22} trial")
+    for voice_id, name, languages, trial in rows:
+        print(f"{voice_id:<28} {name:<20} {languages:<22} {trial}".rstrip())
+    print(summary)
+    return ExitCode.OK
+
+
 def cmd_push(args: argparse.Namespace) -> ExitCode:
     return _sync(args, "push")
 
@@ -655,6 +671,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask Kling about unfinished tasks in the lockfile; never submits",
     )
     status.set_defaults(run=cmd_status)
+
+    voices = commands.add_parser(
+        "voices",
+        parents=[backend],
+        help="list Kling's preset voices, and the languages storyboard knows they speak",
+    )
+    voices.set_defaults(run=cmd_voices)
 
     push = commands.add_parser(
         "push",

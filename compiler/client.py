@@ -49,6 +49,7 @@ ELEMENTS_PATH = "/v1/general/advanced-custom-elements"
 IMAGES_PATH = "/v1/images/omni-image"  # kling-api.md §11.1
 VOICES_PATH = "/v1/general/custom-voices"  # kling-api.md §11.2, and the three below
 TTS_PATH = "/v1/audio/tts"
+PRESETS_PATH = "/v1/general/presets-voices"
 EFFECTS_PATH = "/v1/audio/text-to-audio"
 CHUNK_SIZE = 1 << 20  # download in 1 MiB pieces: memory stays flat whatever the clip size
 NOT_FOUND_CODE = 1203
@@ -136,6 +137,15 @@ class AudioTaskInfo:
     audio_url: str | None
     duration: float | None
     units_charged: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PresetInfo:
+    """One of Kling's preset voices, as its list shows it."""
+
+    voice_id: str
+    name: str
+    trial_url: str | None  # a few seconds of the voice
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +284,17 @@ class KlingClient:
         """The voice task created with this `external_task_id`, or None: as `find_task`."""
         path = _path(VOICES_PATH, external_task_id)
         return await self._find(path, external_task_id, _voice_task_info)
+
+    async def list_presets(self, page_size: int = 100) -> list[PresetInfo]:
+        """Kling's preset voices (`GET /v1/general/presets-voices`), every page of them."""
+        voices: list[PresetInfo] = []
+        for page in range(1, 1001):  # the API's page numbers stop at 1,000
+            path = f"{PRESETS_PATH}?pageNum={page}&pageSize={page_size}"
+            found = await self._call("GET", path, None, _presets)
+            voices += found
+            if len(found) < page_size:
+                break
+        return voices
 
     async def speak(self, request: SpeechRequest, voice_id: str) -> AudioTaskInfo:
         """One TTS call (`POST /v1/audio/tts`) speaking `request` in voice `voice_id`.
@@ -566,6 +587,22 @@ def _voice_id(value: object) -> str | None:
     if text is None or not text.isprintable() or len(text) > 256:
         return None
     return text
+
+
+def _presets(data: object) -> list[PresetInfo]:
+    """A page of the presets list: finished tasks, each holding voices."""
+    if not isinstance(data, list):
+        raise _Malformed("`data` is not a list")
+    voices = []
+    for task in data:
+        listed = _obj(_obj(task).get("task_result")).get("voices")
+        for voice in listed if isinstance(listed, list) else []:
+            view = _obj(voice)
+            voice_id = _voice_id(view.get("voice_id"))
+            if voice_id is not None:
+                name = _outside_text(view.get("voice_name")) or voice_id
+                voices.append(PresetInfo(voice_id, name, _url(view.get("trial_url"))))
+    return voices
 
 
 # Where an audio task's file is, best first: (URL field, its duration field).

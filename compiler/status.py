@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .backends import Backend
 from .fsutil import sha256_file
-from .lockfile import Lockfile, SoundLock, TaskLock
+from .lockfile import EMULATOR_HOST_SUFFIX, Lockfile, SoundLock, TaskLock
 
 
 async def refresh_status(file: Path, backend: Backend) -> Lockfile:
@@ -84,3 +85,28 @@ def _audio_state(entry: SoundLock, folder: Path) -> str:
     if entry.intact(folder) is None:
         return "audio deleted or modified (render makes it again)"
     return "audio ok"
+
+
+async def preset_voices(backend: Backend) -> tuple[list[tuple[str, str, str, str]], str]:
+    """Kling's preset voices as `storyboard voices` shows them: (id, name, the languages
+    storyboard knows it speaks, its trial URL) and a summary line. Asks; never creates."""
+    from .model import sound
+
+    known: dict[str, list[str]] = sound()["presets"]
+    client = backend.client()
+    try:
+        presets = await client.list_presets()
+    finally:
+        await client.aclose()
+    rows = []
+    for preset in presets:
+        languages = ", ".join(known.get(preset.voice_id, [])) or "unknown to storyboard"
+        trial = preset.trial_url or ""
+        if (urlsplit(trial).hostname or "").endswith(EMULATOR_HOST_SUFFIX):
+            trial = ""  # the in-process emulator's: nothing to play
+        rows.append((preset.voice_id, preset.name, languages, trial))
+    missing = sorted(set(known) - {p.voice_id for p in presets})
+    summary = f"{len(presets)} preset voice(s) on {backend.name}; storyboard knows {len(known)}"
+    if missing:
+        summary += f", {len(missing)} of them not listed: {', '.join(missing)}"
+    return rows, summary

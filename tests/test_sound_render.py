@@ -610,3 +610,17 @@ def test_a_local_sample_compiles_with_an_s3_cache_given_by_flag_or_environment(
     assert "voice mira" in capsys.readouterr().out
     monkeypatch.setenv("STORYBOARD_CACHE", s3)
     assert main(["validate", "film.yaml"]) == 0
+
+
+def test_voices_lists_the_presets_beside_the_languages_storyboard_knows(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compiler.cli import main
+
+    monkeypatch.delenv("KLING_API_KEY", raising=False)
+    assert main(["voices"]) == 0  # the built-in emulator's list
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["voice", "id", "name", "languages", "trial"]
+    assert lines[1].split() == ["oversea_male1", "Anchor", "en"]
+    assert ["genshin_vindi2", "Sunny", "zh"] in [line.split() for line in lines]
+    assert lines[-1] == "12 preset voice(s) on emulator; storyboard knows 12"
