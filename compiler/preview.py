@@ -310,6 +310,8 @@ class _Sheet:
             totals.append(
                 Total("film", film.duration, film.note, film.name, film.src, warn=film.stale)
             )
+        if (sound := self.sound_total(enabled)) is not None:
+            totals.append(sound)
         return totals + [
             Total("to render", plan_usd if self.plan.pays else "nothing", to_render),
             Total(
@@ -450,6 +452,29 @@ class _Sheet:
             after=task.after,
             sounds=self.sound_rows(task),
         )
+
+    def sound_total(self, enabled: list[Task]) -> Total | None:
+        """The film's sound in one card: its loudness, the music under it (a link to the
+        file), and how many narrations and effects it lays in."""
+        soundtrack = self.board.soundtrack
+        narrations = sum(t.narration is not None for t in enabled)
+        effects = sum(t.sfx is not None for t in enabled)
+        if soundtrack is None and not narrations and not effects:
+            return None
+        loudness = soundtrack.loudness if soundtrack is not None else -14.0
+        parts = []
+        if narrations:
+            parts.append(_count(narrations, "narration"))
+        if effects:
+            parts.append(_count(effects, "effect"))
+        parts.append(f"true peak ≤ {soundtrack.true_peak if soundtrack else -1.0:g} dBTP")
+        music = soundtrack.music if soundtrack is not None else None
+        if music is None:
+            return Total("sound", f"{loudness:g} LUFS", " · ".join(parts))
+        gain = f" {soundtrack.music_gain:+g} dB" if soundtrack and soundtrack.music_gain else ""
+        href = self.href(self.base_dir / music.file)
+        link = f"{Path(music.file).name}{gain}"
+        return Total("sound", f"{loudness:g} LUFS", " · ".join(parts), link, href)
 
     def sound_rows(self, task: Task) -> tuple[SoundRow, ...]:
         """The scene's narration and effect, each with its audio when the one recorded is

@@ -400,6 +400,7 @@ def test_the_contact_sheet_shows_each_scenes_narration_and_effect_with_a_player(
     assert '<q class="sound-text">I climbed every single night.</q>' in page
     assert "audio/climb.narration" not in page and "not made yet" in page
     assert "1 sound call, 0.05 units · free on the emulator" in page
+    assert "2 narrations · 1 effect · true peak ≤ -1 dBTP" in page  # the sound card
 
 
 def test_an_elements_kind_goes_as_its_tag_and_only_a_character_takes_a_voice(
