@@ -1,10 +1,11 @@
-"""Subtitle a film's dialogue. Film clips → renders/NAME.srt (SubRip).
+"""Subtitle a film's dialogue and narration. Film clips → renders/NAME.srt (SubRip).
 
 Kling speaks the lines a prompt quotes, in scenes with sound. Every line quoted in a
 shot's prompt ("…" or “…”) becomes one caption, timed to that shot in the film: a
 scene's shots share its clip in proportion to their requested durations, and the lines
 of one shot share the shot in proportion to their length. A single-shot scene is one
-shot. No quoted line, no file.
+shot. Narration comes timed already (film.py: from its scene's start, as long as its
+audio). No line, no file.
 """
 
 from __future__ import annotations
@@ -72,9 +73,12 @@ def srt(found: Sequence[Caption]) -> str:
     return "\n".join(cues)
 
 
-def write_captions(clips: Sequence[FilmClip], dest: Path) -> Path | None:
-    """Write `dest` when the film has dialogue and return it; else remove a stale one."""
-    found = captions(clips)
+def write_captions(
+    clips: Sequence[FilmClip], dest: Path, narration: Sequence[Caption] = ()
+) -> Path | None:
+    """Write `dest` when the film has dialogue or `narration` and return it; else remove
+    a stale one. Cues are in order of their start."""
+    found = sorted([*captions(clips), *narration], key=lambda caption: caption.start)
     if not found:
         dest.unlink(missing_ok=True)
         return None

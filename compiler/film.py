@@ -126,7 +126,7 @@ def assemble_film(
     Nothing is assembled again when the clips are the same as last time; clips of the same
     format are joined without re-encoding (compiler.media.assemble).
     """
-    from .captions import write_captions
+    from .captions import Caption, write_captions
     from .media import FILM_CRF, assemble
     from .timeline import export, timeline_path
 
@@ -180,7 +180,10 @@ def assemble_film(
         storyboard=storyboard,
         audio=_audio_clips(clips, sounds, soundtrack, base_dir),
     )
-    captions = write_captions(clips, renders / f"{name}.srt")
+    spoken = [
+        Caption(s.start, s.start + s.seconds, s.text) for s in sounds if s.kind == "narration"
+    ]
+    captions = write_captions(clips, renders / f"{name}.srt", spoken)
     return FilmResult(film_path, note, detail, timeline, captions, _overruns(clips, sounds))
 
 
@@ -207,6 +210,7 @@ class FilmSound:
     sha256: str
     start: Fraction  # seconds from the film's first frame
     seconds: Fraction  # how long it lasts (as recorded; else read from the file)
+    text: str = ""  # what it says (narration) or what it is (an effect's prompt)
 
 
 def film_sounds(
@@ -231,6 +235,10 @@ def film_sounds(
             ("narration", lock.speech, task.narration and speech_digest(task.narration)),
             ("sfx", lock.effects, task.sfx and effect_digest(task.sfx)),
         )
+        texts = {
+            "narration": task.narration.text if task.narration else "",
+            "sfx": task.sfx.prompt if task.sfx else "",
+        }
         for kind, records, digest in wanted:
             if not digest:
                 continue
@@ -248,6 +256,7 @@ def film_sounds(
                     entry.sha256 or "",
                     start,
                     Fraction(seconds).limit_denominator(48000),
+                    texts[kind],
                 )
             )
         start += clip.seconds

@@ -625,3 +625,17 @@ def test_voices_lists_the_presets_beside_the_languages_storyboard_knows(
     assert lines[1].split() == ["oversea_male1", "Anchor", "en"]
     assert ["genshin_vindi2", "Sunny", "zh"] in [line.split() for line in lines]
     assert lines[-1] == "12 preset voice(s) on emulator; storyboard knows 12"
+
+
+def test_narration_is_captioned_from_its_scenes_start_for_as_long_as_it_speaks(
+    project: Path,
+) -> None:
+    _sounded(project, music=False)
+    outcome = render(project, make_emulator(FakeTime()))
+    assert outcome.captions is not None
+    # The emulator speaks 2.5 words a second: 6 words are 2.4 s, 4 words 1.6 s (climb
+    # starts at 3 s). The coda's quoted line is not there: its prompt quotes none.
+    assert outcome.captions.read_text("utf-8") == (
+        "1\n00:00:00,000 --> 00:00:02,400\nThe lamp was dark a year.\n\n"
+        "2\n00:00:03,000 --> 00:00:04,600\nI climbed every night.\n"
+    )
