@@ -197,11 +197,10 @@ class CacheError(StoryboardError):
 class SoundGone(StoryboardError):
     """Kling no longer serves a finished narration or effect (results are kept 30 days)."""
 
-    def __init__(self, kind: str, label: str, error: Exception) -> None:
-        records = "speech" if kind == "speech" else "effects"
+    def __init__(self, scene: str, label: str, error: Exception) -> None:
         super().__init__(
-            f"{label}: its audio can no longer be downloaded ({error}); remove its entry "
-            f"under `{records}` in the lockfile to make it again (paid)"
+            f"{label}: its audio can no longer be downloaded ({error}); "
+            f"`storyboard render --force {scene}` makes it again (paid)"
         )
 
 

@@ -1015,7 +1015,7 @@ class Executor:
         job = planned.job
         dest = self._audio_path(planned, entry.audio_url)
         got = await self._fetch_result(
-            job.label, entry.audio_url, dest, lambda why: SoundGone(job.kind, job.label, why)
+            job.label, entry.audio_url, dest, lambda why: SoundGone(job.key, job.label, why)
         )
         entry.file = f"audio/{dest.name}"
         entry.sha256, entry.bytes = got.sha256, got.bytes

@@ -199,6 +199,7 @@ class SoundJob:
     request: VoiceRequest | SpeechRequest | EffectRequest
     units: Decimal  # video units a call (kling-api.md §11.2)
     usd: Decimal
+    force: bool = False  # `--force SCENE`: made again, paid again, even unchanged
 
     @property
     def label(self) -> str:
@@ -575,6 +576,8 @@ class _Planner:
         # TTS has no external id: a call a killed run may have sent cannot be looked up.
         lookup = job.kind != "speech"
         verdict = self._verdict(entry, digest, _SOUND_CHANGES[job.kind], done, lookup=lookup)
+        if job.force and verdict.action in (Action.REUSE, Action.FETCH, Action.DOWNLOAD):
+            verdict = _Verdict(Action.SUBMIT, "forced", ("--force",))
         if verdict.keeps and entry is not current:
             verdict = replace(verdict, reasons=(*verdict.reasons, "as made before the last edit"))
         if verdict.keeps:

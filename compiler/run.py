@@ -66,25 +66,27 @@ def plan_board(
         cache=cache,
         images=image_jobs(result),
         stills=still_jobs(result, selection or Selection()) if stills else None,
-        sounds=sound_jobs(result),
+        sounds=sound_jobs(result, selection),
         voices=voice_jobs(result),
     )
 
 
-def sound_jobs(result: CompileResult) -> list[SoundJob]:
-    """Each enabled scene's narration (one TTS call) and sound effect, in scene order."""
+def sound_jobs(result: CompileResult, selection: Selection | None = None) -> list[SoundJob]:
+    """Each enabled scene's narration (one TTS call) and sound effect, in scene order;
+    `--force SCENE` makes them again too."""
+    forced = (selection or Selection()).force
     jobs = []
     for task in result.tasks:
         if not task.enabled:
             continue
+        force = task.scene in forced
         if task.narration is not None:
-            jobs.append(
-                SoundJob(
-                    "speech", task.scene, task.narration, task.narration_units, task.narration_usd
-                )
-            )
+            units, usd = task.narration_units, task.narration_usd
+            jobs.append(SoundJob("speech", task.scene, task.narration, units, usd, force))
         if task.sfx is not None:
-            jobs.append(SoundJob("effect", task.scene, task.sfx, task.sfx_units, task.sfx_usd))
+            jobs.append(
+                SoundJob("effect", task.scene, task.sfx, task.sfx_units, task.sfx_usd, force)
+            )
     return jobs
 
 

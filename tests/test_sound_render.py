@@ -639,3 +639,20 @@ def test_narration_is_captioned_from_its_scenes_start_for_as_long_as_it_speaks(
         "1\n00:00:00,000 --> 00:00:02,400\nThe lamp was dark a year.\n\n"
         "2\n00:00:03,000 --> 00:00:04,600\nI climbed every night.\n"
     )
+
+
+def test_force_makes_a_scenes_sound_again_with_its_clip(project: Path) -> None:
+    _sounded(project, music=False)
+    emulator = make_emulator(FakeTime())
+    render(project, emulator)
+    before = emulator.stats()
+    plan = plan_of(project, force=["coda"], only=["coda"])
+    assert [(s.job.label, str(s.action), s.state) for s in plan.sounds] == [
+        ("sfx coda", "submit", "forced")
+    ]
+    outcome = render(project, emulator, force=["coda"], only=["coda"])
+    assert outcome.failed == [] and outcome.film is not None
+    after = emulator.stats()
+    assert after["sfx_calls"] == before["sfx_calls"] + 1
+    assert after["total_creates"] == before["total_creates"] + 1
+    assert after["tts_calls"] == before["tts_calls"]  # the other scenes' narration: kept
