@@ -140,8 +140,8 @@ def test_a_film_with_voices_narration_an_effect_and_music(
 
 @pytest.fixture
 def slow_effects(tmp_path: Path) -> Iterator[Server]:
-    """`storyboard emulator` whose sound effects take 6 s (clips 1 s, TTS at once)."""
-    flags = ("--latency", "1", "--sfx-latency", "6", "--clip-max-side", "160")
+    """`storyboard emulator` whose sound effects take 3 s (clips 1 s, TTS at once)."""
+    flags = ("--latency", "1", "--sfx-latency", "3", "--clip-max-side", "160")
     with emulator_server(tmp_path, *flags) as running:
         yield running
 
