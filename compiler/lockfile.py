@@ -423,10 +423,7 @@ class Lockfile:
             lock.effects = {k: SoundLock(**v) for k, v in doc.get("effects", {}).items()}
             lock.sound_history = _history(doc.get("sound_history", {}), SoundLock)
             lock.image_history = _history(doc.get("image_history", {}), ImageLock)
-            images = [*lock.images.values(), *lock.stills.values()]
-            images += [
-                r for by_key in lock.image_history.values() for rs in by_key.values() for r in rs
-            ]
+            images = [*lock.images.values(), *lock.stills.values(), *_replaced(lock.image_history)]
             for sound in lock.all_sounds():  # servers' words, as for tasks
                 if sound.status_msg:
                     sound.status_msg = redact_secrets(sound.status_msg)
@@ -495,10 +492,8 @@ class Lockfile:
 
     def all_sounds(self) -> list[SoundLock]:
         """Every sound record, current or replaced."""
-        replaced = [
-            r for by_key in self.sound_history.values() for rs in by_key.values() for r in rs
-        ]
-        return [*self.voices.values(), *self.speech.values(), *self.effects.values(), *replaced]
+        current = (*self.voices.values(), *self.speech.values(), *self.effects.values())
+        return [*current, *_replaced(self.sound_history)]
 
     def keep_sound(self, kind: str, key: str, entry: SoundLock) -> None:
         """Make `entry` the record of `key` (a voice's name, or a scene); the record it
@@ -597,6 +592,13 @@ def _history(doc: dict[str, Any], record: type[_Kept]) -> dict[str, dict[str, li
         section: {key: [record(**entry) for entry in entries] for key, entries in by_key.items()}
         for section, by_key in doc.items()
     }
+
+
+def _replaced(history: dict[str, dict[str, list[_Kept]]]) -> list[_Kept]:
+    """Every record of a history, all sections and names."""
+    return [
+        record for by_key in history.values() for records in by_key.values() for record in records
+    ]
 
 
 def _keep(

@@ -22,7 +22,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from .frames import frame_name, last_frame_png
 from .lockfile import (
@@ -535,30 +535,23 @@ class _Planner:
     def image(self, job: ImageJob) -> PlannedImage:
         """The action for one Omni-Image task: as for a take, by its record and its PNG."""
         digest = image_digest(job.request)
-        current = self.lock.image_records(job.kind).get(job.key)
-        entry = current
-        if entry is None or entry.digest != digest or not entry.serves(self.backend):
-            # An edit undone: the record that made this work before is taken back.
-            entry = self.lock.earlier_image(job.kind, job.key, digest, self.backend) or entry
-        why = "prompt, settings or an image it shows"
-        verdict = self._verdict(entry, digest, why, partial(self._file, noun="image"))
-        if verdict.keeps and entry is not current:
-            verdict = replace(verdict, reasons=(*verdict.reasons, "as made before the last edit"))
-        if verdict.keeps:
-            assert entry is not None
-            ext, attempt = entry.external_task_id, entry.attempt
-        else:
-            # Past every attempt this work had, replaced records included.
-            done_before = self.lock.image_attempts(job.kind, job.key, digest)
-            attempt = attempt_after(done_before, job.label, self.lock.path) if done_before else 1
-            ext = image_task_id(job, digest, attempt)
+        verdict, entry, attempt = self._settle(
+            self.lock.image_records(job.kind).get(job.key),
+            partial(self.lock.earlier_image, job.kind, job.key, digest, self.backend),
+            partial(self.lock.image_attempts, job.kind, job.key, digest),
+            digest,
+            job.label,
+            "prompt, settings or an image it shows",
+            partial(self._file, noun="image"),
+        )
+        ext = entry.external_task_id if entry is not None else image_task_id(job, digest, attempt)
         return PlannedImage(
             job,
             verdict.action,
             verdict.state,
             digest,
             verdict.reasons,
-            entry if verdict.keeps else None,
+            entry,
             ext if verdict.creates else "",
             attempt,
         )
@@ -567,27 +560,21 @@ class _Planner:
         """The action for one sound call: as for an image, by its record and its audio
         (a custom voice by the id it was given)."""
         digest = job.digest
-        current = self.lock.sound_records(job.kind).get(job.key)
-        entry = current
-        if entry is None or entry.digest != digest or not entry.serves(self.backend):
-            # An edit undone: the record that made this work before is taken back.
-            entry = self.lock.earlier_sound(job.kind, job.key, digest, self.backend) or entry
-        done = self._voice if job.kind == "voice" else partial(self._file, noun="audio")
-        # TTS has no external id: a call a killed run may have sent cannot be looked up.
-        lookup = job.kind != "speech"
-        verdict = self._verdict(entry, digest, _SOUND_CHANGES[job.kind], done, lookup=lookup)
-        if job.force and verdict.action in (Action.REUSE, Action.FETCH, Action.DOWNLOAD):
-            verdict = _Verdict(Action.SUBMIT, "forced", ("--force",))
-        if verdict.keeps and entry is not current:
-            verdict = replace(verdict, reasons=(*verdict.reasons, "as made before the last edit"))
-        if verdict.keeps:
-            assert entry is not None
-            ext, attempt = entry.external_task_id, entry.attempt
+        verdict, entry, attempt = self._settle(
+            self.lock.sound_records(job.kind).get(job.key),
+            partial(self.lock.earlier_sound, job.kind, job.key, digest, self.backend),
+            partial(self.lock.sound_attempts, job.kind, job.key, digest),
+            digest,
+            job.label,
+            _SOUND_CHANGES[job.kind],
+            self._voice if job.kind == "voice" else partial(self._file, noun="audio"),
+            # TTS has no external id: a call a killed run may have sent cannot be looked up.
+            lookup=job.kind != "speech",
+            force=job.force,
+        )
+        if entry is not None:
+            ext = entry.external_task_id
         else:
-            # Past every attempt this work had, replaced records included: a new create
-            # never reuses the external_task_id of an earlier one (a failed one, say).
-            done_before = self.lock.sound_attempts(job.kind, job.key, digest)
-            attempt = attempt_after(done_before, job.label, self.lock.path) if done_before else 1
             ext = None if job.kind == "speech" else sound_task_id(job, digest, attempt)
         return PlannedSound(
             job,
@@ -595,10 +582,45 @@ class _Planner:
             verdict.state,
             digest,
             verdict.reasons,
-            entry if verdict.keeps else None,
+            entry,
             ext if verdict.creates else None,
             attempt,
         )
+
+    def _settle(
+        self,
+        current: _Kept | None,
+        earlier: Callable[[], _Kept | None],
+        attempts: Callable[[], int],
+        digest: str,
+        label: str,
+        changed: str,
+        done: Callable[[Any], _Verdict],
+        *,
+        lookup: bool = True,
+        force: bool = False,
+    ) -> tuple[_Verdict, _Kept | None, int]:
+        """The verdict on a recorded image or sound task, the record its row works from
+        (None for a new create) and the attempt of the work.
+
+        The record is the current one, or, for an edit undone, the replaced one that made
+        this work before, taken back. A new create takes the attempt past every one this
+        work had, replaced records included, so it never reuses an earlier task's
+        external_task_id (a failed one, say).
+        """
+        entry = current
+        if entry is None or entry.digest != digest or not entry.serves(self.backend):
+            entry = earlier() or entry
+        verdict: _Verdict = self._verdict(entry, digest, changed, done, lookup=lookup)
+        if force and verdict.action in (Action.REUSE, Action.FETCH, Action.DOWNLOAD):
+            verdict = _Verdict(Action.SUBMIT, "forced", ("--force",))
+        if not verdict.keeps:
+            before = attempts()
+            return verdict, None, attempt_after(before, label, self.lock.path) if before else 1
+        assert entry is not None
+        if entry is not current:
+            verdict = replace(verdict, reasons=(*verdict.reasons, "as made before the last edit"))
+        return verdict, entry, entry.attempt
 
     def _verdict(
         self,
@@ -712,6 +734,7 @@ class _Submit:
 
 
 _Record = ImageLock | SoundLock
+_Kept = TypeVar("_Kept", ImageLock, SoundLock)
 
 
 @dataclass(frozen=True, slots=True)
