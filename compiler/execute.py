@@ -583,12 +583,8 @@ class Executor:
 
     async def _generated(self, media: GeneratedImage) -> Path:
         """The PNG of a generated image ref, made (once) as its planned action says."""
-        future = self._images.get(media.name)
-        if future is None:
-            planned = self._image_plan[media.name]
-            future = asyncio.ensure_future(self._make_image(planned))
-            self._images[media.name] = future
-        return await asyncio.shield(future)
+        planned = self._image_plan[media.name]
+        return await _once(self._images, media.name, partial(self._make_image, planned))
 
     def _image_path(self, planned: PlannedImage) -> Path:
         folder = "images" if planned.job.kind == "image" else "stills"
@@ -726,12 +722,8 @@ class Executor:
 
     async def _element_id(self, element: ElementToMake) -> int:
         """The Kling id of an element the storyboard makes, as its planned action gives it."""
-        future = self._elements.get(element.name)
-        if future is None:
-            planned = self._element_plan[element.name]
-            future = asyncio.ensure_future(self._make_element(planned))
-            self._elements[element.name] = future
-        return await asyncio.shield(future)
+        planned = self._element_plan[element.name]
+        return await _once(self._elements, element.name, partial(self._make_element, planned))
 
     async def _make_element(self, planned: PlannedElement) -> int:
         element = planned.element
@@ -817,14 +809,10 @@ class Executor:
         return await self._voice(voice.name)
 
     async def _voice(self, name: str) -> str:
-        future = self._voices.get(name)
-        if future is None:
-            planned = self._voice_plan.get(name)
-            if planned is None:  # pragma: no cover - the plan names every voice a create needs
-                raise StoryboardError(f"voice '{name}' is needed but was not planned")
-            future = asyncio.ensure_future(self._make_voice(planned))
-            self._voices[name] = future
-        return await asyncio.shield(future)
+        """The id of a custom voice the storyboard makes, as its planned action gives it."""
+        if name not in self._voice_plan:  # pragma: no cover - the plan names every one needed
+            raise StoryboardError(f"voice '{name}' is needed but was not planned")
+        return await _once(self._voices, name, partial(self._make_voice, self._voice_plan[name]))
 
     async def _make_voice(self, planned: PlannedSound) -> str:
         job, entry = planned.job, planned.entry
@@ -1127,3 +1115,14 @@ class Executor:
             await asyncio.to_thread(self.cache.put, sha256, path)
         except CacheError as exc:
             self.notes.append(f"not uploaded to the cache: {exc}")
+
+
+async def _once(
+    made: dict[str, asyncio.Future[T]], key: str, make: Callable[[], Awaitable[T]]
+) -> T:
+    """What `make` gives for `key`, made once however many wait for it; a waiter's
+    cancellation does not cancel the making (others may still wait)."""
+    future = made.get(key)
+    if future is None:
+        future = made[key] = asyncio.ensure_future(make())
+    return await asyncio.shield(future)
