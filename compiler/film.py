@@ -139,6 +139,7 @@ def assemble_film(
         return FilmResult(None, why)
     if sounds and soundtrack is None:
         soundtrack = Soundtrack()  # narration and effects are mixed to the default loudness
+    music = _music(soundtrack, base_dir)  # checked once, for the mix and the timeline
     shas = [clip.sha256 for clip in clips]
     film_path = renders / f"{name}.mp4"
     detail = ""
@@ -163,7 +164,7 @@ def assemble_film(
         else:
             detail = "packets copied: nothing re-encoded"
         if soundtrack is not None:
-            detail += "; " + _mix_soundtrack(film_path, soundtrack, sounds, base_dir)
+            detail += "; " + _mix_soundtrack(film_path, soundtrack, sounds, music)
         lock.film = Film(
             file=film_path.name,
             sha256=sha256_file(film_path),
@@ -178,7 +179,7 @@ def assemble_film(
         "otio",
         title=title or name,
         storyboard=storyboard,
-        audio=_audio_clips(clips, sounds, soundtrack, base_dir),
+        audio=_audio_clips(clips, sounds, soundtrack, music),
     )
     spoken = [
         Caption(s.start, s.start + s.seconds, s.text) for s in sounds if s.kind == "narration"
@@ -289,13 +290,12 @@ def _mix_key(soundtrack: Soundtrack | None, sounds: Sequence[FilmSound] = ()) ->
 
 
 def _mix_soundtrack(
-    film: Path, soundtrack: Soundtrack, sounds: Sequence[FilmSound], base_dir: Path | None
+    film: Path, soundtrack: Soundtrack, sounds: Sequence[FilmSound], music: Path | None
 ) -> str:
-    """Lay narration, effects and the soundtrack's music under the film and bring it to its
-    loudness, in place (compiler.mix)."""
+    """Lay narration, effects and the soundtrack's `music` under the film and bring it to
+    its loudness, in place (compiler.mix)."""
     from .mix import Cue, mix_film
 
-    music = _music(soundtrack, base_dir)
     mixed = mix_film(
         film,
         film,
@@ -333,14 +333,13 @@ def _audio_clips(
     clips: Sequence[FilmClip],
     sounds: Sequence[FilmSound],
     soundtrack: Soundtrack | None,
-    base_dir: Path | None,
+    music: Path | None,
 ) -> list[AudioClip]:
     """The film's own sounds as timeline clips: narration, effects, and the music cut into
     the loops the mix plays (an editor can then remix each)."""
     from .media import audio_seconds
 
     audio = [AudioClip(s.kind, s.scene, s.file, s.start, s.seconds, s.sha256) for s in sounds]
-    music = _music(soundtrack, base_dir)
     length = Fraction(audio_seconds(music) or 0 if music else 0).limit_denominator(48000)
     if music is None or soundtrack is None or soundtrack.music is None or length <= 0:
         return audio
@@ -376,7 +375,8 @@ def export_timeline(
     sounds, why = film_sounds(lock, clips, renders / storyboard.stem)
     if why:
         return None, why
-    audio = _audio_clips(clips, sounds, soundtrack, storyboard.resolve().parent)
+    music = _music(soundtrack, storyboard.resolve().parent)
+    audio = _audio_clips(clips, sounds, soundtrack, music)
     dest = timeline_path(renders, storyboard.stem, fmt)
     return export(clips, dest, fmt, title=title, storyboard=shown, audio=audio), ""
 
