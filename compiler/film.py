@@ -233,21 +233,21 @@ def film_sounds(
     for clip in clips:
         task = clip.task
         wanted = (
-            ("narration", lock.speech, task.narration and speech_digest(task.narration)),
-            ("sfx", lock.effects, task.sfx and effect_digest(task.sfx)),
+            ("narration", "speech", task.narration and speech_digest(task.narration)),
+            ("sfx", "effect", task.sfx and effect_digest(task.sfx)),
         )
         texts = {
             "narration": task.narration.text if task.narration else "",
             "sfx": task.sfx.prompt if task.sfx else "",
         }
-        for kind, records, digest in wanted:
+        for kind, record, digest in wanted:
             if not digest:
                 continue
-            entry = records.get(clip.scene)
-            path = entry.intact(folder) if entry is not None and entry.digest == digest else None
-            if entry is None or path is None:
+            made = lock.made_sound(record, clip.scene, digest, folder)
+            if made is None:
                 missing.append(f"{kind} of {clip.scene}")
                 continue
+            entry, path = made
             seconds = entry.duration if entry.duration else audio_seconds(path) or 0.0
             sounds.append(
                 FilmSound(

@@ -495,6 +495,17 @@ class Lockfile:
         current = (*self.voices.values(), *self.speech.values(), *self.effects.values())
         return [*current, *_replaced(self.sound_history)]
 
+    def made_sound(
+        self, kind: str, key: str, digest: str, folder: Path
+    ) -> tuple[SoundLock, Path] | None:
+        """The current record of `key` and its audio, when that record made `digest` (what
+        the storyboard asks for now) and the file in `folder` is the one recorded."""
+        entry = self.sound_records(kind).get(key)
+        if entry is None or entry.digest != digest:
+            return None
+        path = entry.intact(folder)
+        return (entry, path) if path is not None else None
+
     def keep_sound(self, kind: str, key: str, entry: SoundLock) -> None:
         """Make `entry` the record of `key` (a voice's name, or a scene); the record it
         replaces goes to `sound_history`, and a record taken back from there leaves it."""

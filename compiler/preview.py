@@ -24,7 +24,7 @@ import jinja2
 from PIL import Image, UnidentifiedImageError
 
 from .fsutil import atomic_write_bytes, atomic_write_text, sha256_file
-from .lockfile import Clip, Lockfile, SceneLock, SoundLock, TaskLock
+from .lockfile import Clip, Lockfile, SceneLock, TaskLock
 from .model import Storyboard, Task
 from .pipeline import CompileResult
 from .plan import Plan, PlannedTake
@@ -487,18 +487,16 @@ class _Sheet:
             voice = speech.voice
             name = voice.id if isinstance(voice, PresetVoice) else voice.name
             detail = f"{name} · {speech.language} · ×{speech.speed:g}"
-            src = self.audio_of(self.lock.speech.get(task.scene), speech_digest(speech))
+            src = self.audio_of("speech", task.scene, speech_digest(speech))
             rows.append(SoundRow("narration", speech.text, detail, src))
         if task.sfx is not None:
-            src = self.audio_of(self.lock.effects.get(task.scene), effect_digest(task.sfx))
+            src = self.audio_of("effect", task.scene, effect_digest(task.sfx))
             rows.append(SoundRow("sfx", task.sfx.prompt, f"{task.sfx.duration:g} s", src))
         return tuple(rows)
 
-    def audio_of(self, entry: SoundLock | None, digest: str) -> str | None:
-        if entry is None or entry.digest != digest:
-            return None
-        path = entry.intact(self.folder)
-        return self.href(path) if path is not None else None
+    def audio_of(self, kind: str, scene: str, digest: str) -> str | None:
+        made = self.lock.made_sound(kind, scene, digest, self.folder)
+        return self.href(made[1]) if made is not None else None
 
     def meta(self, task: Task) -> tuple[str, ...]:
         request = task.request
